@@ -1,0 +1,755 @@
+"""External Term Format codec (erts/doc/src/erl_ext_dist.xml; PROTOCOL.md §5).
+
+Theory of operation
+-------------------
+*Decoding* is a recursive descent over an immutable ``bytes`` object; each step returns
+``(term, next_offset)``. Before anything is allocated for a length the input claims
+(atoms, binaries, strings, lists, tuples, maps, bignums, reference words), the claim is
+checked against the bytes that are actually left, so hostile input cannot make the
+decoder allocate more than a small multiple of its own size. Nesting deeper than
+:data:`MAX_DEPTH` is refused, so no input can exhaust Python's stack. Every failure, of
+whatever origin, surfaces as :class:`~erl_interop.errors.DecodeError` with an offset.
+
+*Encoding* produces the canonical bytes of ``term_to_binary(T, [{minor_version, 2}])``:
+UTF-8 atoms (``SMALL_ATOM_UTF8_EXT`` / ``ATOM_UTF8_EXT``), ``NEW_FLOAT_EXT``,
+``NEW_PID_EXT``, ``NEWER_REFERENCE_EXT``, ``NEW_PORT_EXT`` (``V4_PORT_EXT`` only when a
+port id needs more than 32 bits), the smallest integer form, ``STRING_EXT`` for short
+byte lists. Dispatch is on the exact ``type`` of a value through a table, so ``bool``
+(a subclass of ``int``) and :class:`Atom` (a subclass of ``str``) take their own paths;
+other subclasses fall back to an ``isinstance`` walk.
+
+Atoms are interned: decoding keeps a bounded table from encoded bytes to :class:`Atom`,
+encoding a bounded table from :class:`Atom` to its encoded bytes.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from typing import Any, Callable, Sequence
+
+from .errors import DecodeError, EncodeError
+from .terms import Atom, BitBinary, Export, Fun, ImproperList, Map, Pid, Port, Reference
+
+__all__ = ["encode", "decode", "decode_term", "encode_term", "MAX_DEPTH", "MAX_UNCOMPRESSED_SIZE"]
+
+VERSION = 131
+
+# Tags (erl_ext_dist.xml).
+NEW_FLOAT_EXT = 70
+BIT_BINARY_EXT = 77
+COMPRESSED = 80
+ATOM_CACHE_REF = 82
+NEW_PID_EXT = 88
+NEW_PORT_EXT = 89
+NEWER_REFERENCE_EXT = 90
+SMALL_INTEGER_EXT = 97
+INTEGER_EXT = 98
+FLOAT_EXT = 99
+ATOM_EXT = 100
+REFERENCE_EXT = 101
+PORT_EXT = 102
+PID_EXT = 103
+SMALL_TUPLE_EXT = 104
+LARGE_TUPLE_EXT = 105
+NIL_EXT = 106
+STRING_EXT = 107
+LIST_EXT = 108
+BINARY_EXT = 109
+SMALL_BIG_EXT = 110
+LARGE_BIG_EXT = 111
+NEW_FUN_EXT = 112
+EXPORT_EXT = 113
+NEW_REFERENCE_EXT = 114
+SMALL_ATOM_EXT = 115
+MAP_EXT = 116
+FUN_EXT = 117
+ATOM_UTF8_EXT = 118
+SMALL_ATOM_UTF8_EXT = 119
+V4_PORT_EXT = 120
+
+#: Deepest nesting accepted. CPython's default recursion limit is 1000 frames and the
+#: decoder uses one frame per level, so 400 leaves room for the caller's own stack (an
+#: asyncio node sits ~50 frames deep). Distribution traffic nests a handful of levels.
+MAX_DEPTH = 400
+
+#: Largest uncompressed size a ``compressed`` term (tag 80) may claim: zlib expands up to
+#: ~1000x, so without a cap a small input could demand gigabytes. 64 MiB is far above any
+#: message a node should accept in one piece.
+MAX_UNCOMPRESSED_SIZE = 64 * 1024 * 1024
+
+#: An atom is at most 255 characters (erl_ext_dist.xml, ATOM_UTF8_EXT).
+MAX_ATOM_CHARS = 255
+
+#: References carry at most 5 words with V4_NC (PROTOCOL.md §5, NEWER_REFERENCE_EXT).
+MAX_REF_WORDS = 5
+
+#: Bound on the atom intern tables; the BEAM's own atom table defaults to 1,048,576.
+_ATOM_TABLE_LIMIT = 65536
+
+_u16 = struct.Struct(">H").unpack_from
+_u32 = struct.Struct(">I").unpack_from
+_i32 = struct.Struct(">i").unpack_from
+_u64 = struct.Struct(">Q").unpack_from
+_f64 = struct.Struct(">d").unpack_from
+_u32x2 = struct.Struct(">II").unpack_from
+_u32x3 = struct.Struct(">III").unpack_from
+
+_p_u16 = struct.Struct(">H").pack
+_p_u32 = struct.Struct(">I").pack
+_p_i32 = struct.Struct(">i").pack
+_p_f64 = struct.Struct(">d").pack
+_p_pid = struct.Struct(">III").pack
+_p_u64 = struct.Struct(">Q").pack
+
+# ---------------------------------------------------------------------------------------
+# Decoding
+# ---------------------------------------------------------------------------------------
+
+_SPECIAL_ATOMS: dict[str, Any] = {"true": True, "false": False, "nil": None}
+_atoms_utf8: dict[bytes, Any] = {}
+_atoms_latin1: dict[bytes, Any] = {}
+
+
+def _make_atom(raw: bytes, pos: int, utf8: bool) -> Any:
+    table = _atoms_utf8 if utf8 else _atoms_latin1
+    a = table.get(raw)
+    if a is not None or raw in table:
+        return a
+    try:
+        text = raw.decode("utf-8" if utf8 else "latin-1")
+    except UnicodeDecodeError:
+        raise DecodeError(pos, "atom is not valid UTF-8") from None
+    if len(text) > MAX_ATOM_CHARS:
+        raise DecodeError(pos, f"atom longer than {MAX_ATOM_CHARS} characters")
+    a = _SPECIAL_ATOMS.get(text, _SENTINEL)
+    if a is _SENTINEL:
+        a = Atom(text)
+    if len(table) < _ATOM_TABLE_LIMIT:
+        table[raw] = a
+    return a
+
+
+_SENTINEL = object()
+
+
+def _need(data: bytes, pos: int, n: int, what: str) -> None:
+    if pos + n > len(data):
+        raise DecodeError(pos, f"{what} claims {n} bytes but only {len(data) - pos} remain")
+
+
+def _atom_at(data: bytes, pos: int, refs: Sequence[Any] | None) -> tuple[Any, int]:
+    """Decode a term that must be an atom (node names, modules, functions)."""
+    tag = data[pos]
+    if tag == SMALL_ATOM_UTF8_EXT or tag == SMALL_ATOM_EXT:
+        n = data[pos + 1]
+        end = pos + 2 + n
+        if end > len(data):
+            _need(data, pos + 2, n, "atom")
+        return _make_atom(data[pos + 2 : end], pos, tag == SMALL_ATOM_UTF8_EXT), end
+    if tag == ATOM_UTF8_EXT or tag == ATOM_EXT:
+        (n,) = _u16(data, pos + 1)
+        end = pos + 3 + n
+        if end > len(data):
+            _need(data, pos + 3, n, "atom")
+        return _make_atom(data[pos + 3 : end], pos, tag == ATOM_UTF8_EXT), end
+    if tag == ATOM_CACHE_REF:
+        return _cache_ref(data, pos, refs), pos + 2
+    raise DecodeError(pos, f"expected an atom, found tag {tag}")
+
+
+def _cache_ref(data: bytes, pos: int, refs: Sequence[Any] | None) -> Any:
+    i = data[pos + 1]
+    if refs is None or i >= len(refs):
+        raise DecodeError(pos, f"ATOM_CACHE_REF {i} outside the distribution header's atom refs")
+    return refs[i]
+
+
+def _node_atom(data: bytes, pos: int, refs: Sequence[Any] | None) -> tuple[Atom, int]:
+    node, pos2 = _atom_at(data, pos, refs)
+    if type(node) is not Atom:  # true/false/nil as a node name: keep it an Atom
+        node = Atom({True: "true", False: "false", None: "nil"}[node])
+    return node, pos2
+
+
+def _int_at(data: bytes, pos: int) -> tuple[int, int]:
+    tag = data[pos]
+    if tag == SMALL_INTEGER_EXT:
+        return data[pos + 1], pos + 2
+    if tag == INTEGER_EXT:
+        return _i32(data, pos + 1)[0], pos + 5
+    if tag == SMALL_BIG_EXT or tag == LARGE_BIG_EXT:
+        v, end = _decode(data, pos, 0, None)
+        return v, end
+    raise DecodeError(pos, f"expected an integer, found tag {tag}")
+
+
+def _decode(data: bytes, pos: int, depth: int, refs: Sequence[Any] | None) -> tuple[Any, int]:
+    tag = data[pos]
+    if tag == SMALL_ATOM_UTF8_EXT:
+        n = data[pos + 1]
+        end = pos + 2 + n
+        if end > len(data):
+            _need(data, pos + 2, n, "atom")
+        raw = data[pos + 2 : end]
+        a = _atoms_utf8.get(raw, _SENTINEL)
+        if a is _SENTINEL:
+            a = _make_atom(raw, pos, True)
+        return a, end
+    if tag == SMALL_INTEGER_EXT:
+        return data[pos + 1], pos + 2
+    if tag == SMALL_TUPLE_EXT or tag == LARGE_TUPLE_EXT:
+        if tag == SMALL_TUPLE_EXT:
+            n = data[pos + 1]
+            pos += 2
+        else:
+            (n,) = _u32(data, pos + 1)
+            pos += 5
+            if n > len(data) - pos:
+                _need(data, pos, n, "tuple")
+        if depth >= MAX_DEPTH:
+            raise DecodeError(pos, f"terms nested deeper than {MAX_DEPTH} levels")
+        depth += 1
+        items = []
+        append = items.append
+        for _ in range(n):
+            v, pos = _decode(data, pos, depth, refs)
+            append(v)
+        return tuple(items), pos
+    if tag == BINARY_EXT:
+        (n,) = _u32(data, pos + 1)
+        end = pos + 5 + n
+        if end > len(data):
+            _need(data, pos + 5, n, "binary")
+        return data[pos + 5 : end], end
+    if tag == NIL_EXT:
+        return [], pos + 1
+    if tag == LIST_EXT:
+        (n,) = _u32(data, pos + 1)
+        pos += 5
+        if n > len(data) - pos:
+            _need(data, pos, n, "list")
+        if depth >= MAX_DEPTH:
+            raise DecodeError(pos, f"terms nested deeper than {MAX_DEPTH} levels")
+        depth += 1
+        items = []
+        append = items.append
+        for _ in range(n):
+            v, pos = _decode(data, pos, depth, refs)
+            append(v)
+        if data[pos] == NIL_EXT:
+            return items, pos + 1
+        tail, pos = _decode(data, pos, depth, refs)
+        if type(tail) is list:  # non-canonical [a | [b]]: the same term as [a, b]
+            return items + tail, pos
+        if type(tail) is ImproperList:
+            return ImproperList(tuple(items) + tail.elements, tail.tail), pos
+        if not items:
+            return tail, pos
+        return ImproperList(tuple(items), tail), pos
+    if tag == INTEGER_EXT:
+        return _i32(data, pos + 1)[0], pos + 5
+    if tag == STRING_EXT:
+        (n,) = _u16(data, pos + 1)
+        end = pos + 3 + n
+        if end > len(data):
+            _need(data, pos + 3, n, "string")
+        return list(data[pos + 3 : end]), end
+    if tag == MAP_EXT:
+        (n,) = _u32(data, pos + 1)
+        pos += 5
+        if n > (len(data) - pos) // 2:
+            _need(data, pos, 2 * n, "map")
+        if depth >= MAX_DEPTH:
+            raise DecodeError(pos, f"terms nested deeper than {MAX_DEPTH} levels")
+        depth += 1
+        pairs = []
+        append = pairs.append
+        for _ in range(n):
+            k, pos = _decode(data, pos, depth, refs)
+            v, pos = _decode(data, pos, depth, refs)
+            append((k, v))
+        try:
+            d = dict(pairs)
+        except TypeError:  # an unhashable key (list, dict): keep the pairs
+            return Map(pairs), pos
+        if len(d) != n:
+            # Keys distinct in Erlang merged in Python (1, 1.0, true), or a duplicate key.
+            keys = [k for k, _ in pairs]
+            for i, k in enumerate(keys):
+                for k2 in keys[i + 1 :]:
+                    if _exact_key_equal(k, k2):
+                        raise DecodeError(pos, "map has a duplicate key")
+            return Map(pairs), pos
+        return d, pos
+    if tag == NEW_PID_EXT:
+        node, pos = _node_atom(data, pos + 1, refs)
+        pid_id, serial, creation = _u32x3(data, pos)
+        return Pid(node, pid_id, serial, creation), pos + 12
+    if tag == NEWER_REFERENCE_EXT or tag == NEW_REFERENCE_EXT:
+        (n,) = _u16(data, pos + 1)
+        if n == 0 or n > MAX_REF_WORDS:
+            raise DecodeError(pos, f"reference with {n} words (1..{MAX_REF_WORDS} allowed)")
+        node, pos = _node_atom(data, pos + 3, refs)
+        if tag == NEWER_REFERENCE_EXT:
+            (creation,) = _u32(data, pos)
+            pos += 4
+        else:
+            creation = data[pos]
+            pos += 1
+        _need(data, pos, 4 * n, "reference")
+        ids = struct.unpack_from(f">{n}I", data, pos)
+        return Reference(node, creation, ids), pos + 4 * n
+    if tag == ATOM_CACHE_REF:
+        return _cache_ref(data, pos, refs), pos + 2
+    if tag == NEW_FLOAT_EXT:
+        return _f64(data, pos + 1)[0], pos + 9
+    if tag in (ATOM_UTF8_EXT, ATOM_EXT, SMALL_ATOM_EXT):
+        return _atom_at(data, pos, refs)
+    if tag == SMALL_BIG_EXT or tag == LARGE_BIG_EXT:
+        if tag == SMALL_BIG_EXT:
+            n = data[pos + 1]
+            pos += 2
+        else:
+            (n,) = _u32(data, pos + 1)
+            pos += 5
+        sign = data[pos]
+        if sign > 1:
+            raise DecodeError(pos, f"bignum sign byte {sign}")
+        end = pos + 1 + n
+        if end > len(data):
+            _need(data, pos + 1, n, "bignum")
+        v = int.from_bytes(data[pos + 1 : end], "little")
+        return (-v if sign else v), end
+    if tag == BIT_BINARY_EXT:
+        (n,) = _u32(data, pos + 1)
+        bits = data[pos + 5]
+        end = pos + 6 + n
+        if end > len(data):
+            _need(data, pos + 6, n, "bitstring")
+        if not 1 <= bits <= 8 or (n == 0 and bits != 8):
+            raise DecodeError(pos, f"bitstring with {bits} bits in a last byte of {n} bytes")
+        if bits == 8:
+            return data[pos + 6 : end], end
+        raw = data[pos + 6 : end - 1] + bytes([data[end - 1] & (0xFF << (8 - bits)) & 0xFF])
+        return BitBinary(raw, bits), end
+    if tag == PID_EXT:
+        node, pos = _node_atom(data, pos + 1, refs)
+        pid_id, serial = _u32x2(data, pos)
+        return Pid(node, pid_id, serial, data[pos + 8]), pos + 9
+    if tag == NEW_PORT_EXT or tag == PORT_EXT or tag == V4_PORT_EXT:
+        node, pos = _node_atom(data, pos + 1, refs)
+        if tag == NEW_PORT_EXT:
+            port_id, creation = _u32x2(data, pos)
+            return Port(node, port_id, creation), pos + 8
+        if tag == PORT_EXT:
+            (port_id,) = _u32(data, pos)
+            return Port(node, port_id, data[pos + 4]), pos + 5
+        (port_id,) = _u64(data, pos)
+        (creation,) = _u32(data, pos + 8)
+        return Port(node, port_id, creation), pos + 12
+    if tag == REFERENCE_EXT:
+        node, pos = _node_atom(data, pos + 1, refs)
+        (rid,) = _u32(data, pos)
+        return Reference(node, data[pos + 4], (rid,)), pos + 5
+    if tag == EXPORT_EXT:
+        mod, pos = _atom_at(data, pos + 1, refs)
+        fun, pos = _atom_at(data, pos, refs)
+        if data[pos] != SMALL_INTEGER_EXT:
+            raise DecodeError(pos, "export arity must be a small integer")
+        return Export(_as_atom(mod), _as_atom(fun), data[pos + 1]), pos + 2
+    if tag == NEW_FUN_EXT:
+        start = pos
+        (size,) = _u32(data, pos + 1)
+        if size > len(data) - pos - 1:
+            _need(data, pos + 1, size, "fun")
+        arity = data[pos + 5]
+        uniq = data[pos + 6 : pos + 22]
+        index, nfree = _u32x2(data, pos + 22)
+        pos += 30
+        if nfree > len(data) - pos:
+            _need(data, pos, nfree, "fun free variables")
+        mod, pos = _atom_at(data, pos, refs)
+        old_index, pos = _int_at(data, pos)
+        old_uniq, pos = _int_at(data, pos)
+        if data[pos] not in (NEW_PID_EXT, PID_EXT):
+            raise DecodeError(pos, "fun pid must be a pid")
+        if depth >= MAX_DEPTH:
+            raise DecodeError(pos, f"terms nested deeper than {MAX_DEPTH} levels")
+        pid, pos = _decode(data, pos, depth + 1, refs)
+        free = []
+        for _ in range(nfree):
+            v, pos = _decode(data, pos, depth + 1, refs)
+            free.append(v)
+        if pos - start - 1 != size:
+            raise DecodeError(start, f"fun claims {size} bytes but holds {pos - start - 1}")
+        return Fun(arity, uniq, index, _as_atom(mod), old_index, old_uniq, pid, tuple(free)), pos
+    if tag == FLOAT_EXT:
+        raw = data[pos + 1 : pos + 32]
+        if len(raw) < 31:
+            _need(data, pos + 1, 31, "float")
+        try:
+            return float(raw.split(b"\x00", 1)[0].decode("ascii")), pos + 32
+        except (ValueError, UnicodeDecodeError):
+            raise DecodeError(pos, "FLOAT_EXT is not a number") from None
+    if tag == COMPRESSED:
+        raise DecodeError(pos, "compressed term below the top level")
+    if tag == VERSION:
+        raise DecodeError(pos, "version byte inside a term")
+    if tag == FUN_EXT:
+        raise DecodeError(pos, "FUN_EXT (117) was removed from OTP; refused")
+    raise DecodeError(pos, f"unknown tag {tag}")
+
+
+def _as_atom(v: Any) -> Atom:
+    if type(v) is Atom:
+        return v
+    return Atom({True: "true", False: "false", None: "nil"}[v])
+
+
+def _exact_key_equal(a: Any, b: Any) -> bool:
+    from .terms import exact_equal
+
+    return exact_equal(a, b)
+
+
+def decode_term(
+    data: bytes | bytearray | memoryview, offset: int = 0, atom_refs: Sequence[Any] | None = None
+) -> tuple[Any, int]:
+    """Decode one term (no version byte) starting at ``offset``; return ``(term, end)``.
+
+    ``atom_refs`` resolves ``ATOM_CACHE_REF`` indexes (the atoms of a distribution
+    header, in order). Raises :class:`DecodeError` on any malformed input.
+    """
+    if type(data) is not bytes:
+        data = bytes(data)
+    try:
+        return _decode(data, offset, 0, atom_refs)  # type: ignore[arg-type]
+    except DecodeError:
+        raise
+    except (IndexError, struct.error):
+        raise DecodeError(len(data), "input ends in the middle of a term") from None
+    except RecursionError:  # only if the caller's own stack is already nearly exhausted
+        raise DecodeError(offset, "terms nested too deeply for the current stack") from None
+
+
+def decode(data: bytes | bytearray | memoryview) -> Any:
+    """Decode a whole external-format term (starting with the version byte 131).
+
+    The input must hold exactly one term; trailing bytes are a :class:`DecodeError`.
+    ``compressed`` terms (tag 80) are inflated, bounded by :data:`MAX_UNCOMPRESSED_SIZE`.
+    """
+    if type(data) is not bytes:
+        data = bytes(data)
+    if not data:
+        raise DecodeError(0, "empty input")
+    if data[0] != VERSION:
+        raise DecodeError(0, f"expected version byte 131, found {data[0]}")
+    if len(data) > 1 and data[1] == COMPRESSED:
+        data = _inflate(data)
+        base = 0
+    else:
+        base = 1
+    term, end = decode_term(data, base)
+    if end != len(data):
+        raise DecodeError(end, f"{len(data) - end} trailing bytes after the term")
+    return term
+
+
+def _inflate(data: bytes) -> bytes:
+    if len(data) < 6:
+        raise DecodeError(len(data), "input ends in the middle of a compressed header")
+    (size,) = _u32(data, 2)
+    if size > MAX_UNCOMPRESSED_SIZE:
+        raise DecodeError(2, f"compressed term claims {size} bytes (limit {MAX_UNCOMPRESSED_SIZE})")
+    z = zlib.decompressobj()
+    try:
+        out = z.decompress(data[6:], size)
+        if len(out) == size and not z.eof:
+            # All output produced; the stream must end here (nothing beyond `size`).
+            out += z.decompress(z.unconsumed_tail, 1)
+            if not z.eof:
+                out += z.flush()
+    except zlib.error as e:
+        raise DecodeError(6, f"compressed term does not inflate: {e}") from None
+    if len(out) != size or not z.eof:
+        raise DecodeError(6, f"compressed term inflates to {len(out)} bytes, not the {size} it claims")
+    if z.unused_data:
+        raise DecodeError(len(data) - len(z.unused_data), "trailing bytes after the compressed term")
+    return b"\x83" + out
+
+
+# ---------------------------------------------------------------------------------------
+# Encoding
+# ---------------------------------------------------------------------------------------
+
+_atom_bytes: dict[str, bytes] = {}
+
+
+def _atom_enc(a: str) -> bytes:
+    b = _atom_bytes.get(a)
+    if b is not None:
+        return b
+    if len(a) > MAX_ATOM_CHARS:
+        raise EncodeError(f"atom longer than {MAX_ATOM_CHARS} characters: {a[:20]!r}...")
+    raw = a.encode("utf-8")
+    if len(raw) < 256:
+        b = bytes((SMALL_ATOM_UTF8_EXT, len(raw))) + raw
+    else:
+        b = bytes((ATOM_UTF8_EXT,)) + _p_u16(len(raw)) + raw
+    if len(_atom_bytes) < _ATOM_TABLE_LIMIT:
+        _atom_bytes[str(a)] = b
+    return b
+
+
+_TRUE = _atom_enc("true")
+_FALSE = _atom_enc("false")
+_NIL = _atom_enc("nil")
+
+
+def _int_enc(v: int) -> bytes:
+    if 0 <= v < 256:
+        return bytes((SMALL_INTEGER_EXT, v))
+    if -2147483648 <= v <= 2147483647:
+        return b"b" + _p_i32(v)
+    mag = -v if v < 0 else v
+    n = (mag.bit_length() + 7) // 8
+    digits = mag.to_bytes(n, "little")
+    if n < 256:
+        return bytes((SMALL_BIG_EXT, n, 1 if v < 0 else 0)) + digits
+    return bytes((LARGE_BIG_EXT,)) + _p_u32(n) + bytes((1 if v < 0 else 0,)) + digits
+
+
+_SMALL_INTS = [bytes((SMALL_INTEGER_EXT, i)) for i in range(256)]
+
+
+def _enc(t: Any, out: bytearray) -> None:
+    tp = type(t)
+    if tp is Atom:
+        b = _atom_bytes.get(t)
+        out += b if b is not None else _atom_enc(t)
+    elif tp is int:
+        if 0 <= t < 256:
+            out += _SMALL_INTS[t]
+        else:
+            out += _int_enc(t)
+    elif tp is tuple:
+        n = len(t)
+        if n < 256:
+            out.append(SMALL_TUPLE_EXT)
+            out.append(n)
+        else:
+            out.append(LARGE_TUPLE_EXT)
+            out += _p_u32(n)
+        for x in t:
+            _enc(x, out)
+    elif tp is bytes:
+        out.append(BINARY_EXT)
+        out += _p_u32(len(t))
+        out += t
+    elif tp is list:
+        n = len(t)
+        if n == 0:
+            out.append(NIL_EXT)
+        elif n < 65536 and set(map(type, t)) == _INT_ONLY and min(t) >= 0 and max(t) < 256:
+            out.append(STRING_EXT)
+            out += _p_u16(n)
+            out += bytes(t)
+        else:
+            out.append(LIST_EXT)
+            out += _p_u32(n)
+            for x in t:
+                _enc(x, out)
+            out.append(NIL_EXT)
+    elif tp is str:
+        raw = t.encode("utf-8")
+        out.append(BINARY_EXT)
+        out += _p_u32(len(raw))
+        out += raw
+    elif tp is dict:
+        out.append(MAP_EXT)
+        out += _p_u32(len(t))
+        for k, v in t.items():
+            _enc(k, out)
+            _enc(v, out)
+    else:
+        enc = _ENCODERS.get(tp)
+        if enc is None:
+            enc = _fallback_encoder(t)
+        enc(t, out)
+
+
+_INT_ONLY = {int}
+
+
+def _enc_bool(t: bool, out: bytearray) -> None:
+    out += _TRUE if t else _FALSE
+
+
+def _enc_none(t: None, out: bytearray) -> None:
+    out += _NIL
+
+
+def _enc_float(t: float, out: bytearray) -> None:
+    out.append(NEW_FLOAT_EXT)
+    out += _p_f64(t)
+
+
+def _enc_binary(t: bytes | bytearray | memoryview, out: bytearray) -> None:
+    raw = bytes(t)
+    out.append(BINARY_EXT)
+    out += _p_u32(len(raw))
+    out += raw
+
+
+def _enc_bitbinary(t: BitBinary, out: bytearray) -> None:
+    if t.bits == 8:
+        _enc_binary(t.data, out)
+        return
+    out.append(BIT_BINARY_EXT)
+    out += _p_u32(len(t.data))
+    out.append(t.bits)
+    out += t.data[:-1]
+    out.append(t.data[-1] & (0xFF << (8 - t.bits)) & 0xFF)
+
+
+def _enc_pid(t: Pid, out: bytearray) -> None:
+    out.append(NEW_PID_EXT)
+    out += _atom_enc(t.node)
+    try:
+        out += _p_pid(t.id, t.serial, t.creation)
+    except struct.error:
+        raise EncodeError(f"pid fields out of range: {t!r}") from None
+
+
+def _enc_ref(t: Reference, out: bytearray) -> None:
+    n = len(t.ids)
+    if not 1 <= n <= MAX_REF_WORDS:
+        raise EncodeError(f"reference with {n} words: {t!r}")
+    out.append(NEWER_REFERENCE_EXT)
+    out += _p_u16(n)
+    out += _atom_enc(t.node)
+    try:
+        out += _p_u32(t.creation)
+        out += struct.pack(f">{n}I", *t.ids)
+    except struct.error:
+        raise EncodeError(f"reference fields out of range: {t!r}") from None
+
+
+def _enc_port(t: Port, out: bytearray) -> None:
+    try:
+        if t.id < 1 << 32:
+            out.append(NEW_PORT_EXT)
+            out += _atom_enc(t.node)
+            out += _p_u32(t.id) + _p_u32(t.creation)
+        else:
+            out.append(V4_PORT_EXT)
+            out += _atom_enc(t.node)
+            out += _p_u64(t.id) + _p_u32(t.creation)
+    except struct.error:
+        raise EncodeError(f"port fields out of range: {t!r}") from None
+
+
+def _enc_export(t: Export, out: bytearray) -> None:
+    if not 0 <= t.arity < 256:
+        raise EncodeError(f"export arity out of range: {t!r}")
+    out.append(EXPORT_EXT)
+    out += _atom_enc(t.module)
+    out += _atom_enc(t.function)
+    out.append(SMALL_INTEGER_EXT)
+    out.append(t.arity)
+
+
+def _enc_fun(t: Fun, out: bytearray) -> None:
+    body = bytearray()
+    if len(t.uniq) != 16:
+        raise EncodeError("fun uniq must be 16 bytes")
+    body.append(t.arity)
+    body += t.uniq
+    body += _p_u32(t.index) + _p_u32(len(t.free_vars))
+    body += _atom_enc(t.module)
+    body += _int_enc(t.old_index)
+    body += _int_enc(t.old_uniq)
+    _enc_pid(t.pid, body)
+    for v in t.free_vars:
+        _enc(v, body)
+    out.append(NEW_FUN_EXT)
+    out += _p_u32(len(body) + 4)
+    out += body
+
+
+def _enc_improper(t: ImproperList, out: bytearray) -> None:
+    out.append(LIST_EXT)
+    out += _p_u32(len(t.elements))
+    for x in t.elements:
+        _enc(x, out)
+    _enc(t.tail, out)
+
+
+def _enc_map(t: Map, out: bytearray) -> None:
+    items = t.items()
+    out.append(MAP_EXT)
+    out += _p_u32(len(items))
+    for k, v in items:
+        _enc(k, out)
+        _enc(v, out)
+
+
+_ENCODERS: dict[type, Callable[[Any, bytearray], None]] = {
+    bool: _enc_bool,
+    type(None): _enc_none,
+    float: _enc_float,
+    bytearray: _enc_binary,
+    memoryview: _enc_binary,
+    BitBinary: _enc_bitbinary,
+    Pid: _enc_pid,
+    Reference: _enc_ref,
+    Port: _enc_port,
+    Export: _enc_export,
+    Fun: _enc_fun,
+    ImproperList: _enc_improper,
+    Map: _enc_map,
+}
+
+
+def _fallback_encoder(t: Any) -> Callable[[Any, bytearray], None]:
+    """Subclasses of the supported types (IntEnum, OrderedDict, namedtuple, ...)."""
+    if isinstance(t, Atom):
+        return lambda v, out: _enc(Atom(str(v)), out)
+    if isinstance(t, bool):
+        return _enc_bool
+    if isinstance(t, int):
+        return lambda v, out: _enc(int(v), out)
+    if isinstance(t, float):
+        return lambda v, out: _enc_float(float(v), out)
+    if isinstance(t, str):
+        return lambda v, out: _enc(str(v), out)
+    if isinstance(t, (bytes, bytearray, memoryview)):
+        return _enc_binary
+    if isinstance(t, tuple):
+        return lambda v, out: _enc(tuple(v), out)
+    if isinstance(t, list):
+        return lambda v, out: _enc(list(v), out)
+    if isinstance(t, dict):
+        return lambda v, out: _enc(dict(v), out)
+    raise EncodeError(f"cannot encode {type(t).__name__} as an Erlang term: {t!r:.80}")
+
+
+def encode_term(term: Any) -> bytes:
+    """Encode ``term`` without the version byte (for distribution headers)."""
+    out = bytearray()
+    try:
+        _enc(term, out)
+    except RecursionError:
+        raise EncodeError(f"term nested too deeply to encode (limit ~{MAX_DEPTH})") from None
+    return bytes(out)
+
+
+def encode(term: Any) -> bytes:
+    """Encode ``term`` as the canonical bytes of ``term_to_binary(T, [{minor_version, 2}])``."""
+    out = bytearray(b"\x83")
+    try:
+        _enc(term, out)
+    except RecursionError:
+        raise EncodeError("term nested too deeply to encode") from None
+    return bytes(out)

@@ -1,0 +1,1 @@
+"""pynode: a Python node in an Erlang/Elixir cluster."""
