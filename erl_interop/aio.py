@@ -1,0 +1,215 @@
+"""Thin asyncio drivers for the sans-IO :class:`~erl_interop.handshake.Handshake`.
+
+Theory of operation
+-------------------
+:func:`connect` dials a node (asking EPMD for its port when none is given) and runs the
+initiator side; :func:`accept` runs the acceptor side on a stream pair that a server handed
+us; :func:`start_server` is ``asyncio.start_server`` plus :func:`accept`. All three share
+one loop (:func:`_drive`): write what the machine queued, ask it for the next event, read
+more bytes when it says :data:`~erl_interop.handshake.NEED_DATA`.
+
+Time lives here, not in the machine. ``setup_timeout`` is OTP's ``net_setuptime`` (7 s,
+PROTOCOL.md §2): like ``dist_util``'s setup timer, which is reset after each step, it bounds
+every wait for the peer's *next step*, so a peer that stalls (or dribbles bytes without
+finishing a packet) fails with ``HandshakeError(step, "timeout")``.
+
+On failure the driver flushes what the machine still queued (``snot_allowed``, ``snok``),
+closes the socket and raises the :class:`~erl_interop.errors.HandshakeError`. On success the
+stream pair is handed back open; ``HandshakeComplete.trailing`` holds bytes already read that
+belong to the connected phase (4-byte framing, PROTOCOL.md §3).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Awaitable, Callable
+
+from erl_interop.errors import HandshakeError
+from erl_interop.flags import DEFAULT_FLAGS, DistFlags
+from erl_interop.handshake import NEED_DATA, Handshake, HandshakeComplete, HandshakePolicy
+
+__all__ = ["connect", "accept", "start_server", "DEFAULT_SETUP_TIMEOUT", "resolve_host"]
+
+log = logging.getLogger(__name__)
+
+#: OTP's default ``net_setuptime`` in seconds (PROTOCOL.md §2).
+DEFAULT_SETUP_TIMEOUT = 7.0
+#: Read size while handshaking; handshake packets are at most MAX_PACKET + 2 bytes.
+_READ_SIZE = 4096
+#: How long a failing side may spend flushing its last status before closing.
+_FLUSH_TIMEOUT = 1.0
+
+ConnectedCallback = Callable[[asyncio.StreamReader, asyncio.StreamWriter, HandshakeComplete], Awaitable[None]]
+
+
+def resolve_host(node_or_host: str) -> str:
+    """The host to dial for ``alive@host`` (or a bare host); ``localhost`` -> ``127.0.0.1``."""
+    host = node_or_host.rpartition("@")[2]
+    return "127.0.0.1" if host == "localhost" else host
+
+
+async def _close(writer: asyncio.StreamWriter) -> None:
+    writer.close()
+    with contextlib.suppress(OSError, asyncio.TimeoutError):
+        async with asyncio.timeout(_FLUSH_TIMEOUT):
+            await writer.wait_closed()
+
+
+async def _flush(hs: Handshake, writer: asyncio.StreamWriter, timeout: float) -> None:
+    out = hs.data_to_send()
+    if out:
+        writer.write(out)
+        async with asyncio.timeout(max(timeout, 0.0)):
+            await writer.drain()
+
+
+async def _drive(
+    hs: Handshake, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, setup_timeout: float
+) -> HandshakeComplete:
+    """Run ``hs`` over the stream pair until it completes; close the writer on any failure."""
+    loop = asyncio.get_running_loop()
+    step = hs.step
+    deadline = loop.time() + setup_timeout
+    try:
+        while True:
+            try:
+                event = hs.next_event()
+            except HandshakeError:
+                # best effort: the peer should see our refusal status before the close
+                with contextlib.suppress(OSError, TimeoutError):
+                    await _flush(hs, writer, _FLUSH_TIMEOUT)
+                raise
+            if hs.step != step:  # a step completed: reset the setup timer (dist_util:reset_timer)
+                step = hs.step
+                deadline = loop.time() + setup_timeout
+            try:
+                await _flush(hs, writer, deadline - loop.time())
+            except TimeoutError:
+                raise hs.timed_out() from None
+            except OSError as e:
+                if isinstance(event, HandshakeComplete):
+                    raise HandshakeError("send_challenge_ack", "closed", f"peer went away: {e}") from None
+                hs.receive_data(b"")  # the peer is gone; the machine names the step
+                continue
+            if isinstance(event, HandshakeComplete):
+                return event
+            if event is NEED_DATA:
+                try:
+                    async with asyncio.timeout(deadline - loop.time()):
+                        data = await reader.read(_READ_SIZE)
+                except TimeoutError:
+                    raise hs.timed_out() from None
+                except OSError:
+                    data = b""
+                hs.receive_data(data)
+            # other events (NameReceived, StatusReceived, ChallengeReceived) are informational
+            elif log.isEnabledFor(logging.DEBUG):
+                log.debug("handshake %s: %r", hs.role, event)
+    except BaseException:
+        await _close(writer)
+        raise
+
+
+async def connect(
+    our_name: str,
+    peer_name: str,
+    cookie: str | bytes,
+    creation: int,
+    *,
+    flags: DistFlags = DEFAULT_FLAGS,
+    host: str | None = None,
+    port: int | None = None,
+    policy: HandshakePolicy | None = None,
+    epmd_port: int | None = None,
+    setup_timeout: float = DEFAULT_SETUP_TIMEOUT,
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, HandshakeComplete]:
+    """Dial ``peer_name`` and run the initiator handshake.
+
+    ``host`` defaults to the host part of ``peer_name``; ``port`` defaults to what the EPMD on
+    that host reports. Returns the open stream pair and the :class:`HandshakeComplete`.
+    Raises :class:`HandshakeError` (``step="port_please"`` when EPMD does not know the name,
+    ``reason="timeout"`` when a step exceeds ``setup_timeout``), ``EpmdError`` or ``OSError``.
+    """
+    hs = Handshake("initiator", our_name, cookie, creation, flags=flags, peer_name=peer_name, policy=policy)
+    addr = resolve_host(host if host is not None else peer_name)
+    if port is None:
+        from erl_interop.epmd.client import port_please
+
+        alive = peer_name.partition("@")[0]
+        try:
+            info = await port_please(alive, host=addr, epmd_port=epmd_port, timeout=setup_timeout)
+        except TimeoutError:
+            raise HandshakeError("port_please", "timeout", f"epmd at {addr} did not answer") from None
+        if info is None:
+            raise HandshakeError("port_please", "not_registered", f"{alive!r} is not registered with epmd at {addr}")
+        port = info.port
+    try:
+        async with asyncio.timeout(setup_timeout):
+            reader, writer = await asyncio.open_connection(addr, port)
+    except TimeoutError:
+        raise HandshakeError("connect", "timeout", f"{addr}:{port} did not accept in {setup_timeout}s") from None
+    complete = await _drive(hs, reader, writer, setup_timeout)
+    return reader, writer, complete
+
+
+async def accept(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    our_name: str,
+    cookie: str | bytes,
+    creation: int,
+    *,
+    flags: DistFlags = DEFAULT_FLAGS,
+    policy: HandshakePolicy | None = None,
+    setup_timeout: float = DEFAULT_SETUP_TIMEOUT,
+) -> HandshakeComplete:
+    """Run the acceptor handshake on an accepted stream pair.
+
+    On success the pair stays open for the connected phase; on failure it is closed and the
+    :class:`HandshakeError` is raised.
+    """
+    hs = Handshake("acceptor", our_name, cookie, creation, flags=flags, policy=policy)
+    return await _drive(hs, reader, writer, setup_timeout)
+
+
+async def start_server(
+    our_name: str,
+    cookie: str | bytes,
+    creation: int | Callable[[], int],
+    on_connected: ConnectedCallback,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    flags: DistFlags = DEFAULT_FLAGS,
+    policy: HandshakePolicy | None = None,
+    setup_timeout: float = DEFAULT_SETUP_TIMEOUT,
+    on_error: Callable[[HandshakeError], None] | None = None,
+) -> asyncio.Server:
+    """Listen on ``host:port`` (0 = any free port; read it from ``server.sockets``), run
+    :func:`accept` for each incoming connection, then await ``on_connected(reader, writer,
+    complete)``. The writer is closed when ``on_connected`` returns. Handshake failures are
+    logged and passed to ``on_error``; they never reach the server.
+
+    ``creation`` may be a callable, read at each accept: a node listens first, then registers
+    the port with EPMD, and only then learns its creation.
+    """
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            current = creation() if callable(creation) else creation
+            complete = await accept(
+                reader, writer, our_name, cookie, current, flags=flags, policy=policy, setup_timeout=setup_timeout
+            )
+        except HandshakeError as e:
+            log.info("%s: incoming handshake failed: %s", our_name, e)
+            if on_error is not None:
+                on_error(e)
+            return
+        try:
+            await on_connected(reader, writer, complete)
+        finally:
+            await _close(writer)
+
+    return await asyncio.start_server(handle, host, port)

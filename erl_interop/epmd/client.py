@@ -1,0 +1,277 @@
+"""asyncio EPMD client: register a node, look nodes up, list them, start an EPMD if none runs.
+
+Theory of operation
+-------------------
+Each call opens one TCP connection to EPMD, writes one request built by :mod:`.proto`, feeds
+what comes back to the matching response parser until it yields the reply, and closes —
+except :func:`register`, whose connection *is* the registration: EPMD frees the name when that
+socket closes (PROTOCOL.md §1). The returned :class:`Registration` owns the socket and one
+watcher task that reads it; EPMD never sends anything after the ALIVE2 reply, so the watcher
+only ever learns that the socket closed, and then sets :attr:`Registration.closed`.
+
+:func:`ensure_epmd` gives a node an EPMD when none answers: it starts this package's server
+(``python -m erl_interop.epmd --daemon``) in its own session with stdio on ``/dev/null``, so it
+outlives the caller as ``epmd -daemon`` does for ``erl``, then waits until it answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from erl_interop.errors import EpmdError
+
+from .proto import (
+    EPMD_PORT,
+    NODE_TYPE_HIDDEN,
+    Alive2ResponseParser,
+    NamesResponseParser,
+    NodeInfo,
+    Port2ResponseParser,
+    encode_alive2_req,
+    encode_names_req,
+    encode_port_please2_req,
+)
+
+__all__ = ["Registration", "register", "port_please", "names", "ensure_epmd", "epmd_port_from_env"]
+
+_READ_SIZE = 4096
+_ENSURE_TIMEOUT = 5.0  # how long a freshly started EPMD gets to answer
+
+
+def epmd_port_from_env(epmd_port: int | None = None) -> int:
+    """``epmd_port`` if given, else ``$ERL_EPMD_PORT``, else 4369 (PROTOCOL.md §1)."""
+    if epmd_port is not None:
+        return epmd_port
+    env = os.environ.get("ERL_EPMD_PORT")
+    if env:
+        try:
+            return int(env)
+        except ValueError:
+            raise EpmdError(f"ERL_EPMD_PORT is not a port number: {env!r}") from None
+    return EPMD_PORT
+
+
+async def _connect(host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    try:
+        return await asyncio.open_connection(host, port)
+    except OSError as e:
+        raise EpmdError(f"cannot connect to epmd at {host}:{port}: {e.strerror or e}") from e
+
+
+async def _close(writer: asyncio.StreamWriter) -> None:
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+
+
+async def _read_reply(reader: asyncio.StreamReader, parser: Any) -> Any:
+    """Feed ``parser`` from ``reader`` until it yields its event (EOF included)."""
+    while True:
+        event = parser.next_event()
+        if event is not None:
+            return event
+        try:
+            data = await reader.read(_READ_SIZE)
+        except OSError as e:
+            raise EpmdError(f"epmd connection failed while reading the reply: {e}") from e
+        if data:
+            parser.feed(data)
+        else:
+            parser.feed_eof()
+
+
+async def _one_shot(host: str, port: int, packet: bytes, parser: Any, timeout: float) -> Any:
+    async with asyncio.timeout(timeout):
+        reader, writer = await _connect(host, port)
+        try:
+            writer.write(packet)
+            await writer.drain()
+            return await _read_reply(reader, parser)
+        finally:
+            await _close(writer)
+
+
+class Registration:
+    """A live EPMD registration: the open ALIVE2 connection.
+
+    ``creation`` is what EPMD assigned (32-bit when the reply was ALIVE2_X_RESP). :attr:`closed`
+    is set when the registration ends, either by :meth:`close` or because EPMD dropped the
+    socket (then :attr:`dropped` is true). Use as ``async with await register(...) as reg:``.
+    """
+
+    def __init__(
+        self,
+        node: NodeInfo,
+        creation: int,
+        extended: bool,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        self.node = node
+        self.creation = creation
+        self.extended = extended
+        self.closed = asyncio.Event()
+        self.dropped = False
+        self._reader = reader
+        self._writer = writer
+        self._watcher = asyncio.get_running_loop().create_task(self._watch(), name=f"epmd-registration-{node.name}")
+
+    @property
+    def name(self) -> str:
+        return self.node.name
+
+    @property
+    def port(self) -> int:
+        return self.node.port
+
+    async def _watch(self) -> None:
+        try:
+            # EPMD sends nothing after ALIVE2; any read completing means the socket is gone.
+            await self._reader.read(_READ_SIZE)
+        except (OSError, asyncio.IncompleteReadError):
+            pass
+        if not self.closed.is_set():
+            self.dropped = True
+        self._writer.close()
+        self.closed.set()
+
+    def close(self) -> None:
+        """Unregister: close the socket. Idempotent; :attr:`closed` is set at once."""
+        if self.closed.is_set():
+            return
+        self.closed.set()
+        self._writer.close()
+        self._watcher.cancel()
+
+    async def aclose(self) -> None:
+        """:meth:`close`, then wait until the socket and watcher are gone."""
+        self.close()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._watcher
+        with contextlib.suppress(OSError):
+            await self._writer.wait_closed()
+
+    async def wait_closed(self) -> None:
+        """Wait until the registration ends (closed by us or dropped by EPMD)."""
+        await self.closed.wait()
+
+    async def __aenter__(self) -> "Registration":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        state = "dropped" if self.dropped else ("closed" if self.closed.is_set() else "live")
+        return f"<Registration {self.node.name!r} port={self.node.port} creation={self.creation} {state}>"
+
+
+async def register(
+    name: str,
+    port: int,
+    *,
+    host: str = "127.0.0.1",
+    epmd_port: int | None = None,
+    node_type: int = NODE_TYPE_HIDDEN,
+    protocol: int = 0,
+    high: int = 6,
+    low: int = 5,
+    extra: bytes = b"",
+    timeout: float = 5.0,
+) -> Registration:
+    """Register alive name ``name`` listening on ``port``; the registration lives as long as
+    the returned :class:`Registration` stays open. Raises :class:`EpmdError` when EPMD refuses
+    (the name is taken) or cannot be reached."""
+    node = NodeInfo(name, port, node_type, protocol, high, low, bytes(extra))
+    packet = encode_alive2_req(node)
+    epmd = epmd_port_from_env(epmd_port)
+    async with asyncio.timeout(timeout):
+        reader, writer = await _connect(host, epmd)
+        try:
+            writer.write(packet)
+            await writer.drain()
+            reply = await _read_reply(reader, Alive2ResponseParser())
+        except BaseException:
+            await _close(writer)
+            raise
+    if not reply.ok:
+        await _close(writer)
+        raise EpmdError(f"epmd at {host}:{epmd} refused to register {name!r} (result {reply.result}; name in use?)")
+    return Registration(node, reply.creation, reply.extended, reader, writer)
+
+
+async def port_please(
+    name: str, host: str = "127.0.0.1", epmd_port: int | None = None, timeout: float = 5.0
+) -> NodeInfo | None:
+    """Look up alive name ``name`` at the EPMD on ``host``; ``None`` if it is not registered."""
+    reply = await _one_shot(
+        host, epmd_port_from_env(epmd_port), encode_port_please2_req(name), Port2ResponseParser(), timeout
+    )
+    return reply.node  # type: ignore[no-any-return]
+
+
+async def names(host: str = "127.0.0.1", epmd_port: int | None = None, timeout: float = 5.0) -> list[tuple[str, int]]:
+    """``(alive name, port)`` of every node registered at the EPMD on ``host``."""
+    reply = await _one_shot(host, epmd_port_from_env(epmd_port), encode_names_req(), NamesResponseParser(), timeout)
+    return list(reply.nodes)
+
+
+async def _answers(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        async with asyncio.timeout(timeout):
+            _, writer = await asyncio.open_connection(host, port)
+    except (OSError, TimeoutError):
+        return False
+    await _close(writer)
+    return True
+
+
+async def ensure_epmd(
+    epmd_port: int | None = None, host: str = "127.0.0.1", *, pidfile: str | os.PathLike[str] | None = None
+) -> bool:
+    """Make sure an EPMD answers on ``host``:``epmd_port``.
+
+    If nothing does, start ``python -m erl_interop.epmd --daemon`` detached (new session, stdio on
+    ``/dev/null``) so it outlives the caller, and wait up to ~5 s until it answers. Returns
+    ``True`` if it started one. ``pidfile``, if given, is where the daemon writes its pid.
+    """
+    port = epmd_port_from_env(epmd_port)
+    if await _answers(host, port):
+        return False
+    package_root = str(Path(__file__).resolve().parents[2])
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
+    cmd = [sys.executable, "-m", "erl_interop.epmd", "--port", str(port), "--address", host, "--daemon"]
+    if pidfile is not None:
+        cmd += ["--pidfile", os.fspath(pidfile)]
+    proc = subprocess.Popen(
+        cmd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        close_fds=True,
+        cwd="/",
+        env=env,
+    )
+    deadline = time.monotonic() + _ENSURE_TIMEOUT
+    delay = 0.01
+    while True:
+        if await _answers(host, port):
+            return True
+        if proc.poll() is not None:
+            # Lost a race with another starter? Then someone answers now; else it failed.
+            if await _answers(host, port):
+                return False
+            raise EpmdError(f"the epmd server started on {host}:{port} exited with status {proc.returncode}")
+        if time.monotonic() > deadline:
+            raise EpmdError(f"the epmd server started on {host}:{port} (pid {proc.pid}) did not answer in time")
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.2)

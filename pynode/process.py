@@ -1,0 +1,267 @@
+"""Processes: pids with mailboxes, selective receive, links, monitors and exit signals.
+
+Theory of operation
+-------------------
+A :class:`Process` is an asyncio task plus a mailbox, owned by its :class:`~pynode.node.Node`.
+Everything that crosses between processes is a *signal* handled by the node, in order,
+on the event loop thread: messages, link/unlink, monitor/demonitor, exit signals. The
+semantics are Erlang's:
+
+- An exit signal with reason ``normal`` is ignored by a linked process that does not trap
+  exits; any other reason kills it with that reason; ``kill`` (sent with ``exit/2``) kills
+  even a trapping process, and the process then exits with ``killed``.
+- With ``trap_exit`` set, exit signals (other than an untrappable ``kill``) become
+  ``('EXIT', From, Reason)`` messages.
+- When a process ends, every linked process gets an exit signal carrying its reason and
+  every monitor fires ``('DOWN', Ref, 'process', Object, Reason)``.
+- Killing is done by cancelling the task: :class:`ProcessExit` is a ``BaseException``, so
+  ``except Exception`` in user code cannot swallow a kill.
+
+Exit reasons are Erlang terms, never strings. A Python exception escaping a process body
+becomes the reason ``{python_error, <<"Type">>, <<"message">>}`` and is logged with its
+traceback as a crash report (like ``proc_lib``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import traceback
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
+
+from erl_interop.terms import Atom, Pid, Reference
+
+if TYPE_CHECKING:
+    from .node import Node
+
+__all__ = [
+    "Process",
+    "ProcessExit",
+    "ReceiveTimeout",
+    "Exit",
+    "NORMAL",
+    "KILL",
+    "KILLED",
+    "exception_reason",
+]
+
+log = logging.getLogger("pynode.process")
+
+NORMAL = Atom("normal")
+KILL = Atom("kill")
+KILLED = Atom("killed")
+NOPROC = Atom("noproc")
+NOCONNECTION = Atom("noconnection")
+EXIT_TAG = Atom("EXIT")
+DOWN_TAG = Atom("DOWN")
+PROCESS = Atom("process")
+
+
+class Exit(BaseException):
+    """Raise ``Exit(reason)`` inside a process to end it with ``reason`` (``exit/1``).
+
+    A ``BaseException`` so that ``except Exception`` cannot swallow it."""
+
+    def __init__(self, reason: Any = NORMAL) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class ProcessExit(Exit):
+    """Delivered into a process that was killed by an exit signal."""
+
+
+class ReceiveTimeout(TimeoutError):
+    """``receive(timeout=...)`` found no matching message in time (Erlang's ``after``)."""
+
+
+def exception_reason(exc: BaseException) -> Any:
+    """The Erlang exit reason for a Python exception that ended a process."""
+    if isinstance(exc, Exit):
+        return exc.reason
+    from .errors import ErlangError  # local import: errors imports nothing of ours
+
+    if isinstance(exc, ErlangError):
+        return exc.reason
+    return (Atom("python_error"), type(exc).__name__, str(exc))
+
+
+class Process:
+    """A process on a Python node. Create with :meth:`Node.spawn`, never directly."""
+
+    def __init__(self, node: "Node", pid: Pid, *, trap_exit: bool = False) -> None:
+        self.node = node
+        self.pid = pid
+        self.trap_exit = trap_exit
+        self.task: asyncio.Task[Any] | None = None
+        self.links: set[Pid] = set()
+        #: monitors this process holds on others: ref -> target object
+        self.monitors: dict[Reference, Any] = {}
+        #: monitors others hold on this process: ref -> (watcher pid, object it named)
+        self.monitored_by: dict[Reference, tuple[Pid, Any]] = {}
+        #: unlink operations in flight (UNLINK_ID): peer pid -> id
+        self.unlinking: dict[Pid, int] = {}
+        self.aliases: set[Reference] = set()
+        self.name: Atom | None = None
+        self.exit_reason: Any = None
+        self.dictionary: dict[Any, Any] = {}
+        self._mailbox: collections.deque[Any] = collections.deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._kill_reason: Any = None
+        self._started = False
+
+    # -- identity -------------------------------------------------------------------------
+    def __repr__(self) -> str:
+        return f"<Process {self.pid}{' ' + self.name if self.name else ''}>"
+
+    @property
+    def alive(self) -> bool:
+        return self.exit_reason is None
+
+    # -- mailbox --------------------------------------------------------------------------
+    def deliver(self, msg: Any) -> None:
+        """Put ``msg`` in the mailbox (called by the node)."""
+        if self.exit_reason is not None:
+            return
+        self._mailbox.append(msg)
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    @property
+    def message_queue_len(self) -> int:
+        return len(self._mailbox)
+
+    async def receive(self, match: Callable[[Any], bool] | None = None, timeout: float | None = None) -> Any:
+        """Take the first message for which ``match`` is true (any message if ``None``).
+
+        Messages that do not match stay in the mailbox, in order (selective receive).
+        ``timeout`` is in seconds (``None`` waits forever, ``0`` only looks); when it
+        runs out, :class:`ReceiveTimeout` is raised.
+        """
+        box = self._mailbox
+        scanned = 0
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            n = len(box)
+            if match is None:
+                if n:
+                    return box.popleft()
+            else:
+                for i in range(scanned, n):
+                    m = box[i]
+                    if match(m):
+                        del box[i]
+                        return m
+                scanned = n
+            if deadline is not None:
+                left = deadline - loop.time()
+                if left <= 0:
+                    raise ReceiveTimeout()
+            w = self._waiter = loop.create_future()
+            try:
+                if deadline is None:
+                    await w
+                else:
+                    try:
+                        await asyncio.wait_for(w, deadline - loop.time())
+                    except asyncio.TimeoutError:
+                        if len(box) == n:
+                            raise ReceiveTimeout() from None
+            finally:
+                self._waiter = None
+
+    def flush(self) -> list[Any]:
+        """Remove and return every message in the mailbox."""
+        out = list(self._mailbox)
+        self._mailbox.clear()
+        return out
+
+    # -- operations on others -------------------------------------------------------------
+    def send(self, dest: Any, msg: Any) -> None:
+        """``dest ! msg``: ``dest`` is a pid, a registered name, ``(name, node)`` or an alias."""
+        self.node.send(dest, msg, sender=self.pid)
+
+    def link(self, pid: Pid) -> None:
+        self.node._link(self, pid)
+
+    def unlink(self, pid: Pid) -> None:
+        self.node._unlink(self, pid)
+
+    def monitor(self, target: Any, *, alias: str | None = None) -> Reference:
+        """Monitor ``target`` (a pid, a local name, or ``(name, node)``); returns the ref.
+
+        ``alias="demonitor"`` also makes the ref an alias of this process that is
+        deactivated together with the monitor, as ``monitor(process, T, [{alias, demonitor}])``.
+        """
+        return self.node._monitor(self, target, alias=alias)
+
+    def demonitor(self, ref: Reference, *, flush: bool = False) -> None:
+        self.node._demonitor(self, ref)
+        if flush:
+            self._drop(lambda m: type(m) is tuple and len(m) == 5 and m[0] == DOWN_TAG and m[1] == ref)
+
+    def alias(self) -> Reference:
+        """A new alias (``alias/0``): messages sent to the ref reach this process until :meth:`unalias`."""
+        return self.node._alias(self)
+
+    def unalias(self, ref: Reference) -> None:
+        self.node._unalias(self, ref)
+
+    def exit(self, pid: Pid, reason: Any) -> None:
+        """``exit(Pid, Reason)``: send an exit signal to ``pid``."""
+        self.node._exit_signal(self.pid, pid, reason, link=False)
+
+    def register(self, name: str) -> None:
+        self.node.register(name, self)
+
+    async def call(self, dest: Any, request: Any, timeout: float | None = 5.0) -> Any:
+        """``gen_server:call(Dest, Request, Timeout)`` from this process (see :mod:`pynode.genserver`)."""
+        from .genserver import call
+
+        return await call(self, dest, request, timeout)
+
+    def cast(self, dest: Any, request: Any) -> None:
+        self.send(dest, (Atom("$gen_cast"), request))
+
+    def _drop(self, pred: Callable[[Any], bool]) -> None:
+        keep = [m for m in self._mailbox if not pred(m)]
+        self._mailbox.clear()
+        self._mailbox.extend(keep)
+
+    # -- lifetime -------------------------------------------------------------------------
+    def kill(self, reason: Any) -> None:
+        """End this process with ``reason`` from outside (an exit signal arrived)."""
+        if self.exit_reason is not None or self._kill_reason is not None:
+            return
+        self._kill_reason = reason
+        # A task cancelled before its first step would never run _run's cleanup; such a
+        # process sees _kill_reason when it starts and exits at once instead.
+        if self._started and self.task is not None and not self.task.done():
+            self.task.cancel()
+
+    async def _run(self, body: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> None:
+        reason: Any = NORMAL
+        self._started = True
+        try:
+            if self._kill_reason is None:
+                await body(self, *args)
+        except asyncio.CancelledError:
+            reason = self._kill_reason if self._kill_reason is not None else KILLED
+        except Exit as e:
+            reason = e.reason
+        except Exception as e:  # a crash: logged like a proc_lib crash report
+            reason = exception_reason(e)
+            log.error(
+                "process %s%s crashed: %s\n%s",
+                self.pid,
+                f" ({self.name})" if self.name else "",
+                reason,
+                "".join(traceback.format_exception(e)),
+            )
+        finally:
+            if self._kill_reason is not None:
+                reason = self._kill_reason
+            self.node._process_exited(self, reason)
