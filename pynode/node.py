@@ -562,4 +562,4 @@ class Node:
             r = await self.call((Atom("net_kernel"), Atom(node)), (Atom("is_auth"), self.name), timeout=timeout or 10.0)
         except CallError:
             return Atom("pang")
-        return Atom("pong") if r is True else Atom("pang")
+        return Atom("pong") if r == Atom("yes") else Atom("pang")

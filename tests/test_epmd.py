@@ -139,7 +139,7 @@ NODE_X = NodeInfo("ünï", 1, 77, 0, 6, 5, b"\x00extra\xff")
 
 def test_alive2_req_layout_is_the_documented_one():
     pkt = encode_alive2_req(NodeInfo("py", 0x1234, 77, 0, 6, 5, b"x"))
-    assert pkt == b"\x00\x11" + bytes([120]) + b"\x12\x34" + b"M\x00" + b"\x00\x06\x00\x05" + b"\x00\x02py" + b"\x00\x01x"
+    assert pkt == b"\x00\x10" + bytes([120]) + b"\x12\x34" + b"M\x00" + b"\x00\x06\x00\x05" + b"\x00\x02py" + b"\x00\x01x"
 
 
 @pytest.mark.parametrize("node", [NODE, NODE_X])

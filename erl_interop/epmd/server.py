@@ -98,7 +98,7 @@ class EpmdServer:
         self.addresses = [address] if isinstance(address, str) else list(address)
         self.relaxed_command_check = relaxed_command_check
         self.packet_timeout = packet_timeout
-        self._server: asyncio.base_events.Server | None = None
+        self._server: asyncio.Server | None = None
         self._registered: dict[str, _Entry] = {}  # insertion order = registration order
         self._unregistered: OrderedDict[str, _Entry] = OrderedDict()  # oldest first
         self._next_counter = random.randrange(_CREATION_FLOOR, 1 << 31)
@@ -169,6 +169,8 @@ class EpmdServer:
                 await self._dispatch(request, conn_id, peer, reader, writer)
         except OSError as e:
             log.info("connection %d from %s failed: %s", conn_id, peer, e)
+        except Exception:  # a bug here must not take the other connections down
+            log.exception("internal error on connection %d from %s", conn_id, peer)
         finally:
             writer.close()
             with contextlib.suppress(OSError, asyncio.CancelledError):
@@ -202,7 +204,9 @@ class EpmdServer:
             addr = ipaddress.ip_address(peer[0].split("%", 1)[0])
         except ValueError:
             return sock.family == getattr(socket, "AF_UNIX", None)
-        if addr.is_loopback or (isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped and addr.ipv4_mapped.is_loopback):
+        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+            addr = addr.ipv4_mapped
+        if addr.is_loopback:
             return True
         local = writer.get_extra_info("sockname")
         return bool(local) and local[0] == peer[0]

@@ -1,0 +1,117 @@
+"""``python -m pynode``: run a Python node in an Erlang/Elixir cluster.
+
+Examples::
+
+    python -m pynode --sname n1@localhost --cookie test
+    python -m pynode --name n1@127.0.0.1 --config sys.config
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import secrets
+import signal
+import string
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from .node import Node
+
+__all__ = ["main", "default_cookie"]
+
+
+def default_cookie() -> str:
+    """The cookie ``erl`` would use: ``~/.erlang.cookie``, created (20 random capital letters,
+    mode 0400) when it does not exist, as ``erl`` does."""
+    path = Path.home() / ".erlang.cookie"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        cookie = "".join(secrets.choice(string.ascii_uppercase) for _ in range(20))
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
+        with os.fdopen(fd, "w") as f:
+            f.write(cookie)
+        return cookie
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m pynode",
+        description="Start a Python node that joins an Erlang/Elixir cluster (a hidden node, "
+        "like erl -hidden). It answers Node.ping, GenServer.call({:pynode, node}, :info) and "
+        ":rpc.call(node, :pynode, :info, []). Stop it with Ctrl-C or SIGTERM.",
+    )
+    who = p.add_mutually_exclusive_group(required=True)
+    who.add_argument("--sname", metavar="NAME[@HOST]", help="short node name, e.g. n1@localhost (as erl -sname)")
+    who.add_argument("--name", metavar="NAME@HOST", help="long node name, e.g. n1@127.0.0.1 (as erl -name)")
+    p.add_argument("--cookie", help="magic cookie (default: ~/.erlang.cookie, created if missing, as erl does)")
+    p.add_argument("--config", metavar="FILE", help="cluster configuration shared with the BEAM side (sys.config)")
+    p.add_argument("--epmd-port", type=int, default=None, help="EPMD port (default: $ERL_EPMD_PORT or 4369); "
+                   "pynode starts its own EPMD if none answers")
+    p.add_argument("--listen", default="127.0.0.1", metavar="ADDR", help="address for distribution connections (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=0, help="distribution port (default: any free port)")
+    p.add_argument("--ticktime", type=float, default=60.0, help="net_ticktime in seconds (default 60)")
+    p.add_argument("--connect", action="append", default=[], metavar="NODE", help="node to connect to at start (repeatable)")
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return p
+
+
+def _node_name(args: argparse.Namespace) -> str:
+    import socket
+
+    if args.sname:
+        return args.sname if "@" in args.sname else f"{args.sname}@{socket.gethostname().split('.')[0]}"
+    if "@" not in args.name:
+        raise SystemExit("--name needs NAME@HOST")
+    return args.name
+
+
+async def run(args: argparse.Namespace) -> int:
+    node = Node(
+        _node_name(args),
+        args.cookie if args.cookie is not None else default_cookie(),
+        tick_time=args.ticktime,
+        epmd_port=args.epmd_port,
+        listen_host=args.listen,
+        listen_port=args.port,
+    )
+    config: dict[Any, Any] = {}
+    if args.config:
+        from .config import load_config
+
+        config = load_config(args.config)
+    await node.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    print(
+        f"pynode {node.name} up: listening on {node.listen_host}:{node.dist.port}, "
+        f"creation {node.creation}, epmd port {node.epmd_port or os.environ.get('ERL_EPMD_PORT', 4369)}, pid {os.getpid()}",
+        flush=True,
+    )
+    for peer in list(args.connect) + [str(n) for n in config.get("connect", [])]:
+        ok = await node.dist.connect(peer)
+        logging.getLogger("pynode").info("connect %s: %s", peer, "ok" if ok else "failed")
+    await stop.wait()
+    logging.getLogger("pynode").info("%s shutting down", node.name)
+    await node.stop()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        import uvloop  # type: ignore[import-not-found]
+    except ImportError:
+        return asyncio.run(run(args))
+    return uvloop.run(run(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,616 @@
+"""Distribution: the node table, one connection per peer, and the control-message pump.
+
+Theory of operation
+-------------------
+:class:`Distribution` listens for peers, registers with EPMD (starting pynode's own EPMD
+when none answers) and keeps at most one :class:`PeerConnection` per peer node.
+
+A connection is made on demand by the first signal addressed to a node. Until the
+handshake completes, outgoing signals wait in the connection's queue as small builders
+(``flags -> (control, payload)``), because their encoding depends on the negotiated flags
+(EXIT_PAYLOAD, UNLINK_ID, ALIAS, SEND_SENDER). If the connection cannot be set up, the
+queue is dropped and the node turns links and monitors to that peer into
+``noconnection``, as the BEAM does.
+
+Simultaneous connects follow ``net_kernel``: when a peer dials us while we dial it, the
+node with the greater name keeps its own attempt (we answer ``nok``), otherwise we drop
+ours (``ok_simultaneous``) and its queue moves to the accepted connection. A peer that
+dials while we think we are connected gets ``alive``.
+
+Writes are coalesced: every frame produced in one turn of the event loop goes out in one
+``write`` (DESIGN.md, Performance). Ticks: a frame (or a tick) at least every T/4; the
+link is dropped after T of read silence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Callable
+
+from erl_interop import aio
+from erl_interop.connection import TICK, BadMessage, Connection, ConnectionClosed, NeedData, TickTimer
+from erl_interop import control as C
+from erl_interop.control import MISSING
+from erl_interop.errors import DistProtocolError, HandshakeError, EpmdError
+from erl_interop.flags import DEFAULT_FLAGS, DistFlags
+from erl_interop.terms import Atom, Pid, Reference
+
+from .process import NOCONNECTION, Process
+
+__all__ = ["Distribution", "PeerConnection"]
+
+log = logging.getLogger("pynode.dist")
+
+EMPTY = Atom("")
+Builder = Callable[[DistFlags], tuple[tuple[Any, ...], Any]]
+
+
+class PeerConnection:
+    """One distribution link. Created in the ``connecting`` state by the first signal."""
+
+    def __init__(self, dist: "Distribution", peer: Atom, *, outgoing: bool) -> None:
+        self.dist = dist
+        self.peer = peer
+        self.outgoing = outgoing
+        self.state = "connecting"
+        self.queue: list[Builder] = []
+        self.flags = DistFlags(0)
+        self.conn: Connection | None = None
+        self.writer: asyncio.StreamWriter | None = None
+        self.task: asyncio.Task[Any] | None = None
+        self.peer_creation = 0
+        self._out: list[bytes] = []
+        self._flush_scheduled = False
+        self._timer: TickTimer | None = None
+        self._closed = asyncio.get_running_loop().create_future()
+
+    def __repr__(self) -> str:
+        return f"<PeerConnection {self.peer} {self.state}>"
+
+    # -- sending ----------------------------------------------------------------------------
+    def submit(self, build: Builder) -> None:
+        if self.state == "up":
+            control, payload = build(self.flags)
+            self._write(self.conn.send_terms(control, payload))  # type: ignore[union-attr]
+        elif self.state == "connecting":
+            self.queue.append(build)
+        # closed: dropped, as a send on a dead link is on the BEAM
+
+    def _write(self, frame: bytes) -> None:
+        self._out.append(frame)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if not self._out or self.writer is None or self.state != "up":
+            self._out.clear()
+            return
+        data = b"".join(self._out) if len(self._out) > 1 else self._out[0]
+        self._out.clear()
+        try:
+            self.writer.write(data)
+        except (ConnectionError, RuntimeError) as e:
+            log.info("write to %s failed: %s", self.peer, e)
+            self.close()
+            return
+        if self._timer is not None:
+            self._timer.on_data_sent(asyncio.get_running_loop().time())
+
+    # -- lifetime ---------------------------------------------------------------------------
+    def attach(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, complete: Any) -> None:
+        """The handshake is done: switch to the connected phase and flush the queue."""
+        self.flags = DistFlags(complete.flags)
+        self.peer_creation = complete.peer_creation
+        self.conn = Connection(self.flags, initial=complete.trailing)
+        self.writer = writer
+        self.state = "up"
+        self._timer = TickTimer(self.dist.node.tick_time, now=asyncio.get_running_loop().time())
+        queued, self.queue = self.queue, []
+        for build in queued:
+            self.submit(build)
+
+    async def run(self, reader: asyncio.StreamReader) -> None:
+        """Read and dispatch until the link ends; tick meanwhile."""
+        loop = asyncio.get_running_loop()
+        ticker = loop.create_task(self._tick_loop())
+        dispatch = self.dist._dispatch
+        conn = self.conn
+        assert conn is not None
+        timer = self._timer
+        try:
+            while True:
+                while True:
+                    ev = conn.next_event()
+                    if type(ev) is NeedData:
+                        break
+                    if ev is TICK:
+                        continue
+                    if type(ev) is BadMessage:
+                        log.warning("bad message from %s (ignored, link kept): %s", self.peer, ev.error)
+                        continue
+                    if type(ev) is ConnectionClosed:
+                        return
+                    try:
+                        dispatch(self, ev)
+                    except Exception:
+                        log.exception("error handling %r from %s", ev, self.peer)
+                data = await reader.read(262144)
+                if timer is not None:
+                    timer.on_data_received(loop.time())
+                conn.receive_data(data)
+                if not data:
+                    # Drain what is left, then stop.
+                    continue
+        except DistProtocolError as e:
+            log.error("protocol error on the link to %s, dropping it: %s", self.peer, e)
+        except (ConnectionError, OSError) as e:
+            log.info("link to %s lost: %s", self.peer, e)
+        finally:
+            ticker.cancel()
+            self.close()
+
+    async def _tick_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        timer = self._timer
+        assert timer is not None and self.conn is not None
+        while self.state == "up":
+            await asyncio.sleep(max(0.0, timer.next_deadline() - loop.time()) + 0.001)
+            what = timer.poll(loop.time())
+            if what == "timeout":
+                log.warning("net_tick_timeout: %s said nothing for %ss; dropping the link", self.peer, timer.tick_time)
+                self.close()
+                return
+            if what == "send_tick":
+                self._write(self.conn.tick())
+                timer.on_data_sent(loop.time())
+
+    def close(self) -> None:
+        if self.state == "closed":
+            return
+        was_up = self.state == "up"
+        self.state = "closed"
+        self.queue.clear()
+        if self.writer is not None:
+            if self._out:
+                try:
+                    self.writer.write(b"".join(self._out))
+                except Exception:
+                    pass
+                self._out.clear()
+            self.writer.close()
+        self.dist._connection_closed(self, was_up)
+        if not self._closed.done():
+            self._closed.set_result(None)
+
+
+class Distribution:
+    """The node's view of the network. Created and started by :meth:`Node.start`."""
+
+    def __init__(self, node: Any) -> None:
+        self.node = node
+        self.conns: dict[Atom, PeerConnection] = {}
+        self.flags = DEFAULT_FLAGS if node.hidden else DEFAULT_FLAGS | DistFlags.PUBLISHED
+        self.server: asyncio.AbstractServer | None = None
+        self.port = 0
+        self.registration: Any = None
+        self._unlink_ids = 0
+        self._spawn_waiters: dict[Reference, Process] = {}
+        self._anon: Pid | None = None
+
+    # -- start / stop -----------------------------------------------------------------------
+    async def start(self) -> None:
+        from erl_interop.epmd.client import ensure_epmd, register
+
+        node = self.node
+        self.server = await aio.start_server(
+            node.name,
+            node.cookie,
+            lambda: node.creation,
+            self._on_incoming,
+            host=node.listen_host,
+            port=node.listen_port,
+            flags=self.flags,
+            policy=self,
+            setup_timeout=node.setup_timeout,
+            on_error=lambda e: log.warning("%s refused an incoming connection: %s", node.name, e),
+        )
+        self.port = self.server.sockets[0].getsockname()[1]
+        alive = node.name.split("@", 1)[0]
+        await ensure_epmd(node.epmd_port)
+        try:
+            self.registration = await register(alive, self.port, epmd_port=node.epmd_port)
+        except EpmdError as e:
+            self.server.close()
+            raise EpmdError(f"could not register {alive!r} with epmd: {e} (is another node using this name?)") from e
+        node.creation = self.registration.creation
+
+    async def stop(self) -> None:
+        for c in list(self.conns.values()):
+            c.close()
+        if self.server is not None:
+            self.server.close()
+        if self.registration is not None:
+            r = self.registration.close()
+            if asyncio.iscoroutine(r):
+                await r
+        await asyncio.sleep(0)
+
+    def connected_nodes(self) -> list[Atom]:
+        return [n for n, c in self.conns.items() if c.state == "up"]
+
+    # -- handshake policy (erl_interop.handshake.HandshakePolicy) ---------------------------
+    def accept_pending(self, peer_name: str, peer_flags: Any, peer_creation: int) -> str:
+        peer = Atom(peer_name)
+        c = self.conns.get(peer)
+        if c is None or c.state == "closed":
+            return "ok"
+        if c.state == "up":
+            return "alive"
+        # Both sides are dialling: the greater name's attempt wins (net_kernel).
+        if self.node.name > peer:
+            return "nok"
+        return "ok_simultaneous"
+
+    def answer_alive(self, peer_name: str) -> bool:
+        return True
+
+    # -- connections ------------------------------------------------------------------------
+    def _conn(self, peer: Atom) -> PeerConnection:
+        c = self.conns.get(peer)
+        if c is not None and c.state != "closed":
+            return c
+        c = PeerConnection(self, peer, outgoing=True)
+        self.conns[peer] = c
+        c.task = self.node.create_task(self._dial(c), name=f"pynode dial {peer}")
+        return c
+
+    def ensure_connected_soon(self, peer: Atom) -> None:
+        if peer != self.node.name:
+            self._conn(peer)
+
+    async def connect(self, peer: str, timeout: float | None = None) -> bool:
+        """Connect to ``peer`` (``net_kernel:connect_node``); True when the link is up."""
+        peer_a = Atom(peer)
+        if peer_a == self.node.name:
+            return True
+        c = self._conn(peer_a)
+        while c.state == "connecting":
+            cur = self.conns.get(peer_a)
+            if cur is not c and cur is not None:
+                c = cur
+                continue
+            try:
+                await asyncio.wait_for(asyncio.shield(c._closed if c.state != "up" else _done()), 0.05)
+            except asyncio.TimeoutError:
+                pass
+        c = self.conns.get(peer_a, c)
+        return c.state == "up"
+
+    async def _dial(self, c: PeerConnection) -> None:
+        node = self.node
+        try:
+            reader, writer, complete = await aio.connect(
+                node.name,
+                c.peer,
+                node.cookie,
+                node.creation,
+                flags=self.flags,
+                policy=self,
+                epmd_port=node.epmd_port,
+                setup_timeout=node.setup_timeout,
+            )
+        except HandshakeError as e:
+            if e.reason in ("nok", "ok_simultaneous") or str(e.reason).startswith("nok"):
+                # The peer's own attempt wins; its connection will arrive on our listener
+                # and take over our queue.
+                log.debug("dial to %s yielded to the peer's attempt: %s", c.peer, e)
+                if self.conns.get(c.peer) is c:
+                    c.state = "yielded"
+                return
+            log.warning("%s could not connect to %s: %s", node.name, c.peer, e)
+            c.close()
+            return
+        except (OSError, EpmdError, asyncio.TimeoutError) as e:
+            log.warning("%s could not connect to %s: %s", node.name, c.peer, e)
+            c.close()
+            return
+        except asyncio.CancelledError:
+            c.close()
+            raise
+        if c.state != "connecting" or self.conns.get(c.peer) is not c:
+            writer.close()
+            return
+        c.attach(reader, writer, complete)
+        self.node._notify_nodes(Atom("nodeup"), c.peer)
+        await c.run(reader)
+
+    async def _on_incoming(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, complete: Any) -> None:
+        peer = Atom(complete.peer_name)
+        old = self.conns.get(peer)
+        c = PeerConnection(self, peer, outgoing=False)
+        if old is not None and old.state in ("connecting", "yielded"):
+            c.queue, old.queue = old.queue, []
+            old.state = "superseded"
+            if old.task is not None:
+                old.task.cancel()
+        elif old is not None and old.state == "up":
+            old.close()  # the peer confirmed 'alive' -> true: the old link is dead to it
+        self.conns[peer] = c
+        c.attach(reader, writer, complete)
+        self.node._notify_nodes(Atom("nodeup"), peer)
+        await c.run(reader)
+
+    def _connection_closed(self, c: PeerConnection, was_up: bool) -> None:
+        if self.conns.get(c.peer) is c:
+            del self.conns[c.peer]
+            log.info("%s: connection to %s closed", self.node.name, c.peer)
+            self.node._connection_lost(c.peer)
+
+    # -- outgoing signals -------------------------------------------------------------------
+    def _sender(self, sender: Pid | None) -> Pid:
+        if sender is not None:
+            return sender
+        if self._anon is None:
+            self._anon = self.node.make_pid()
+        return self._anon
+
+    def send(self, to: Pid, msg: Any, sender: Pid | None) -> None:
+        frm = self._sender(sender)
+        c = self.conns.get(to.node)
+        if c is not None and c.state == "up":
+            # Hot path: no builder, straight to bytes.
+            if c.flags & DistFlags.SEND_SENDER:
+                c._write(c.conn.send_terms((22, frm, to), msg))  # type: ignore[union-attr]
+            else:
+                c._write(c.conn.send_terms((2, EMPTY, to), msg))  # type: ignore[union-attr]
+            return
+        self._conn(to.node).submit(
+            lambda f: (((22, frm, to) if f & DistFlags.SEND_SENDER else (2, EMPTY, to)), msg)
+        )
+
+    def reg_send(self, node: Atom, name: Atom, msg: Any, sender: Pid | None) -> None:
+        frm = self._sender(sender)
+        c = self.conns.get(node)
+        if c is not None and c.state == "up":
+            c._write(c.conn.send_terms((6, frm, EMPTY, name), msg))  # type: ignore[union-attr]
+            return
+        self._conn(node).submit(lambda f: ((6, frm, EMPTY, name), msg))
+
+    def alias_send(self, alias: Reference, msg: Any, sender: Pid | None) -> None:
+        frm = self._sender(sender)
+
+        def build(f: DistFlags) -> tuple[tuple[Any, ...], Any]:
+            if not f & DistFlags.ALIAS:
+                return ((2, EMPTY, frm), MISSING) if False else _DROP
+            return (33, frm, alias), msg
+
+        self._submit(alias.node, build)
+
+    def _submit(self, node: Atom, build: Builder) -> None:
+        c = self._conn(node)
+        if c.state == "up":
+            control, payload = build(c.flags)
+            if control is None:
+                return
+            c._write(c.conn.send_terms(control, payload))  # type: ignore[union-attr]
+        else:
+            c.queue.append(lambda f: build(f))
+
+    def link(self, frm: Pid, to: Pid) -> None:
+        self._submit(to.node, lambda f: ((1, frm, to), MISSING))
+
+    def unlink(self, frm: Pid, to: Pid) -> int:
+        self._unlink_ids += 1
+        uid = self._unlink_ids
+
+        def build(f: DistFlags) -> tuple[tuple[Any, ...], Any]:
+            if f & DistFlags.UNLINK_ID:
+                return (35, uid, frm, to), MISSING
+            return (4, frm, to), MISSING
+
+        self._submit(to.node, build)
+        return uid
+
+    def link_exit(self, frm: Pid, to: Pid, reason: Any) -> None:
+        def build(f: DistFlags) -> tuple[tuple[Any, ...], Any]:
+            if f & DistFlags.EXIT_PAYLOAD:
+                return (24, frm, to), reason
+            return (3, frm, to, reason), MISSING
+
+        self._submit_existing(to.node, build)
+
+    def exit2(self, frm: Pid, to: Pid, reason: Any) -> None:
+        def build(f: DistFlags) -> tuple[tuple[Any, ...], Any]:
+            if f & DistFlags.EXIT_PAYLOAD:
+                return (26, frm, to), reason
+            return (8, frm, to, reason), MISSING
+
+        self._submit(to.node, build)
+
+    def monitor(self, watcher: Pid, obj: Any, ref: Reference) -> None:
+        if type(obj) is Pid:
+            node, target = obj.node, obj
+        else:
+            target, node = obj
+        self._submit(node, lambda f: ((19, watcher, target, ref), MISSING))
+
+    def demonitor(self, watcher: Pid, obj: Any, ref: Reference) -> None:
+        if type(obj) is Pid:
+            node, target = obj.node, obj
+        else:
+            target, node = obj
+        self._submit_existing(node, lambda f: ((20, watcher, target, ref), MISSING))
+
+    def monitor_exit(self, obj: Any, watcher: Pid, ref: Reference, reason: Any) -> None:
+        def build(f: DistFlags) -> tuple[tuple[Any, ...], Any]:
+            if f & DistFlags.EXIT_PAYLOAD:
+                return (28, obj, watcher, ref), reason
+            return (21, obj, watcher, ref, reason), MISSING
+
+        self._submit_existing(watcher.node, build)
+
+    def spawn_reply(self, req_id: Reference, to: Pid, flags: int, result: Any) -> None:
+        self._submit(to.node, lambda f: ((31, req_id, to, flags, result), MISSING))
+
+    def _submit_existing(self, node: Atom, build: Builder) -> None:
+        """Signals that only make sense on a live link (exits, DOWNs, demonitors): never dial."""
+        c = self.conns.get(node)
+        if c is None or c.state == "closed":
+            return
+        if c.state == "up":
+            control, payload = build(c.flags)
+            c._write(c.conn.send_terms(control, payload))  # type: ignore[union-attr]
+        else:
+            c.queue.append(build)
+
+    # -- rpc out ----------------------------------------------------------------------------
+    async def erpc_call(self, proc: Process, node: Atom, m: Atom, f: Atom, args: list[Any], timeout: float | None) -> Any:
+        from .errors import RpcError
+
+        req_id = self.node.make_ref()
+        res = self.node.make_ref()
+        proc.monitors[req_id] = Pid(node, 0, 0, 0)  # placeholder until SPAWN_REPLY names the pid
+        self._spawn_waiters[req_id] = proc
+        self._submit(
+            node,
+            lambda fl: ((29, req_id, proc.pid, proc.pid, (Atom("erpc"), Atom("execute_call"), 4), [Atom("monitor")]), [res, m, f, args]),
+        )
+        spawn_reply = Atom("$spawn_reply")
+        try:
+            msg = await proc.receive(
+                lambda x: type(x) is tuple
+                and len(x) >= 2
+                and x[1] == req_id
+                and (x[0] == spawn_reply or x[0] == Atom("DOWN")),
+                timeout,
+            )
+            if msg[0] == spawn_reply:
+                result = msg[3]
+                if type(result) is not Pid:
+                    proc.monitors.pop(req_id, None)
+                    raise RpcError((Atom("erpc"), result))
+                proc.monitors[req_id] = result
+                msg = await proc.receive(lambda x: type(x) is tuple and len(x) == 5 and x[0] == Atom("DOWN") and x[1] == req_id, timeout)
+        except TimeoutError:
+            self._spawn_waiters.pop(req_id, None)
+            pid = proc.monitors.pop(req_id, None)
+            if type(pid) is Pid and pid.id:
+                self.exit2(proc.pid, pid, Atom("kill"))
+            raise RpcError((Atom("erpc"), Atom("timeout"))) from None
+        finally:
+            self._spawn_waiters.pop(req_id, None)
+        reason = msg[4]
+        if reason == NOCONNECTION:
+            raise RpcError((Atom("erpc"), NOCONNECTION))
+        if type(reason) is tuple and len(reason) >= 3 and reason[0] == res:
+            if reason[1] == Atom("return"):
+                return reason[2]
+            raise RpcError(tuple(reason[1:]))
+        raise RpcError((Atom("exit"), (Atom("signal"), reason)))
+
+    # -- incoming ---------------------------------------------------------------------------
+    def _dispatch(self, c: PeerConnection, m: Any) -> None:
+        h = _HANDLERS.get(type(m))
+        if h is None:
+            log.info("ignored control message from %s: %r", c.peer, m)
+            return
+        h(self, c, m)
+
+    def _in_send(self, c: PeerConnection, m: Any) -> None:
+        p = self.node._procs.get(m.to_pid)
+        if p is not None:
+            p.deliver(m.message)
+
+    def _in_reg_send(self, c: PeerConnection, m: Any) -> None:
+        p = self.node._names.get(m.to_name)
+        if p is not None:
+            p.deliver(m.message)
+
+    def _in_alias_send(self, c: PeerConnection, m: Any) -> None:
+        p = self.node._aliases.get(m.alias)
+        if p is not None:
+            p.deliver(m.message)
+
+    def _in_link(self, c: PeerConnection, m: Any) -> None:
+        self.node._remote_link(m.from_pid, m.to_pid)
+
+    def _in_unlink(self, c: PeerConnection, m: Any) -> None:
+        self.node._remote_unlink(m.from_pid, m.to_pid)
+
+    def _in_unlink_id(self, c: PeerConnection, m: Any) -> None:
+        self.node._remote_unlink(m.from_pid, m.to_pid)
+        c.submit(lambda f: ((36, m.id, m.to_pid, m.from_pid), MISSING))
+
+    def _in_unlink_ack(self, c: PeerConnection, m: Any) -> None:
+        self.node._remote_unlink_ack(m.from_pid, m.to_pid, m.id)
+
+    def _in_exit(self, c: PeerConnection, m: Any) -> None:
+        self.node._exit_signal(m.from_pid, m.to_pid, m.reason, link=True)
+
+    def _in_exit2(self, c: PeerConnection, m: Any) -> None:
+        self.node._exit_signal(m.from_pid, m.to_pid, m.reason, link=False)
+
+    def _in_monitor(self, c: PeerConnection, m: Any) -> None:
+        self.node._remote_monitor(m.from_pid, m.to_proc, m.ref)
+
+    def _in_demonitor(self, c: PeerConnection, m: Any) -> None:
+        self.node._remote_demonitor(m.from_pid, m.to_proc, m.ref)
+
+    def _in_down(self, c: PeerConnection, m: Any) -> None:
+        self.node._remote_down(m.to_pid, m.ref, m.reason)
+
+    def _in_spawn_request(self, c: PeerConnection, m: Any) -> None:
+        from .rpc import handle_spawn_request
+
+        handle_spawn_request(self.node, m)
+
+    def _in_spawn_reply(self, c: PeerConnection, m: Any) -> None:
+        p = self._spawn_waiters.pop(m.req_id, None)
+        if p is not None:
+            p.deliver((Atom("$spawn_reply"), m.req_id, m.flags, m.result))
+
+    def _in_ignore(self, c: PeerConnection, m: Any) -> None:
+        pass
+
+
+async def _done() -> None:
+    return None
+
+
+_DROP: Any = (None, None)
+
+_HANDLERS: dict[type, Callable[[Distribution, PeerConnection, Any], None]] = {
+    C.Send: Distribution._in_send,
+    C.SendTT: Distribution._in_send,
+    C.SendSender: Distribution._in_send,
+    C.SendSenderTT: Distribution._in_send,
+    C.RegSend: Distribution._in_reg_send,
+    C.RegSendTT: Distribution._in_reg_send,
+    C.AliasSend: Distribution._in_alias_send,
+    C.AliasSendTT: Distribution._in_alias_send,
+    C.Link: Distribution._in_link,
+    C.Unlink: Distribution._in_unlink,
+    C.UnlinkId: Distribution._in_unlink_id,
+    C.UnlinkIdAck: Distribution._in_unlink_ack,
+    C.Exit: Distribution._in_exit,
+    C.ExitTT: Distribution._in_exit,
+    C.PayloadExit: Distribution._in_exit,
+    C.PayloadExitTT: Distribution._in_exit,
+    C.Exit2: Distribution._in_exit2,
+    C.Exit2TT: Distribution._in_exit2,
+    C.PayloadExit2: Distribution._in_exit2,
+    C.PayloadExit2TT: Distribution._in_exit2,
+    C.MonitorP: Distribution._in_monitor,
+    C.DemonitorP: Distribution._in_demonitor,
+    C.MonitorPExit: Distribution._in_down,
+    C.PayloadMonitorPExit: Distribution._in_down,
+    C.SpawnRequest: Distribution._in_spawn_request,
+    C.SpawnRequestTT: Distribution._in_spawn_request,
+    C.SpawnReply: Distribution._in_spawn_reply,
+    C.SpawnReplyTT: Distribution._in_spawn_reply,
+    C.GroupLeader: Distribution._in_ignore,
+    C.NodeLink: Distribution._in_ignore,
+}

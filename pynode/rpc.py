@@ -1,0 +1,218 @@
+"""rpc into this node (erpc over SPAWN_REQUEST, legacy ``rex``) and rpc out of it.
+
+Theory of operation
+-------------------
+OTP 25's ``rpc:call``/``erpc:call`` arrive as ``SPAWN_REQUEST`` for
+``{erpc, execute_call, 4}`` with arguments ``[Res, M, F, A]`` and the option ``monitor``
+(PROTOCOL.md §6.3). The node answers with ``SPAWN_REPLY`` carrying a new pid, runs the
+exposed function in that process, and ends it with the reason ``erpc.erl`` uses
+(``{Res, return, V}``, ``{Res, throw, T}``, ``{Res, exit, R}``, ``{Res, error, R, Stack}``);
+the monitor the caller asked for (its ref is the request id) carries that reason back.
+``erpc:cast`` is ``{erpc, execute_cast, 3}`` with no monitor. Any other ``{M, F, A}``
+spawns ``M:F(Args...)`` if it is exposed.
+
+Only functions exposed with :meth:`Node.expose` run. Anything else fails exactly as an
+undefined function does on the BEAM: ``error:undef`` with ``[{M, F, Args, []}]`` as the
+stack, which ``rpc:call`` reports as ``{badrpc, {'EXIT', {undef, [...]}}}``.
+
+The legacy ``rex`` server answers ``{'$gen_call', From, {call, M, F, A, GL}}`` and
+``{From, {call, M, F, A, GL}}`` (``erl_call``/``ei_rpc``) with the value or
+``{badrpc, {'EXIT', Reason}}``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from typing import Any, Callable
+
+from erl_interop.terms import Atom, Pid
+
+from .errors import ErlangError, RpcError, Throw
+from .process import NORMAL, Exit, Process, exception_reason
+
+__all__ = ["apply_exposed", "erpc_call", "rpc_call", "handle_spawn_request"]
+
+log = logging.getLogger("pynode.rpc")
+
+ERPC = Atom("erpc")
+EXECUTE_CALL = Atom("execute_call")
+EXECUTE_CAST = Atom("execute_cast")
+RETURN = Atom("return")
+THROW = Atom("throw")
+EXIT = Atom("exit")
+ERROR = Atom("error")
+UNDEF = Atom("undef")
+BADRPC = Atom("badrpc")
+EXIT_TAG = Atom("EXIT")
+
+
+def _accepts(fn: Callable[..., Any], n: int) -> bool:
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return True
+    try:
+        sig.bind(*([None] * n))
+    except TypeError:
+        return False
+    return True
+
+
+class _Undef(Exception):
+    pass
+
+
+async def apply_exposed(node: Any, m: Any, f: Any, args: Any) -> Any:
+    """Run an exposed ``m:f(args)``. Raises ``ErlangError(undef)`` (with the BEAM's stack
+    shape in ``.stack``) when it is not exposed or the arity does not fit."""
+    fn = node.exposed(m, f) if isinstance(m, str) and isinstance(f, str) else None
+    if type(args) is not list or fn is None or not _accepts(fn, len(args)):
+        e = ErlangError(UNDEF)
+        e.stack = [(m, f, args if type(args) is list else [], [])]  # type: ignore[attr-defined]
+        raise e
+    r = fn(*args)
+    if inspect.isawaitable(r):
+        r = await r
+    return r
+
+
+def _outcome(res: Any, exc: BaseException | None, value: Any) -> Any:
+    """erpc's exit reason for a finished call."""
+    if exc is None:
+        return (res, RETURN, value)
+    if isinstance(exc, Throw):
+        return (res, THROW, exc.value)
+    if isinstance(exc, Exit):
+        return (res, EXIT, exc.reason)
+    stack = getattr(exc, "stack", [])
+    return (res, ERROR, exception_reason(exc), stack)
+
+
+def handle_spawn_request(node: Any, req: Any) -> None:
+    """Serve an incoming SPAWN_REQUEST (``req`` is a ``control.SpawnRequest``)."""
+    m, f, arity = req.mfa
+    opts = req.opts
+    link = Atom("link") in opts
+    monitor = Atom("monitor") in opts
+    args = req.args
+    caller: Pid = req.from_pid
+    dist = node.dist
+    if type(args) is not list or len(args) != arity:
+        dist.spawn_reply(req.req_id, caller, 0, Atom("badarg"))
+        return
+
+    if m == ERPC and f == EXECUTE_CALL and arity == 4:
+        res, m2, f2, a2 = args
+
+        async def body(proc: Process) -> None:
+            try:
+                v = await apply_exposed(node, m2, f2, a2)
+            except (Exception, Exit) as e:
+                if not isinstance(e, (ErlangError, Throw, Exit)):
+                    log.error("rpc %s:%s/%d from %s raised %r", m2, f2, len(a2) if type(a2) is list else 0, caller.node, e)
+                raise Exit(_outcome(res, e, None)) from None
+            raise Exit(_outcome(res, None, v))
+
+    elif m == ERPC and f == EXECUTE_CAST and arity == 3:
+        m2, f2, a2 = args
+
+        async def body(proc: Process) -> None:
+            try:
+                await apply_exposed(node, m2, f2, a2)
+            except (Exception, Exit) as e:
+                log.error("rpc cast %s:%s from %s failed: %r", m2, f2, caller.node, e)
+
+    else:
+
+        async def body(proc: Process) -> None:
+            try:
+                await apply_exposed(node, m, f, args)
+            except ErlangError as e:
+                raise Exit((e.reason, getattr(e, "stack", []))) from None
+
+    proc = Process(node, node.make_pid())
+    node._procs[proc.pid] = proc
+    flags = 0
+    if link:
+        proc.links.add(caller)
+        flags |= 1
+    if monitor:
+        proc.monitored_by[req.req_id] = (caller, proc.pid)
+        flags |= 2
+    dist.spawn_reply(req.req_id, caller, flags, proc.pid)
+    import asyncio
+
+    proc.task = asyncio.get_running_loop().create_task(proc._run(body, ()), name=f"pynode rpc {proc.pid}")
+
+
+def _badrpc_reason(exc: BaseException) -> Any:
+    if isinstance(exc, Throw):
+        return exc.value
+    if isinstance(exc, Exit):
+        return (EXIT_TAG, exc.reason)
+    return (EXIT_TAG, (exception_reason(exc), getattr(exc, "stack", [])))
+
+
+async def rex_server(proc: Process) -> None:
+    """The legacy ``rex`` process."""
+    node = proc.node
+    while True:
+        msg = await proc.receive()
+        if type(msg) is not tuple or len(msg) < 2:
+            continue
+        if msg[0] == Atom("$gen_call") and len(msg) == 3 and type(msg[1]) is tuple:
+            from_, req = msg[1], msg[2]
+            if type(req) is tuple and len(req) >= 4 and req[0] == Atom("call"):
+                node.create_task(_rex_call(proc, req[1], req[2], req[3], lambda r, f=from_: _gen_reply(proc, f, r)))
+            elif req == Atom("features_request") or (type(req) is tuple and req[:1] == (Atom("features_request"),)):
+                _gen_reply(proc, from_, (Atom("features_reply"), node.name, [ERPC]))
+        elif msg[0] == Atom("$gen_cast") and type(msg[1]) is tuple and msg[1][:1] == (Atom("cast"),) and len(msg[1]) >= 4:
+            _, m, f, a = msg[1][:4]
+            node.create_task(_rex_call(proc, m, f, a, lambda r: None))
+        elif type(msg[0]) is Pid and type(msg[1]) is tuple and len(msg[1]) >= 4 and msg[1][0] == Atom("call"):
+            caller = msg[0]
+            _, m, f, a = msg[1][:4]
+            node.create_task(_rex_call(proc, m, f, a, lambda r, c=caller: proc.send(c, (Atom("rex"), r))))
+        elif type(msg[0]) is Pid and msg[1] == Atom("features_request"):
+            proc.send(msg[0], (Atom("features_reply"), node.name, [ERPC]))
+
+
+def _gen_reply(proc: Process, from_: Any, value: Any) -> None:
+    from .genserver import reply
+
+    reply(proc, from_, value)
+
+
+async def _rex_call(proc: Process, m: Any, f: Any, a: Any, answer: Callable[[Any], None]) -> None:
+    try:
+        v = await apply_exposed(proc.node, m, f, a)
+    except (Exception, Exit) as e:
+        v = (BADRPC, _badrpc_reason(e))
+    answer(v)
+
+
+# -- rpc out of this node -------------------------------------------------------------------
+
+
+async def erpc_call(proc: Process, node: str, m: str, f: str, args: list[Any], timeout: float | None = 5.0) -> Any:
+    """``erpc:call(Node, M, F, A, Timeout)`` from ``proc``: returns the value, or raises
+    :class:`RpcError` with ``(Class, Reason)`` (``error``/``exit``/``throw``, or
+    ``(erpc, noconnection | timeout | notsup)``)."""
+    return await proc.node._dist().erpc_call(proc, Atom(node), Atom(m), Atom(f), list(args), timeout)
+
+
+async def rpc_call(proc: Process, node: str, m: str, f: str, args: list[Any], timeout: float | None = 5.0) -> Any:
+    """``rpc:call/5`` from ``proc``: the value, or ``('badrpc', Reason)`` as a tuple, as OTP returns it."""
+    try:
+        return await erpc_call(proc, node, m, f, args, timeout)
+    except RpcError as e:
+        cls, reason = e.reason[0], e.reason[1]
+        if cls == ERPC:
+            return (BADRPC, reason)
+        if cls == THROW:
+            return reason
+        if cls == EXIT:
+            return (BADRPC, (EXIT_TAG, reason))
+        stack = e.reason[2] if len(e.reason) > 2 else []
+        return (BADRPC, (EXIT_TAG, (reason, stack)))
