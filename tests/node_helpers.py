@@ -1,0 +1,82 @@
+"""Shared helpers for the tests/test_node_*.py interop suite.
+
+Each test runs its own event loop (``run``) with one or more Python :class:`Node` objects
+started inside it, and talks to real BEAM peers started by the ``beam_node`` fixtures.
+Blocking ``BeamNode.eval`` calls go through ``asyncio.to_thread`` (``ev``) so that the
+Python nodes keep serving while the BEAM side works.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+from erl_interop.terms import Atom
+from pynode.node import Node
+from pynode.testing import BeamNode, unique_name
+
+A = Atom
+
+
+def run(fn: Callable[[], Awaitable[Any]], timeout: float = 60.0) -> Any:
+    """Run ``fn()`` in a fresh event loop, with an overall time limit."""
+
+    async def main() -> Any:
+        return await asyncio.wait_for(fn(), timeout)
+
+    return asyncio.run(main())
+
+
+async def ev(beam: BeamNode, src: str, timeout: float = 20.0) -> Any:
+    """Evaluate ``src`` on ``beam`` without blocking the loop."""
+    return await asyncio.to_thread(beam.eval, src, timeout)
+
+
+async def wait_for(cond: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+    """Await until ``cond()`` is truthy (polling the loop, never blocking it)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        v = cond()
+        if v:
+            return v
+        if loop.time() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.005)
+
+
+@contextlib.asynccontextmanager
+async def py_node(cookie: str = "test", prefix: str = "py", **kw: Any) -> AsyncIterator[Node]:
+    """A started Python node with a unique name, stopped on exit."""
+    node = Node(unique_name(prefix) + "@localhost", cookie, **kw)
+    await node.start()
+    try:
+        yield node
+    finally:
+        await node.stop()
+
+
+def erl_recv(timeout_ms: int = 5000, pattern: str = "M", guard: str = "") -> str:
+    """Erlang source receiving one message matching ``pattern`` in the eval process."""
+    g = f" when {guard}" if guard else ""
+    return f"receive {pattern}{g} -> {pattern} after {timeout_ms} -> timeout end."
+
+
+class Mailbox:
+    """A Python process that just collects messages, for tests to inspect."""
+
+    def __init__(self, node: Node, trap_exit: bool = False, name: str | None = None) -> None:
+        self.stop = asyncio.Event()
+
+        async def body(proc: Any) -> None:
+            await self.stop.wait()
+
+        self.proc = node.spawn(body, trap_exit=trap_exit, name=name)
+
+    @property
+    def pid(self) -> Any:
+        return self.proc.pid
+
+    async def get(self, match: Callable[[Any], bool] | None = None, timeout: float = 5.0) -> Any:
+        return await self.proc.receive(match, timeout)
