@@ -72,6 +72,8 @@ class PeerConnection:
     def submit(self, build: Builder) -> None:
         if self.state == "up":
             control, payload = build(self.flags)
+            if control is None:  # a builder that drops the signal for these flags
+                return
             self._write(self.conn.send_terms(control, payload))  # type: ignore[union-attr]
         elif self.state == "connecting":
             self.queue.append(build)
@@ -199,6 +201,8 @@ class Distribution:
         self._unlink_ids = 0
         self._spawn_waiters: dict[Reference, Process] = {}
         self._anon: Pid | None = None
+        #: set by stop(): no new connections (signals to other nodes are dropped)
+        self.stopped = False
 
     # -- start / stop -----------------------------------------------------------------------
     async def start(self) -> None:
@@ -228,6 +232,7 @@ class Distribution:
         node.creation = self.registration.creation
 
     async def stop(self) -> None:
+        self.stopped = True
         for c in list(self.conns.values()):
             c.close()
         if self.server is not None:
@@ -263,6 +268,9 @@ class Distribution:
         if c is not None and c.state != "closed":
             return c
         c = PeerConnection(self, peer, outgoing=True)
+        if self.stopped:
+            c.state = "closed"  # a stopped node dials nobody; what is sent to it is dropped
+            return c
         self.conns[peer] = c
         c.task = self.node.create_task(self._dial(c), name=f"pynode dial {peer}")
         return c

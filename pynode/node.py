@@ -512,13 +512,15 @@ class Node:
         if self._stopping:
             return
         self._stopping = True
+        # Connections go first, as when a BEAM node halts: peers see nodedown and
+        # 'noconnection' for our processes, not the local reason they are killed with.
+        if self.dist is not None:
+            await self.dist.stop()
         for p in list(self._procs.values()):
             p.kill(reason)
         tasks = [p.task for p in list(self._procs.values()) if p.task is not None]
         if tasks:
             await asyncio.wait(tasks, timeout=5)
-        if self.dist is not None:
-            await self.dist.stop()
         for t in list(self._tasks):
             t.cancel()
         if self._tasks:

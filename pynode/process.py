@@ -84,7 +84,8 @@ def exception_reason(exc: BaseException) -> Any:
 
     if isinstance(exc, ErlangError):
         return exc.reason
-    return (Atom("python_error"), type(exc).__name__, str(exc))
+    # Binaries, not str: the same term locally as a peer decodes it off the wire.
+    return (Atom("python_error"), type(exc).__name__.encode(), str(exc).encode())
 
 
 class Process:

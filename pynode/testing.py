@@ -144,8 +144,13 @@ class BeamNode:
         hidden: bool = False,
         timeout: float = 30.0,
         name_flag: str | None = None,
+        mix_project: str | None = None,
     ) -> "BeamNode":
-        """Start a node called ``name`` (``alive@host``; ``-sname`` unless ``name_flag``)."""
+        """Start a node called ``name`` (``alive@host``; ``-sname`` unless ``name_flag``).
+
+        ``mix_project``: a mix project folder (``lang="elixir"`` only); the node then runs
+        ``elixir -S mix run --no-compile`` there, so the project's application is started,
+        as ``iex -S mix`` does. Compile the project first (``mix compile``)."""
         flag = name_flag or ("-sname" if "." not in name.split("@")[-1] else "-name")
         full_env = dict(os.environ)
         full_env.update(env or {})
@@ -165,7 +170,12 @@ class BeamNode:
             erl_args = list(args)
             if erl_args:
                 cmd += ["--erl", " ".join(erl_args)]
-            cmd += ["-e", _EX_LOOP]
+            if mix_project is not None:
+                cmd += ["-S", "mix", "run", "--no-compile", "-e", _EX_LOOP]
+                cwd = mix_project
+                full_env.setdefault("MIX_ENV", "dev")
+            else:
+                cmd += ["-e", _EX_LOOP]
             if flag == "-sname":
                 cmd[1] = "--sname"
             else:

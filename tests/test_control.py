@@ -29,7 +29,7 @@ SAMPLES: dict[int, tuple[tuple[Any, ...], Any]] = {
     3: ((3, A, B, Atom("normal")), MISSING),
     4: ((4, A, B), MISSING),
     5: ((5,), MISSING),
-    6: ((6, A, E, Atom("net_kernel")), {"k": b"v"}),
+    6: ((6, A, E, Atom("net_kernel")), {b"k": b"v"}),
     7: ((7, A, B), MISSING),
     8: ((8, A, B, (Atom("shutdown"), 1)), MISSING),
     12: ((12, E, B, TOKEN), None),
