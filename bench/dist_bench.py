@@ -268,10 +268,12 @@ class Sizes:
 
 @dataclass
 class Sample:
-    """One figure: throughput rows keep msgs/s; call rows keep (calls/s, p50 µs, p99 µs)."""
+    """One figure: throughput rows keep msgs/s; call rows keep (calls/s, p50 µs, p99 µs).
+    ``cpu``: CPU share of wall time; ``cpu_us``: CPU µs per message or call (Python rows)."""
 
     values: list[Any] = field(default_factory=list)
     cpu: list[float] = field(default_factory=list)
+    cpu_us: list[float] = field(default_factory=list)
 
 
 class Cpu:
@@ -282,7 +284,8 @@ class Cpu:
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self.ratio = (time.process_time() - self.c0) / max(time.perf_counter() - self.w0, 1e-9)
+        self.cpu = time.process_time() - self.c0
+        self.ratio = self.cpu / max(time.perf_counter() - self.w0, 1e-9)
 
 
 async def measure(peers: Peers, sizes: Sizes, label: str) -> dict[str, dict[str, Sample]]:
@@ -291,11 +294,12 @@ async def measure(peers: Peers, sizes: Sizes, label: str) -> dict[str, dict[str,
     await node.start()
     res: dict[str, dict[str, Sample]] = {}
 
-    def put(row: str, who: str, value: Any, cpu: float | None = None) -> None:
+    def put(row: str, who: str, value: Any, cpu: Cpu | None = None, n: int = 1) -> None:
         s = res.setdefault(row, {}).setdefault(who, Sample())
         s.values.append(value)
         if cpu is not None:
-            s.cpu.append(cpu)
+            s.cpu.append(cpu.ratio)
+            s.cpu_us.append(cpu.cpu * 1e6 / n)
 
     try:
         node.spawn(rx_body, name="bench_rx")
@@ -311,13 +315,13 @@ async def measure(peers: Peers, sizes: Sizes, label: str) -> dict[str, dict[str,
                 row = f"BEAM->X {kind}"
                 with Cpu() as cpu:
                     us = await beval(peers.a, f"pynode_dist_bench:oneway('{py}', {n}, {kind}, 60000).")
-                put(row, "py", n * 1e6 / us, cpu.ratio)
+                put(row, "py", n * 1e6 / us, cpu, n)
                 us = await beval(peers.a, f"pynode_dist_bench:oneway('{b}', {n}, {kind}, 60000).")
                 put(row, "beam", n * 1e6 / us)
                 row = f"X->BEAM {kind}"
                 with Cpu() as cpu:
                     s = await py_oneway(node, a, n, kind, sizes.yield_every)
-                put(row, "py", n / s, cpu.ratio)
+                put(row, "py", n / s, cpu, n)
                 us = await beval(peers.b, f"pynode_dist_bench:oneway('{a}', {n}, {kind}, 60000).")
                 put(row, "beam", n * 1e6 / us)
             for who, target in (("py", py), ("beam", b)):
@@ -325,7 +329,13 @@ async def measure(peers: Peers, sizes: Sizes, label: str) -> dict[str, dict[str,
                     total, p50, p99, _lo, _hi = await beval(
                         peers.e, f"PynodeDistBenchCaller.run({{:bench_echo, :'{target}'}}, {sizes.calls}, {sizes.warm})"
                     )
-                put("call", who, (sizes.calls * 1e9 / total, p50 / 1e3, p99 / 1e3), cpu.ratio if who == "py" else None)
+                put(
+                    "call",
+                    who,
+                    (sizes.calls * 1e9 / total, p50 / 1e3, p99 / 1e3),
+                    cpu if who == "py" else None,
+                    sizes.calls + sizes.warm,
+                )
     finally:
         await node.stop()
     return res
@@ -384,7 +394,7 @@ def report(results: dict[str, dict[str, dict[str, Sample]]], sizes: Sizes) -> st
         ("X->BEAM small", f"one-way X->BEAM, {{msg,I,atom}} x{sizes.small} (msg/s)"),
         ("X->BEAM bin1k", f"one-way X->BEAM, 1 KB binary x{sizes.bin1k} (msg/s)"),
     ]
-    head = f"{'row':<44} {'loop':<8} {'python':>10} {'cpu':>5} {'BEAM':>10} {'py/BEAM':>8}"
+    head = f"{'row':<44} {'loop':<8} {'python':>10} {'cpu':>5} {'cpu/msg':>8} {'BEAM':>10} {'py/BEAM':>8}"
     lines.append(head)
     lines.append("-" * len(head))
     for key, title in rows:
@@ -392,7 +402,8 @@ def report(results: dict[str, dict[str, dict[str, Sample]]], sizes: Sizes) -> st
             r = results[lp][key]
             pyv, bv = _med(r["py"].values), _med(r["beam"].values)
             lines.append(
-                f"{title if i == 0 else '':<44} {lp:<8} {pyv:>10,.0f} {_med(r['py'].cpu) * 100:>4.0f}% {bv:>10,.0f} {pyv / bv:>8.2f}"
+                f"{title if i == 0 else '':<44} {lp:<8} {pyv:>10,.0f} {_med(r['py'].cpu) * 100:>4.0f}% "
+                f"{_med(r['py'].cpu_us):>6.1f}us {bv:>10,.0f} {pyv / bv:>8.2f}"
             )
     for idx, (unit, title, fmt) in enumerate(
         [
@@ -406,12 +417,14 @@ def report(results: dict[str, dict[str, dict[str, Sample]]], sizes: Sizes) -> st
             pyv = _med([v[idx] for v in r["py"].values])
             bv = _med([v[idx] for v in r["beam"].values])
             ratio = pyv / bv if idx == 0 else bv / pyv
-            cpu = f"{_med(r['py'].cpu) * 100:>4.0f}%" if idx == 0 else "     "
+            cpu = f"{_med(r['py'].cpu) * 100:>4.0f}% {_med(r['py'].cpu_us):>6.1f}us" if idx == 0 else " " * 14
             lines.append(f"{title if i == 0 else '':<44} {lp:<8} {fmt.format(pyv)} {cpu} {fmt.format(bv)} {ratio:>8.2f}")
     lines.append("")
     lines.append(
         "python/BEAM: medians of %d runs; ratio = python/BEAM for throughput, BEAM/python for latency "
-        "(below 1: Python slower). cpu: Python process CPU / wall time during the Python row." % sizes.repeat
+        "(below 1: Python slower).\ncpu: this process's CPU time / wall time during the Python row; cpu/msg: its CPU "
+        "time per message (per call, warm-up included, for calls): the figure that does not depend on\n"
+        "what else the machine runs." % sizes.repeat
     )
     return "\n".join(lines)
 

@@ -54,9 +54,9 @@ import struct
 from dataclasses import dataclass
 from typing import Any, Final, Iterable, Literal
 
-from .codec import decode_term, encode_term
-from .control import MISSING, ControlMessage, UnknownControl, from_terms
-from .errors import DecodeError, DistProtocolError, LocalProtocolError
+from .codec import _decode, _enc, decode_term  # _decode/_enc: see _message and _encode
+from .control import _DECODERS, MISSING, ControlMessage, UnknownControl, from_terms
+from .errors import DecodeError, DistProtocolError, EncodeError, LocalProtocolError
 from .flags import DistFlags
 
 __all__ = [
@@ -103,7 +103,7 @@ _FRAG_CONT = 70  # later fragments
 
 _u32 = struct.Struct(">I")
 _unpack_u32 = _u32.unpack_from
-_pack_u32 = _u32.pack
+_pack_u32_into = _u32.pack_into
 _unpack_u16 = struct.Struct(">H").unpack_from
 _unpack_seq = struct.Struct(">QQ").unpack_from
 
@@ -204,7 +204,7 @@ class Connection:
         "_frags",
         "_frag_bytes",
         "_utf8",
-        "_prefix",
+        "_frame_prefix",
     )
 
     def __init__(
@@ -237,7 +237,8 @@ class Connection:
         self._frags: dict[int, _Reassembly] = {}
         self._frag_bytes = 0
         self._utf8 = bool(self.flags & DistFlags.UTF8_ATOMS)
-        self._prefix = b"\x83D\x00" if self.header_mode else b"p\x83"
+        # length placeholder + body start (PROTOCOL.md §3 table)
+        self._frame_prefix = b"\0\0\0\0\x83D\x00" if self.header_mode else b"\0\0\0\0p\x83"
         if initial:
             self.receive_data(initial)
 
@@ -341,6 +342,9 @@ class Connection:
 
     def _message(self, data: bytes, q: int, end: int, refs: list[Any] | None, prefixed: bool, start: int) -> Event:
         """Decode control [+ payload] from ``data[q:end]``; never fatal."""
+        # The codec's recursive core is called directly (decode_term is a thin wrapper over
+        # it): these are the two calls per message on the hot path. The exceptions below are
+        # the ones decode_term translates.
         try:
             if q >= end:
                 raise DecodeError(q, "packet holds no control term")
@@ -348,22 +352,26 @@ class Connection:
                 if data[q] != _VERSION:
                     raise DecodeError(q, "pass-through control term lacks the 131 version byte")
                 q += 1
-            control, q = decode_term(data, q, refs)
+            control, q = _decode(data, q, 0, refs)
             if q < end:
                 if prefixed:
                     if data[q] != _VERSION:
                         raise DecodeError(q, "pass-through payload term lacks the 131 version byte")
                     q += 1
-                payload, q = decode_term(data, q, refs)
+                payload, q = _decode(data, q, 0, refs)
             else:
                 payload = MISSING
             if q != end:
                 raise DecodeError(q, "terms overrun the packet" if q > end else f"{end - q} bytes after the payload term")
-            msg = from_terms(control, payload)
+            # from_terms, inlined
+            dec = _DECODERS.get(control[0]) if type(control) is tuple and control and type(control[0]) is int else None
+            msg = dec(control, payload) if dec is not None else from_terms(control, payload)
         except DecodeError as e:
-            err = DistProtocolError(f"undecodable message: {e.message} (at packet offset {e.offset - start})")
-            err.__cause__ = e
-            return BadMessage(err, bytes(data[start:end]))
+            return self._bad(f"undecodable message: {e.message} (at packet offset {e.offset - start})", data, start, end, e)
+        except (IndexError, struct.error) as e:
+            return self._bad("undecodable message: a term runs past the end of the data", data, start, end, e)
+        except RecursionError as e:
+            return self._bad("undecodable message: terms nested too deeply", data, start, end, e)
         except DistProtocolError as e:
             return BadMessage(e, bytes(data[start:end]))
         if type(msg) is UnknownControl:
@@ -371,6 +379,12 @@ class Connection:
             return BadMessage(err, bytes(data[start:end]), msg)
         self.messages_received += 1
         return msg
+
+    @staticmethod
+    def _bad(text: str, data: bytes, start: int, end: int, cause: BaseException) -> BadMessage:
+        err = DistProtocolError(text)
+        err.__cause__ = cause
+        return BadMessage(err, bytes(data[start:end]))
 
     def _atom_cache(self, data: bytes, q: int, end: int) -> tuple[list[Any] | None, int]:
         """Read the atom-cache section at ``q``; update the cache; return (refs, end of section)."""
@@ -475,28 +489,51 @@ class Connection:
 
     def send(self, msg: ControlMessage) -> bytes:
         """One framed packet carrying ``msg``."""
-        control, payload = msg.to_terms()
-        return self.send_terms(control, payload)
+        out = bytearray()
+        self._encode(msg.to_terms(), out)
+        return bytes(out)
 
     def send_terms(self, control: tuple[Any, ...], payload: Any = MISSING) -> bytes:
         """One framed packet from a raw control tuple and payload (:data:`MISSING` for none).
         The caller vouches for the tuple's shape."""
-        if payload is MISSING:
-            body = self._prefix + encode_term(control)
-        elif self.header_mode:
-            body = b"".join((self._prefix, encode_term(control), encode_term(payload)))
-        else:
-            body = b"".join((self._prefix, encode_term(control), b"\x83", encode_term(payload)))
-        n = len(body)
-        if n > _MAX_FRAME:
-            raise LocalProtocolError(f"message of {n} bytes does not fit one packet (we do not send fragments)")
-        self.bytes_sent += n + 4
-        self.packets_sent += 1
-        return _pack_u32(n) + body
+        out = bytearray()
+        self._encode((control, payload), out)
+        return bytes(out)
 
     def send_many(self, msgs: Iterable[ControlMessage]) -> bytes:
         """Several packets in one buffer, for one write (coalescing, DESIGN.md "Performance")."""
-        return b"".join([self.send(m) for m in msgs])
+        out = bytearray()
+        encode = self._encode
+        for m in msgs:
+            encode(m.to_terms(), out)
+        return bytes(out)
+
+    def _encode(self, terms: tuple[tuple[Any, ...], Any], out: bytearray) -> None:
+        """Append one framed packet to ``out``. Terms are encoded straight into ``out`` by the
+        codec's core (``encode_term`` would make a bytes object per term), and the length is
+        patched in afterwards."""
+        control, payload = terms
+        at = len(out)
+        out += self._frame_prefix
+        try:
+            _enc(control, out)
+            if payload is not MISSING:
+                if not self.header_mode:
+                    out.append(_VERSION)
+                _enc(payload, out)
+        except RecursionError:
+            del out[at:]
+            raise EncodeError("term nested too deeply to encode") from None
+        except BaseException:
+            del out[at:]
+            raise
+        n = len(out) - at - 4
+        if n > _MAX_FRAME:
+            del out[at:]
+            raise LocalProtocolError(f"message of {n} bytes does not fit one packet (we do not send fragments)")
+        _pack_u32_into(out, at, n)
+        self.bytes_sent += n + 4
+        self.packets_sent += 1
 
     def tick(self) -> bytes:
         """A zero-length packet (a tick)."""

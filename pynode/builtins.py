@@ -7,6 +7,7 @@ from typing import Any
 from erl_interop.terms import Atom
 
 from .genserver import GenServer
+from .registry import Registry, RegistryAPI
 from .rpc import rex_server
 
 __all__ = ["start", "NetKernel", "PynodeInfo", "node_info"]
@@ -63,4 +64,6 @@ async def start(node: Any) -> None:
     await NetKernel.start(node, name="net_kernel")
     node.spawn(rex_server, name="rex")
     await PynodeInfo.start(node, name="pynode")
+    server = await Registry.start_for(node)
+    node.registry = RegistryAPI(node, server)
     node.expose("pynode", "info", lambda: node_info(node))

@@ -219,7 +219,7 @@ class Distribution:
             flags=self.flags,
             policy=self,
             setup_timeout=node.setup_timeout,
-            on_error=lambda e: log.warning("%s refused an incoming connection: %s", node.name, e),
+            on_error=self._on_handshake_error,
         )
         self.port = self.server.sockets[0].getsockname()[1]
         alive = node.name.split("@", 1)[0]
@@ -230,6 +230,11 @@ class Distribution:
             self.server.close()
             raise EpmdError(f"could not register {alive!r} with epmd: {e} (is another node using this name?)") from e
         node.creation = self.registration.creation
+
+    def _on_handshake_error(self, e: HandshakeError) -> None:
+        # 'nok' is us winning a simultaneous connect (net_kernel's rule), not a refusal.
+        level = logging.DEBUG if e.reason == "nok" else logging.WARNING
+        log.log(level, "%s refused an incoming connection: %s", self.node.name, e)
 
     async def stop(self) -> None:
         self.stopped = True

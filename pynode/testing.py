@@ -261,22 +261,27 @@ class BeamNode:
             except (BrokenPipeError, ValueError, OSError):
                 pass
             try:
-                return self.proc.wait(timeout)
+                self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.kill()
-        return self.proc.wait()
-
-    def kill(self) -> int:
-        """``kill -9`` this node (by its own pid) and reap it."""
-        if self.proc.poll() is None:
-            self.proc.kill()
         rc = self.proc.wait()
+        self._close_pipes()
+        return rc
+
+    def _close_pipes(self) -> None:
         for f in (self.proc.stdin, self.proc.stdout):
             try:
                 if f is not None:
                     f.close()
             except OSError:
                 pass
+
+    def kill(self) -> int:
+        """``kill -9`` this node (by its own pid) and reap it."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        rc = self.proc.wait()
+        self._close_pipes()
         return rc
 
     def __enter__(self) -> "BeamNode":

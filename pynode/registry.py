@@ -1,0 +1,710 @@
+"""The replicated, gproc-style cluster registry (the Python half of ``pynode_registry``).
+
+The pynode registry protocol (version 1)
+========================================
+This header repeats docs/REGISTRY_PROTOCOL.md, which is the contract; the Elixir twin
+(``mix_compat/lib/pynode/registry_impl.ex``) repeats it too. Change all three together.
+
+One registry process runs on every node, BEAM or Python, locally registered as
+``pynode_registry``. It owns the registrations of its node's local processes and holds a
+full mirror of everyone else's. Reads come from the local mirror; writes are made by the
+owning node and broadcast.
+
+Keys (global scope only): ``{n, g, Name}`` is a unique name (at most one holder in the
+cluster), ``{p, g, Name}`` a property (any number of holders, each pid at most once).
+``Name`` is any term; keys compare with ``=:=`` (``1`` and ``1.0`` differ), so the mirror
+is keyed by the external term format of the key (maps inside keys are put in a canonical
+order first). An entry is ``{Key, Pid, Value}``; ``Value`` defaults to ``undefined``.
+
+Messages between registries are plain sends to ``{pynode_registry, Node}`` or to a
+registry pid; all are tuples ``{'$pynode_reg', 1, ...}``:
+
+- ``{'$pynode_reg', 1, discover, From}``: "I am the registry ``From``; send me your snapshot."
+- ``{'$pynode_reg', 1, sync, From, Entries, Members}``: ``From``'s node's own entries
+  (``[{Key, Pid, Value}]``, local pids only) and the nodes whose registries ``From`` knows
+  (atoms, its own node included).
+- ``{'$pynode_reg', 1, reg, From, Key, Pid, Value}``: ``From``'s node registered ``Key`` for
+  its local ``Pid`` (also sent to update a value).
+- ``{'$pynode_reg', 1, unreg, From, Key, Pid}``: ``From``'s node removed ``Key`` for its local
+  ``Pid`` (unregistered, died, or lost a conflict).
+
+Anything else (another version, another shape) is logged once per sender and ignored; a
+malformed message never crashes the registry.
+
+Membership and discovery
+------------------------
+- The registry subscribes to node up/down for all nodes, hidden ones included
+  (:meth:`Node.monitor_nodes`). At start, and on every ``nodeup`` of ``N``, it sends
+  ``discover`` to ``{pynode_registry, N}``; a node with no registry never answers.
+- On ``discover`` from ``From``: monitor ``From`` if it is new (and then also send our own
+  ``discover`` to ``From``); answer ``sync`` with our own entries and our member list.
+- On ``sync`` from ``From``: record ``From`` as the registry of ``node(From)`` (monitoring it
+  if new), **replace** every mirrored entry owned by ``node(From)`` with ``Entries`` (applying
+  the conflict rule), and send ``discover`` to ``{pynode_registry, M}`` for every ``M`` of
+  ``Members`` not known yet. That send connects on demand, so every member ends up connected
+  to every other (hidden Python nodes that know one BEAM node join the full mesh).
+- ``members()`` is this node plus every node whose registry we know and that is up.
+- When a peer registry goes ``DOWN`` (it died, or ``noconnection``), every entry owned by
+  its node is purged and the node stops being a member until its next ``sync``.
+
+Writes
+------
+Only the owning node writes its own processes' entries. ``reg`` goes through the local
+registry (a call, so one node's writes are serialized); a unique name fails with
+``{error, {already_registered, Holder}}`` when the mirror has another holder; the same key
+again for the same pid updates the value. On success the entry is stored, the pid monitored
+(once per pid) and ``reg`` sent to every member. ``unreg`` removes the caller's entry and
+sends ``unreg``. A local registered process that dies loses all its entries, one ``unreg``
+each. A ``reg`` whose ``Pid`` is not on ``node(From)`` is a protocol violation (ignored); an
+``unreg`` for an entry that is not the current one changes nothing.
+
+Conflicts (unique names)
+------------------------
+Of two holders of one name, every registry keeps the same winner, without clocks: the holder
+whose **node name** is smaller in Erlang term order (atom text, byte-wise UTF-8); on one node
+(cannot happen with correct peers), the smaller pid. A mirror that learns of a second holder
+(by ``reg`` or ``sync``) keeps the winner. When the loser is local, its registry removes the
+entry, sends ``unreg`` for it to every member, and sends the loser the exit signal
+``{name_conflict, Key, WinnerPid}`` (a process trapping exits gets ``{'EXIT', RegistryPid,
+{name_conflict, Key, WinnerPid}}`` and keeps running without the name).
+
+``await(Key, Timeout)`` answers ``{Pid, Value}`` at once when the mirror has the name, else
+as soon as a ``reg`` or ``sync`` brings it in, or times out (default 5000 ms; Python raises
+:class:`TimeoutError`).
+
+Python implementation notes
+---------------------------
+:class:`Mirror` is the table and the conflict rule, with no I/O. For unique names it keeps
+every *claim* it has been told about and shows only the winner; a losing claim is hidden
+at once and disappears when its owner sends ``unreg`` (which the owner always does after
+losing). Keeping it rather than dropping it changes nothing visible while both holders
+live, and means that if the winner's node dies before the loser's node has heard of the
+winner, every mirror falls back to the same surviving holder. :class:`Registry` is the
+GenServer that speaks the protocol; :class:`RegistryAPI` (``node.registry``) is the public
+API, reading the mirror directly (same event loop, so reads are consistent snapshots).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any, Iterable
+
+from erl_interop import encode
+from erl_interop.errors import EncodeError
+from erl_interop.terms import Atom, Map, Pid, Reference
+
+from .errors import ErlangError
+from .genserver import From, GenServer
+from .process import DOWN_TAG, Process
+
+if TYPE_CHECKING:
+    from .node import Node
+
+__all__ = [
+    "Registry",
+    "RegistryAPI",
+    "Mirror",
+    "REGISTRY_NAME",
+    "PROTOCOL_VERSION",
+    "winner",
+    "key_bytes",
+    "check_key",
+]
+
+log = logging.getLogger("pynode.registry")
+
+#: the locally registered name of the registry process on every node (protocol, "Messages")
+REGISTRY_NAME = "pynode_registry"
+#: protocol version carried as the second element of every message (protocol, "Messages")
+PROTOCOL_VERSION = 1
+#: ``await`` default, as ``Timeout \\ 5000`` in the protocol's API table
+DEFAULT_AWAIT_TIMEOUT = 5.0
+
+TAG = Atom("$pynode_reg")
+DISCOVER = Atom("discover")
+SYNC = Atom("sync")
+REG = Atom("reg")
+UNREG = Atom("unreg")
+N = Atom("n")
+P = Atom("p")
+G = Atom("g")
+OK = Atom("ok")
+ERROR = Atom("error")
+UNDEFINED = Atom("undefined")
+BADARG = Atom("badarg")
+NAME_CONFLICT = Atom("name_conflict")
+ALREADY_REGISTERED = Atom("already_registered")
+NODEUP = Atom("nodeup")
+NODEDOWN = Atom("nodedown")
+
+
+# -- keys ----------------------------------------------------------------------------------
+def check_key(key: Any) -> tuple[Atom, Atom, Any]:
+    """Validate a gproc-style global key; plain ``"n"``/``"p"``/``"g"`` strings become atoms.
+
+    Raises :class:`ValueError` for anything that is not ``{n|p, g, Name}``."""
+    if type(key) is not tuple or len(key) != 3:
+        raise ValueError(f"a registry key is {{n|p, g, Name}}, got {key!r}")
+    kind, scope, name = key
+    if not isinstance(kind, str) or kind not in ("n", "p") or not isinstance(scope, str) or scope != "g":
+        raise ValueError(f"a registry key is {{n|p, g, Name}} (global scope only), got {key!r}")
+    return (N if kind == "n" else P, G, name)
+
+
+def _canonical(t: Any) -> Any:
+    """``t`` with every map's items in one order, so that equal maps encode to equal bytes."""
+    ty = type(t)
+    if ty is tuple:
+        return tuple(_canonical(x) for x in t)
+    if ty is list:
+        return [_canonical(x) for x in t]
+    if ty is dict:
+        items = [(_canonical(k), _canonical(v)) for k, v in t.items()]
+        items.sort(key=lambda kv: encode(kv[0]))
+        return dict(items)
+    if ty is Map:
+        items = sorted(((_canonical(k), _canonical(v)) for k, v in t.items()), key=lambda kv: encode(kv[0]))
+        return Map(items)
+    return t
+
+
+def key_bytes(key: Any) -> bytes:
+    """The mirror's dictionary key for ``key``: its external term format, maps in canonical
+    order (so the bytes are equal exactly when the keys are ``=:=``). Raises ``EncodeError``."""
+    if _has_map(key):
+        key = _canonical(key)
+    return encode(key)
+
+
+def _has_map(t: Any) -> bool:
+    stack = [t]
+    while stack:
+        x = stack.pop()
+        tx = type(x)
+        if tx is dict or tx is Map:
+            return True
+        if tx is tuple or tx is list:
+            stack.extend(x)
+    return False
+
+
+_kb = key_bytes
+
+
+# -- the conflict rule ---------------------------------------------------------------------
+def _rank(pid: Pid) -> tuple[bytes, int, int, int]:
+    # Node name first (atom text, byte-wise UTF-8: protocol, "Conflicts"); on one node the
+    # smaller pid, ordered as OTP orders local pids (serial, then number).
+    return (pid.node.encode("utf-8"), pid.serial, pid.id, pid.creation)
+
+
+def winner(a: Pid, b: Pid) -> Pid:
+    """The holder that keeps a unique name both ``a`` and ``b`` claim (protocol, "Conflicts")."""
+    return a if _rank(a) <= _rank(b) else b
+
+
+# -- the table -----------------------------------------------------------------------------
+class Mirror:
+    """All entries this node knows of, keyed by the bytes of their key. No I/O.
+
+    ``claims[kb]`` maps each holder pid to ``(Key, Value)`` in insertion order. For a
+    property every claim is visible; for a unique name only :func:`winner` of the claims is.
+    """
+
+    def __init__(self) -> None:
+        self.claims: dict[bytes, dict[Pid, tuple[Any, Any]]] = {}
+        self.by_pid: dict[Pid, dict[bytes, None]] = {}
+        self.by_node: dict[Atom, set[Pid]] = {}
+
+    # -- reading --------------------------------------------------------------------------
+    def holder(self, kb: bytes) -> tuple[Pid, Any, Any] | None:
+        """``(Pid, Key, Value)`` of the visible holder (first holder for a property)."""
+        c = self.claims.get(kb)
+        if not c:
+            return None
+        it = iter(c.items())
+        pid, (key, value) = next(it)
+        if key[0] == N and len(c) > 1:
+            for p, (k, v) in it:
+                if _rank(p) < _rank(pid):
+                    pid, key, value = p, k, v
+        return pid, key, value
+
+    def visible(self, kb: bytes) -> list[tuple[Pid, Any]]:
+        """``[(Pid, Value)]`` of the visible holders of ``kb``."""
+        c = self.claims.get(kb)
+        if not c:
+            return []
+        pid, (key, _v) = next(iter(c.items()))
+        if key[0] == N:
+            h = self.holder(kb)
+            assert h is not None
+            return [(h[0], h[2])]
+        return [(p, v) for p, (_k, v) in c.items()]
+
+    def entries(self) -> list[tuple[Any, Pid, Any]]:
+        """Every visible entry, ``(Key, Pid, Value)``."""
+        out: list[tuple[Any, Pid, Any]] = []
+        for kb, c in self.claims.items():
+            if not c:
+                continue
+            key = next(iter(c.values()))[0]
+            out.extend((key, p, v) for p, v in self.visible(kb))
+        return out
+
+    def entries_of_node(self, node: Atom) -> list[tuple[Any, Pid, Any]]:
+        """Every claim held by a process of ``node`` (visible or not), ``(Key, Pid, Value)``."""
+        out = []
+        for pid in self.by_node.get(node, ()):
+            for kb in self.by_pid.get(pid, ()):
+                key, value = self.claims[kb][pid]
+                out.append((key, pid, value))
+        return out
+
+    def keys_of(self, pid: Pid) -> list[bytes]:
+        return list(self.by_pid.get(pid, ()))
+
+    def claim(self, kb: bytes, pid: Pid) -> tuple[Any, Any] | None:
+        c = self.claims.get(kb)
+        return None if c is None else c.get(pid)
+
+    def losers(self, kb: bytes) -> list[Pid]:
+        """Claims of a unique name that are not its winner."""
+        c = self.claims.get(kb)
+        if not c or len(c) < 2:
+            return []
+        h = self.holder(kb)
+        assert h is not None
+        return [p for p in c if p != h[0]]
+
+    # -- writing --------------------------------------------------------------------------
+    def put(self, kb: bytes, key: Any, pid: Pid, value: Any) -> None:
+        self.claims.setdefault(kb, {})[pid] = (key, value)
+        self.by_pid.setdefault(pid, {})[kb] = None
+        self.by_node.setdefault(pid.node, set()).add(pid)
+
+    def remove(self, kb: bytes, pid: Pid) -> bool:
+        c = self.claims.get(kb)
+        if c is None or pid not in c:
+            return False
+        del c[pid]
+        if not c:
+            del self.claims[kb]
+        ks = self.by_pid[pid]
+        del ks[kb]
+        if not ks:
+            del self.by_pid[pid]
+            s = self.by_node[pid.node]
+            s.discard(pid)
+            if not s:
+                del self.by_node[pid.node]
+        return True
+
+    def remove_pid(self, pid: Pid) -> list[tuple[bytes, Any]]:
+        """Drop every claim of ``pid``; return ``[(kb, Key)]`` dropped."""
+        out = []
+        for kb in self.keys_of(pid):
+            key = self.claims[kb][pid][0]
+            self.remove(kb, pid)
+            out.append((kb, key))
+        return out
+
+    def drop_node(self, node: Atom) -> set[bytes]:
+        """Purge every claim held on ``node``; return the keys touched."""
+        touched: set[bytes] = set()
+        for pid in list(self.by_node.get(node, ())):
+            touched.update(kb for kb, _k in self.remove_pid(pid))
+        return touched
+
+    def replace_node(self, node: Atom, entries: list[tuple[bytes, Any, Pid, Any]]) -> set[bytes]:
+        """Make ``node``'s claims exactly ``entries`` (``(kb, Key, Pid, Value)``); return keys touched."""
+        new = {(kb, pid): (key, value) for kb, key, pid, value in entries}
+        touched: set[bytes] = set()
+        for pid in list(self.by_node.get(node, ())):
+            for kb in self.keys_of(pid):
+                if (kb, pid) not in new:
+                    self.remove(kb, pid)
+                    touched.add(kb)
+        for (kb, pid), (key, value) in new.items():
+            if self.claim(kb, pid) != (key, value):
+                self.put(kb, key, pid, value)
+                touched.add(kb)
+        return touched
+
+
+# -- the registry process ------------------------------------------------------------------
+class Registry(GenServer):
+    """The ``pynode_registry`` process. Start with :meth:`start_for` (done by ``Node.start``)."""
+
+    mirror: Mirror
+    #: peer node -> (its registry pid, our monitor ref on it)
+    peers: dict[Atom, tuple[Pid, Reference]]
+
+    @classmethod
+    async def start_for(cls, node: "Node") -> "Registry":
+        """Start the registry of ``node``, registered as ``pynode_registry``."""
+        server = await cls.start(node, name=REGISTRY_NAME)
+        assert isinstance(server, Registry)
+        return server
+
+    async def init(self, *args: Any) -> None:
+        self.mirror = Mirror()
+        self.peers = {}
+        self._peer_refs: dict[Reference, Atom] = {}
+        self._local_mons: dict[Pid, Reference] = {}
+        self._waiters: dict[bytes, list[asyncio.Future[tuple[Pid, Any]]]] = {}
+        self._warned: set[Any] = set()
+        node = self.process.node
+        node.monitor_nodes(self.process)
+        for peer in list(node.connected_nodes):
+            self._discover_node(peer)
+
+    # -- state views used by RegistryAPI ---------------------------------------------------
+    def members(self) -> list[Atom]:
+        return sorted([self.process.node.name, *self.peers])
+
+    def add_waiter(self, kb: bytes, fut: "asyncio.Future[tuple[Pid, Any]]") -> None:
+        self._waiters.setdefault(kb, []).append(fut)
+
+    def drop_waiter(self, kb: bytes, fut: "asyncio.Future[tuple[Pid, Any]]") -> None:
+        ws = self._waiters.get(kb)
+        if ws is not None:
+            try:
+                ws.remove(fut)
+            except ValueError:
+                pass
+            if not ws:
+                del self._waiters[kb]
+
+    # -- local writes (calls) --------------------------------------------------------------
+    async def handle_call(self, request: Any, from_: From) -> Any:
+        pid = from_[0]
+        try:
+            if type(request) is tuple and len(request) == 3 and request[0] == REG:
+                return self._local_reg(pid, request[1], request[2])
+            if type(request) is tuple and len(request) == 2 and request[0] == UNREG:
+                return self._local_unreg(pid, request[1])
+        except (ValueError, EncodeError):
+            return (ERROR, BADARG)
+        return (ERROR, (Atom("unknown_call"), request))
+
+    async def handle_cast(self, request: Any) -> None:
+        self._warn_once(("cast", type(request).__name__), "ignored cast %r", request)
+
+    def _local_reg(self, pid: Pid, key: Any, value: Any) -> Any:
+        key = check_key(key)
+        if type(pid) is not Pid or pid.node != self.process.node.name:
+            return (ERROR, Atom("not_local"))
+        proc = self.process.node.process(pid)
+        if proc is None or not proc.alive:
+            return (ERROR, Atom("noproc"))
+        kb = _kb(key)
+        if key[0] == N:
+            h = self.mirror.holder(kb)
+            if h is not None and h[0] != pid:
+                return (ERROR, (ALREADY_REGISTERED, h[0]))
+        self.mirror.put(kb, key, pid, value)
+        if pid not in self._local_mons:
+            self._local_mons[pid] = self.process.monitor(pid)
+        self._broadcast((TAG, PROTOCOL_VERSION, REG, self.pid, key, pid, value))
+        self._wake(kb)
+        return OK
+
+    def _local_unreg(self, pid: Pid, key: Any) -> Any:
+        key = check_key(key)
+        kb = _kb(key)
+        if self.mirror.remove(kb, pid):
+            self._broadcast((TAG, PROTOCOL_VERSION, UNREG, self.pid, key, pid))
+            self._maybe_demonitor(pid)
+        return OK
+
+    def _maybe_demonitor(self, pid: Pid) -> None:
+        if pid not in self.mirror.by_pid:
+            ref = self._local_mons.pop(pid, None)
+            if ref is not None:
+                self.process.demonitor(ref, flush=True)
+
+    # -- everything else (info) ------------------------------------------------------------
+    async def handle_info(self, msg: Any) -> None:
+        try:
+            self._info(msg)
+        except Exception:  # a bad message must never take the registry down
+            log.exception("%s: registry failed to handle %r (ignored)", self.process.node.name, msg)
+
+    def _info(self, msg: Any) -> None:
+        if type(msg) is not tuple or not msg:
+            self._warn_once("junk", "ignored message %r", msg)
+            return
+        tag = msg[0]
+        if tag == TAG and type(tag) is Atom:
+            self._protocol(msg)
+        elif tag == DOWN_TAG and len(msg) == 5:
+            self._down(msg[1], msg[3], msg[4])
+        elif tag == NODEUP and len(msg) == 2:
+            self._discover_node(msg[1])
+        elif tag == NODEDOWN and len(msg) == 2:
+            pass  # the peer registry's DOWN (noconnection) does the purge
+        else:
+            self._warn_once("junk", "ignored message %r", msg)
+
+    def _protocol(self, msg: tuple[Any, ...]) -> None:
+        n = len(msg)
+        vsn = msg[1] if n > 1 else None
+        frm = msg[3] if n > 3 else None
+        sender: Any = frm if type(frm) is Pid else "unknown"
+        if type(vsn) is not int or vsn != PROTOCOL_VERSION:
+            self._warn_once(sender, "ignored registry message of another version from %s: %r", sender, msg)
+            return
+        kind = msg[2] if n > 2 else None
+        if type(frm) is not Pid or frm.node == self.process.node.name:
+            self._warn_once(sender, "ignored registry message with a bad sender: %r", msg)
+            return
+        if kind == DISCOVER and n == 4:
+            self._on_discover(frm)
+        elif kind == SYNC and n == 6 and type(msg[4]) is list and type(msg[5]) is list:
+            self._on_sync(frm, msg[4], msg[5])
+        elif kind == REG and n == 7:
+            self._on_reg(frm, msg[4], msg[5], msg[6])
+        elif kind == UNREG and n == 6:
+            self._on_unreg(frm, msg[4], msg[5])
+        else:
+            self._warn_once(sender, "ignored malformed registry message from %s: %r", sender, msg)
+
+    def _warn_once(self, sender: Any, fmt: str, *args: Any) -> None:
+        if sender in self._warned:
+            return
+        self._warned.add(sender)
+        log.warning("%s: " + fmt, self.process.node.name, *args)
+
+    # -- discovery -------------------------------------------------------------------------
+    def _discover_node(self, peer: Any) -> None:
+        if type(peer) is not Atom or peer == self.process.node.name:
+            return
+        self.process.send((Atom(REGISTRY_NAME), peer), (TAG, PROTOCOL_VERSION, DISCOVER, self.pid))
+
+    def _know(self, frm: Pid) -> bool:
+        """Record ``frm`` as the registry of its node; True when it was not known."""
+        cur = self.peers.get(frm.node)
+        if cur is not None:
+            if cur[0] == frm:
+                return False
+            # Another registry for that node: the old one is gone, whatever its DOWN says.
+            self._forget(frm.node)
+        ref = self.process.monitor(frm)
+        self.peers[frm.node] = (frm, ref)
+        self._peer_refs[ref] = frm.node
+        return True
+
+    def _forget(self, node: Atom) -> None:
+        pid, ref = self.peers.pop(node)
+        self._peer_refs.pop(ref, None)
+        self.process.demonitor(ref, flush=True)
+        self._settle(self.mirror.drop_node(node))
+
+    def _is_current(self, frm: Pid) -> bool:
+        cur = self.peers.get(frm.node)
+        return cur is not None and cur[0] == frm
+
+    def _on_discover(self, frm: Pid) -> None:
+        if self._know(frm):
+            self.process.send(frm, (TAG, PROTOCOL_VERSION, DISCOVER, self.pid))
+        own = [(k, p, v) for k, p, v in self.mirror.entries_of_node(self.process.node.name)]
+        self.process.send(frm, (TAG, PROTOCOL_VERSION, SYNC, self.pid, own, self.members()))
+
+    def _on_sync(self, frm: Pid, entries: list[Any], members: list[Any]) -> None:
+        self._know(frm)
+        parsed: list[tuple[bytes, Any, Pid, Any]] = []
+        for e in entries:
+            ok = self._parse_remote(frm, e[0], e[1], e[2]) if type(e) is tuple and len(e) == 3 else None
+            if ok is None:
+                self._warn_once((frm, "entry"), "ignored bad entry %r in a sync from %s", e, frm)
+                continue
+            parsed.append((ok[0], ok[1], e[1], e[2]))
+        self._settle(self.mirror.replace_node(frm.node, parsed))
+        me = self.process.node.name
+        for m in members:
+            if type(m) is Atom and m != me and m not in self.peers:
+                self._discover_node(m)
+
+    def _parse_remote(self, frm: Pid, key: Any, pid: Any, value: Any) -> tuple[bytes, Any] | None:
+        """``(kb, Key)`` of an entry announced by ``frm``, or None when it breaks the protocol."""
+        if type(pid) is not Pid or pid.node != frm.node:
+            return None
+        try:
+            key = check_key(key)
+            return _kb(key), key
+        except (ValueError, EncodeError):
+            return None
+
+    def _on_reg(self, frm: Pid, key: Any, pid: Any, value: Any) -> None:
+        if not self._is_current(frm):
+            # Not (or no longer) a member: its snapshot, asked for now, will carry this entry.
+            self.process.send(frm, (TAG, PROTOCOL_VERSION, DISCOVER, self.pid))
+            return
+        ok = self._parse_remote(frm, key, pid, value)
+        if ok is None:
+            self._warn_once((frm, "reg"), "ignored reg violating the protocol from %s: %r", frm, (key, pid))
+            return
+        kb, key = ok
+        self.mirror.put(kb, key, pid, value)
+        self._settle({kb})
+
+    def _on_unreg(self, frm: Pid, key: Any, pid: Any) -> None:
+        if not self._is_current(frm):
+            return
+        ok = self._parse_remote(frm, key, pid, None)
+        if ok is None:
+            self._warn_once((frm, "unreg"), "ignored unreg violating the protocol from %s: %r", frm, (key, pid))
+            return
+        kb, _key = ok
+        if self.mirror.remove(kb, pid):
+            self._settle({kb})
+
+    # -- DOWN ------------------------------------------------------------------------------
+    def _down(self, ref: Any, obj: Any, reason: Any) -> None:
+        node = self._peer_refs.pop(ref, None)
+        if node is not None:
+            cur = self.peers.get(node)
+            if cur is not None and cur[1] == ref:
+                del self.peers[node]
+                log.info("%s: registry of %s is gone (%s); purging its entries", self.process.node.name, node, reason)
+                self._settle(self.mirror.drop_node(node))
+            return
+        if type(obj) is Pid and self._local_mons.get(obj) == ref:
+            del self._local_mons[obj]
+            for kb, key in self.mirror.remove_pid(obj):
+                self._broadcast((TAG, PROTOCOL_VERSION, UNREG, self.pid, key, obj))
+                self._settle({kb})
+
+    # -- conflicts and waiters -------------------------------------------------------------
+    def _settle(self, kbs: Iterable[bytes]) -> None:
+        """Apply the conflict rule to ``kbs`` (evicting local losers) and wake waiters."""
+        me = self.process.node.name
+        for kb in kbs:
+            losers = self.mirror.losers(kb)
+            if losers:
+                h = self.mirror.holder(kb)
+                assert h is not None
+                for loser in losers:
+                    if loser.node == me:
+                        self._evict(kb, loser, h[0])
+            self._wake(kb)
+
+    def _evict(self, kb: bytes, loser: Pid, winner_pid: Pid) -> None:
+        claim = self.mirror.claim(kb, loser)
+        if claim is None:
+            return
+        key = claim[0]
+        self.mirror.remove(kb, loser)
+        self._broadcast((TAG, PROTOCOL_VERSION, UNREG, self.pid, key, loser))
+        self._maybe_demonitor(loser)
+        log.info("%s: %s lost %r to %s", self.process.node.name, loser, key, winner_pid)
+        self.process.exit(loser, (NAME_CONFLICT, key, winner_pid))
+
+    def _wake(self, kb: bytes) -> None:
+        ws = self._waiters.get(kb)
+        if not ws:
+            return
+        h = self.mirror.holder(kb)
+        if h is None:
+            return
+        del self._waiters[kb]
+        for fut in ws:
+            if not fut.done():
+                fut.set_result((h[0], h[2]))
+
+    def _broadcast(self, msg: Any) -> None:
+        for pid, _ref in self.peers.values():
+            self.process.send(pid, msg)
+
+
+# -- the public API ------------------------------------------------------------------------
+class RegistryAPI:
+    """The registry as seen from Python: ``node.registry``.
+
+    Methods that act for a process take it first, where Erlang uses ``self()``. Reads are
+    answered from this node's mirror. Keys are ``(Atom('n'|'p'), Atom('g'), Name)``; plain
+    ``"n"``, ``"p"``, ``"g"`` strings are accepted for the first two elements.
+    """
+
+    def __init__(self, node: "Node", server: Registry) -> None:
+        self.node = node
+        self.server = server
+
+    @property
+    def pid(self) -> Pid:
+        """The registry process's pid."""
+        return self.server.pid
+
+    async def reg(self, proc: Process, key: Any, value: Any = UNDEFINED, timeout: float | None = 5.0) -> Any:
+        """Register ``key`` for ``proc`` (``Value`` defaults to ``undefined``).
+
+        Returns ``Atom('ok')`` or ``(Atom('error'), Reason)``, e.g.
+        ``(error, (already_registered, HolderPid))`` for a name someone else holds.
+        Raises :class:`ValueError` for a malformed key."""
+        key = check_key(key)
+        _kb(key)  # raise EncodeError here, in the caller, for an unencodable key
+        return await proc.call(self.server.pid, (REG, key, value), timeout)
+
+    async def unreg(self, proc: Process, key: Any, timeout: float | None = 5.0) -> Any:
+        """Remove ``proc``'s entry for ``key``; returns ``Atom('ok')``."""
+        key = check_key(key)
+        return await proc.call(self.server.pid, (UNREG, key), timeout)
+
+    def where(self, key: Any) -> Pid | Atom:
+        """The holder of a name (the first holder of a property), or ``Atom('undefined')``."""
+        h = self.server.mirror.holder(_kb(check_key(key)))
+        return UNDEFINED if h is None else h[0]
+
+    def lookup_pids(self, key: Any) -> list[Pid]:
+        """All holders: one for a name, every holder for a property."""
+        return [p for p, _v in self.server.mirror.visible(_kb(check_key(key)))]
+
+    def lookup_values(self, key: Any) -> list[tuple[Pid, Any]]:
+        """``[(Pid, Value)]`` for every holder."""
+        return self.server.mirror.visible(_kb(check_key(key)))
+
+    def send(self, key: Any, msg: Any, sender: Process | None = None) -> Any:
+        """Send ``msg`` to the holder (every holder of a property); return ``msg``.
+
+        A unique name with no holder raises ``ErlangError(badarg)``, as ``gproc:send/2``."""
+        key = check_key(key)
+        pids = self.lookup_pids(key)
+        if not pids and key[0] == N:
+            raise ErlangError(BADARG)
+        for pid in pids:
+            if sender is not None:
+                sender.send(pid, msg)
+            else:
+                self.node.send(pid, msg)
+        return msg
+
+    async def wait_for(self, key: Any, timeout: float | None = DEFAULT_AWAIT_TIMEOUT) -> tuple[Pid, Any]:
+        """``await(Key, Timeout)``: ``(Pid, Value)`` as soon as the key has a holder.
+
+        ``timeout`` in seconds (default 5, as the protocol's 5000 ms); raises
+        :class:`TimeoutError` when it runs out."""
+        key = check_key(key)
+        kb = _kb(key)
+        h = self.server.mirror.holder(kb)
+        if h is not None:
+            return (h[0], h[2])
+        fut: asyncio.Future[tuple[Pid, Any]] = asyncio.get_running_loop().create_future()
+        self.server.add_waiter(kb, fut)
+        try:
+            return await asyncio.wait_for(fut, timeout)
+        except asyncio.TimeoutError:
+            raise TimeoutError(f"no holder for {key!r} after {timeout}s") from None
+        finally:
+            self.server.drop_waiter(kb, fut)
+
+    await_ = wait_for
+
+    def members(self) -> list[Atom]:
+        """This node and every node whose registry is known and up, sorted."""
+        return self.server.members()
+
+    def entries(self) -> list[tuple[Any, Pid, Any]]:
+        """Every visible entry of the mirror, ``(Key, Pid, Value)`` (for inspection)."""
+        return self.server.mirror.entries()
