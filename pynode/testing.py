@@ -201,6 +201,15 @@ class BeamNode:
     # -- output ---------------------------------------------------------------------------
     def _read(self) -> None:
         assert self.proc.stdout is not None
+        try:
+            self._read_lines()
+        except (ValueError, OSError):  # the pipe was closed by stop()/kill()
+            pass
+        with self._cv:
+            self._cv.notify_all()
+
+    def _read_lines(self) -> None:
+        assert self.proc.stdout is not None
         for raw in self.proc.stdout:
             line = raw.rstrip(b"\r\n")
             idx = line.find(b"@@")

@@ -1,0 +1,30 @@
+defmodule AvailableProcesses.MixProject do
+  use Mix.Project
+
+  # No dependencies at all: the project compiles offline on Debian's Elixir 1.14 / OTP 25
+  # (hex.pm is not reachable from the build machines, so nothing may trigger a hex install).
+  def project do
+    [
+      app: :available_processes,
+      version: "0.1.0",
+      elixir: "~> 1.14",
+      elixirc_paths: elixirc_paths(Mix.env()),
+      start_permanent: Mix.env() == :prod,
+      deps: []
+    ]
+  end
+
+  def application do
+    [
+      mod: {AvailableProcesses.Application, []},
+      extra_applications: [:logger],
+      # Defaults; sys.config (`--erl "-config ../sys.config"`) overrides them.
+      env: [connect: [], result_ttl: 600_000, replicas: 1]
+    ]
+  end
+
+  # test/support holds helper modules that peer nodes started by the tests must be able to
+  # load from the code path, so they are compiled into the test build like lib/.
+  defp elixirc_paths(:test), do: ["lib", "test/support"]
+  defp elixirc_paths(_), do: ["lib"]
+end
