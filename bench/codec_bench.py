@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    .venv/bin/python bench/codec_bench.py            # full run, ~40 s
+    .venv/bin/python bench/codec_bench.py            # full run, ~50 s
     .venv/bin/python bench/codec_bench.py --quick    # ~10 s, noisier
     .venv/bin/python bench/codec_bench.py --check    # exit 1 if below 2x erlang-py anywhere
 

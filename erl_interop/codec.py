@@ -24,12 +24,13 @@ encoding a bounded table from :class:`Atom` to its encoded bytes.
 
 from __future__ import annotations
 
+import re
 import struct
 import zlib
 from typing import Any, Callable, Sequence
 
 from .errors import DecodeError, EncodeError
-from .terms import Atom, BitBinary, Export, Fun, ImproperList, Map, Pid, Port, Reference
+from .terms import Atom, BitBinary, Export, Fun, ImproperList, Map, Pid, Port, Reference, exact_key
 
 __all__ = ["encode", "decode", "decode_term", "encode_term", "MAX_DEPTH", "MAX_UNCOMPRESSED_SIZE"]
 
@@ -131,6 +132,7 @@ def _make_atom(raw: bytes, pos: int, utf8: bool) -> Any:
 
 
 _SENTINEL = object()
+_FLOAT_EXT_RE = re.compile(rb"([+-]?[0-9]+\.[0-9]+(?:[eE][+-]?[0-9]+)?)(?:\x00|\Z)")
 
 
 def _need(data: bytes, pos: int, n: int, what: str) -> None:
@@ -272,14 +274,12 @@ def _decode(data: bytes, pos: int, depth: int, refs: Sequence[Any] | None) -> tu
         try:
             d = dict(pairs)
         except TypeError:  # an unhashable key (list, dict): keep the pairs
-            return Map(pairs), pos
-        if len(d) != n:
-            # Keys distinct in Erlang merged in Python (1, 1.0, true), or a duplicate key.
-            keys = [k for k, _ in pairs]
-            for i, k in enumerate(keys):
-                for k2 in keys[i + 1 :]:
-                    if _exact_key_equal(k, k2):
-                        raise DecodeError(pos, "map has a duplicate key")
+            d = None
+        if d is None or len(d) != n:
+            # Keys distinct in Erlang merged in Python (1, 1.0, true), unhashable keys, or
+            # a duplicate key (binary_to_term refuses those). exact_key keeps this linear.
+            if len({exact_key(k) for k, _ in pairs}) != n:
+                raise DecodeError(pos, "map has a duplicate key")
             return Map(pairs), pos
         return d, pos
     if tag == NEW_PID_EXT:
@@ -303,7 +303,10 @@ def _decode(data: bytes, pos: int, depth: int, refs: Sequence[Any] | None) -> tu
     if tag == ATOM_CACHE_REF:
         return _cache_ref(data, pos, refs), pos + 2
     if tag == NEW_FLOAT_EXT:
-        return _f64(data, pos + 1)[0], pos + 9
+        f = _f64(data, pos + 1)[0]
+        if f - f != 0.0:  # inf or nan: binary_to_term refuses them, Erlang has no such float
+            raise DecodeError(pos, "float is not finite")
+        return f, pos + 9
     if tag in (ATOM_UTF8_EXT, ATOM_EXT, SMALL_ATOM_EXT):
         return _atom_at(data, pos, refs)
     if tag == SMALL_BIG_EXT or tag == LARGE_BIG_EXT:
@@ -327,9 +330,10 @@ def _decode(data: bytes, pos: int, depth: int, refs: Sequence[Any] | None) -> tu
         end = pos + 6 + n
         if end > len(data):
             _need(data, pos + 6, n, "bitstring")
-        if not 1 <= bits <= 8 or (n == 0 and bits != 8):
+        # As binary_to_term: Bits is 1..8, or 0 exactly when Len is 0 (the empty bitstring).
+        if bits > 8 or (bits == 0) != (n == 0):
             raise DecodeError(pos, f"bitstring with {bits} bits in a last byte of {n} bytes")
-        if bits == 8:
+        if bits == 8 or n == 0:
             return data[pos + 6 : end], end
         raw = data[pos + 6 : end - 1] + bytes([data[end - 1] & (0xFF << (8 - bits)) & 0xFF])
         return BitBinary(raw, bits), end
@@ -388,10 +392,13 @@ def _decode(data: bytes, pos: int, depth: int, refs: Sequence[Any] | None) -> tu
         raw = data[pos + 1 : pos + 32]
         if len(raw) < 31:
             _need(data, pos + 1, 31, "float")
-        try:
-            return float(raw.split(b"\x00", 1)[0].decode("ascii")), pos + 32
-        except (ValueError, UnicodeDecodeError):
-            raise DecodeError(pos, "FLOAT_EXT is not a number") from None
+        # binary_to_term accepts [+-]digits.digits[(e|E)[+-]digits] up to a NUL and nothing
+        # else (no "inf", "nan", "1e3", "15", spaces); Python's float() is laxer.
+        m = _FLOAT_EXT_RE.match(raw)
+        f = float(m.group(1)) if m is not None else 0.0
+        if m is None or f - f != 0.0:
+            raise DecodeError(pos, "FLOAT_EXT is not a finite number")
+        return f, pos + 32
     if tag == COMPRESSED:
         raise DecodeError(pos, "compressed term below the top level")
     if tag == VERSION:
@@ -405,12 +412,6 @@ def _as_atom(v: Any) -> Atom:
     if type(v) is Atom:
         return v
     return Atom({True: "true", False: "false", None: "nil"}[v])
-
-
-def _exact_key_equal(a: Any, b: Any) -> bool:
-    from .terms import exact_equal
-
-    return exact_equal(a, b)
 
 
 def decode_term(
@@ -446,11 +447,16 @@ def decode(data: bytes | bytearray | memoryview) -> Any:
     if data[0] != VERSION:
         raise DecodeError(0, f"expected version byte 131, found {data[0]}")
     if len(data) > 1 and data[1] == COMPRESSED:
-        data = _inflate(data)
-        base = 0
-    else:
-        base = 1
-    term, end = decode_term(data, base)
+        inflated = _inflate(data)
+        try:
+            term, end = decode_term(inflated, 1)
+            if end != len(inflated):
+                raise DecodeError(end, f"{len(inflated) - end} trailing bytes after the term")
+        except DecodeError as e:
+            # Offsets index the caller's input: report the compressed payload's start.
+            raise DecodeError(6, f"{e.message} (at offset {e.offset} of the inflated term)") from None
+        return term
+    term, end = decode_term(data, 1)
     if end != len(data):
         raise DecodeError(end, f"{len(data) - end} trailing bytes after the term")
     return term
@@ -462,14 +468,15 @@ def _inflate(data: bytes) -> bytes:
     (size,) = _u32(data, 2)
     if size > MAX_UNCOMPRESSED_SIZE:
         raise DecodeError(2, f"compressed term claims {size} bytes (limit {MAX_UNCOMPRESSED_SIZE})")
+    if size == 0:  # no term is empty; and max_length=0 would mean "unlimited" to zlib
+        raise DecodeError(2, "compressed term claims 0 bytes")
     z = zlib.decompressobj()
     try:
         out = z.decompress(data[6:], size)
         if len(out) == size and not z.eof:
             # All output produced; the stream must end here (nothing beyond `size`).
+            # Never flush(): it inflates the rest without bound (a zlib bomb).
             out += z.decompress(z.unconsumed_tail, 1)
-            if not z.eof:
-                out += z.flush()
     except zlib.error as e:
         raise DecodeError(6, f"compressed term does not inflate: {e}") from None
     if len(out) != size or not z.eof:
@@ -591,6 +598,8 @@ def _enc_none(t: None, out: bytearray) -> None:
 
 
 def _enc_float(t: float, out: bytearray) -> None:
+    if t - t != 0.0:
+        raise EncodeError(f"Erlang has no float {t!r}")
     out.append(NEW_FLOAT_EXT)
     out += _p_f64(t)
 
@@ -664,9 +673,12 @@ def _enc_fun(t: Fun, out: bytearray) -> None:
     body = bytearray()
     if len(t.uniq) != 16:
         raise EncodeError("fun uniq must be 16 bytes")
-    body.append(t.arity)
-    body += t.uniq
-    body += _p_u32(t.index) + _p_u32(len(t.free_vars))
+    try:
+        body.append(t.arity)
+        body += t.uniq
+        body += _p_u32(t.index) + _p_u32(len(t.free_vars))
+    except (ValueError, struct.error):
+        raise EncodeError(f"fun fields out of range: {t!r:.80}") from None
     body += _atom_enc(t.module)
     body += _int_enc(t.old_index)
     body += _int_enc(t.old_uniq)
@@ -742,6 +754,8 @@ def encode_term(term: Any) -> bytes:
         _enc(term, out)
     except RecursionError:
         raise EncodeError(f"term nested too deeply to encode (limit ~{MAX_DEPTH})") from None
+    except UnicodeEncodeError as e:  # lone surrogates in a str or Atom
+        raise EncodeError(f"text is not encodable as UTF-8: {e}") from None
     return bytes(out)
 
 
@@ -752,4 +766,6 @@ def encode(term: Any) -> bytes:
         _enc(term, out)
     except RecursionError:
         raise EncodeError("term nested too deeply to encode") from None
+    except UnicodeEncodeError as e:  # lone surrogates in a str or Atom
+        raise EncodeError(f"text is not encodable as UTF-8: {e}") from None
     return bytes(out)

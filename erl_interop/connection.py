@@ -52,7 +52,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import Any, Final, Iterable, Literal
+from typing import Any, Final, Iterable, Literal, NoReturn
 
 from .codec import _decode, _enc, decode_term  # _decode/_enc: see _message and _encode
 from .control import _DECODERS, MISSING, ControlMessage, UnknownControl, from_terms
@@ -334,7 +334,7 @@ class Connection:
             return self._fatal(f"connection closed with {len(self._frags)} fragmented message(s) incomplete")
         return _CLOSED
 
-    def _fatal(self, text: str, cause: BaseException | None = None) -> Any:
+    def _fatal(self, text: str, cause: BaseException | None = None) -> NoReturn:
         err = DistProtocolError(text)
         err.__cause__ = cause
         self._error = err

@@ -128,7 +128,7 @@ def _wire(tag: int, name: str, order: tuple[str, ...], payload: str | None = Non
     ``payload`` names the field carrying the second term, ``checks`` maps a field to the
     type(s) ``from_terms`` requires of it."""
 
-    def deco(cls: type) -> type:
+    def deco(cls: Any) -> Any:
         cls.TAG = tag
         cls.PAYLOAD = payload
         arity = len(order) + 1

@@ -142,7 +142,9 @@ class Map:
         return exact_equal(self, other)
 
     def __hash__(self) -> int:
-        return hash(("Map", len(self._items)))
+        # Consistent with exact_equal; a constant hash made a map keyed by many Maps
+        # quadratic to build (a hang on hostile input).
+        return hash(exact_key(self))
 
     def __repr__(self) -> str:
         return f"Map({list(self._items)!r})"
@@ -181,6 +183,27 @@ def exact_equal(a: Any, b: Any) -> bool:
         # -0.0 and 0.0 are distinct terms in OTP 27+, equal in 25; keep Python's view.
         return bool(a == b)
     return bool(a == b)
+
+
+def exact_key(t: Any) -> Any:
+    """A hashable key such that ``exact_equal(a, b)`` implies ``exact_key(a) == exact_key(b)``
+    and distinct Erlang terms (``1``, ``1.0``, ``true``; tuple vs list) get distinct keys.
+    Used to find duplicate map keys and to hash :class:`Map` in linear time."""
+    tp = type(t)
+    if tp is tuple or tp is list:
+        return (tp.__name__, tuple(map(exact_key, t)))
+    if tp is dict or tp is Map:
+        return ("map", frozenset((exact_key(k), exact_key(v)) for k, v in t.items()))
+    if tp is ImproperList:
+        return ("improper", exact_key(t.elements), exact_key(t.tail))
+    if tp is Fun:
+        return ("fun", t.arity, t.uniq, t.index, t.module, t.old_index, t.old_uniq, t.pid,
+                exact_key(t.free_vars))
+    if tp is bytearray or tp is memoryview:
+        return ("bytes", bytes(t))
+    # Scalars (int, float, bool, Atom, bytes, pids, ...): tagging with the type keeps
+    # 1, 1.0 and True apart; 0.0 and -0.0 share a key, as they are =:= in OTP 25.
+    return (tp.__name__, t)
 
 
 def sorted_items(d: dict[Any, Any]) -> list[tuple[Any, Any]]:

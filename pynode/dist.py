@@ -56,6 +56,8 @@ class PeerConnection:
         self.state = "connecting"
         self.queue: list[Builder] = []
         self.flags = DistFlags(0)
+        #: ``flags & SEND_SENDER``, computed once: an IntFlag ``&`` costs microseconds per send.
+        self.send_sender = False
         self.conn: Connection | None = None
         self.writer: asyncio.StreamWriter | None = None
         self.task: asyncio.Task[Any] | None = None
@@ -105,6 +107,7 @@ class PeerConnection:
     def attach(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, complete: Any) -> None:
         """The handshake is done: switch to the connected phase and flush the queue."""
         self.flags = DistFlags(complete.flags)
+        self.send_sender = bool(self.flags & DistFlags.SEND_SENDER)
         self.peer_creation = complete.peer_creation
         self.conn = Connection(self.flags, initial=complete.trailing)
         self.writer = writer
@@ -118,7 +121,8 @@ class PeerConnection:
         """Read and dispatch until the link ends; tick meanwhile."""
         loop = asyncio.get_running_loop()
         ticker = loop.create_task(self._tick_loop())
-        dispatch = self.dist._dispatch
+        dist = self.dist
+        handlers = _HANDLERS
         conn = self.conn
         assert conn is not None
         timer = self._timer
@@ -126,6 +130,15 @@ class PeerConnection:
             while True:
                 while True:
                     ev = conn.next_event()
+                    # Control messages first (Distribution._dispatch, inlined): they are
+                    # nearly every event, and none of the other event types has a handler.
+                    h = handlers.get(type(ev))
+                    if h is not None:
+                        try:
+                            h(dist, self, ev)
+                        except Exception:
+                            log.exception("error handling %r from %s", ev, self.peer)
+                        continue
                     if type(ev) is NeedData:
                         break
                     if ev is TICK:
@@ -135,10 +148,7 @@ class PeerConnection:
                         continue
                     if type(ev) is ConnectionClosed:
                         return
-                    try:
-                        dispatch(self, ev)
-                    except Exception:
-                        log.exception("error handling %r from %s", ev, self.peer)
+                    log.info("ignored control message from %s: %r", self.peer, ev)
                 data = await reader.read(262144)
                 if timer is not None:
                     timer.on_data_received(loop.time())
@@ -375,7 +385,7 @@ class Distribution:
         c = self.conns.get(to.node)
         if c is not None and c.state == "up":
             # Hot path: no builder, straight to bytes.
-            if c.flags & DistFlags.SEND_SENDER:
+            if c.send_sender:
                 c._write(c.conn.send_terms((22, frm, to), msg))  # type: ignore[union-attr]
             else:
                 c._write(c.conn.send_terms((2, EMPTY, to), msg))  # type: ignore[union-attr]

@@ -28,7 +28,7 @@ class Throw(Exception):
 
 class CallError(Exception):
     """A ``gen_server:call`` failed. ``reason`` is what ``gen:call`` would exit with:
-    ``noproc``, ``nodedown``, ``timeout``, ``normal``/``shutdown`` or the callee's exit reason.
+    ``noproc``, ``{nodedown, Node}``, ``timeout``, ``normal``/``shutdown`` or the callee's exit reason.
     ``exit_reason`` is the full ``{Reason, {gen_server, call, [Dest, Request, Timeout]}}``."""
 
     def __init__(self, reason: Any, dest: Any = None, request: Any = None, timeout: Any = None) -> None:

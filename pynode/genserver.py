@@ -10,7 +10,7 @@ Replies follow ``gen:reply/2``: a tag ``[alias | Ref]`` (OTP 24+) is answered by
 
 :func:`call` is ``gen.erl``'s ``do_call``: monitor the destination with an alias that dies
 with the monitor, send ``{'$gen_call', {self(), [alias | Mref]}, Request}``, then wait for
-the reply or the ``DOWN``. ``DOWN`` with ``noconnection`` means ``nodedown``; another reason
+the reply or the ``DOWN``. ``DOWN`` with ``noconnection`` means ``{nodedown, Node}``; another reason
 is the callee's exit reason (``noproc`` at once when it does not exist); on timeout the
 monitor and alias are dropped, so a late reply is discarded by the runtime.
 """
@@ -96,14 +96,26 @@ async def call(proc: Process, dest: Any, request: Any, timeout: float | None = 5
         m = await proc.receive(match, timeout)
     except ReceiveTimeout:
         proc.demonitor(mref, flush=True)
-        proc._drop(lambda x: type(x) is tuple and len(x) == 2 and x[0] == tag)
+        # gen.erl: a reply that arrived before the alias was dropped still counts; one
+        # that arrives later is discarded by the runtime (the alias is gone).
+        late = [x for x in proc._mailbox if type(x) is tuple and len(x) == 2 and x[0] == tag]
+        if late:
+            proc._drop(lambda x: x is late[0])
+            return late[0][1]
         raise CallError(TIMEOUT, target, request, timeout) from None
     if len(m) == 2:
         proc.demonitor(mref, flush=True)
         return m[1]
     reason = m[4]
     if reason == NOCONNECTION:
-        reason = NODEDOWN
+        # gen.erl: exit({nodedown, Node})
+        if type(target) is Pid:
+            where = target.node
+        elif type(target) is tuple:
+            where = target[1]
+        else:
+            where = node.name
+        reason = (NODEDOWN, where)
     raise CallError(reason, target, request, timeout)
 
 

@@ -460,6 +460,11 @@ class Registry(GenServer):
         if type(frm) is not Pid or frm.node == self.process.node.name:
             self._warn_once(sender, "ignored registry message with a bad sender: %r", msg)
             return
+        if not self._linked(frm.node):
+            # Read off a link that has already gone down (its DOWN is processed or on its
+            # way): acting on it would resurrect a member the partition removed.
+            log.debug("%s: dropped a registry message from %s, which is not connected", self.process.node.name, frm)
+            return
         if kind == DISCOVER and n == 4:
             self._on_discover(frm)
         elif kind == SYNC and n == 6 and type(msg[4]) is list and type(msg[5]) is list:
@@ -471,6 +476,11 @@ class Registry(GenServer):
         else:
             self._warn_once(sender, "ignored malformed registry message from %s: %r", sender, msg)
 
+    def _linked(self, peer: Atom) -> bool:
+        dist = self.process.node.dist
+        c = None if dist is None else dist.conns.get(peer)
+        return c is not None and c.state == "up"
+
     def _warn_once(self, sender: Any, fmt: str, *args: Any) -> None:
         if sender in self._warned:
             return
@@ -479,8 +489,8 @@ class Registry(GenServer):
 
     # -- discovery -------------------------------------------------------------------------
     def _discover_node(self, peer: Any) -> None:
-        if type(peer) is not Atom or peer == self.process.node.name:
-            return
+        if type(peer) is not Atom or peer == self.process.node.name or "@" not in peer:
+            return  # not a node name (alive@host): a hostile member list must not make us dial it
         self.process.send((Atom(REGISTRY_NAME), peer), (TAG, PROTOCOL_VERSION, DISCOVER, self.pid))
 
     def _know(self, frm: Pid) -> bool:

@@ -80,3 +80,16 @@ class Mailbox:
 
     async def get(self, match: Callable[[Any], bool] | None = None, timeout: float = 5.0) -> Any:
         return await self.proc.receive(match, timeout)
+
+
+async def beam_wait(beam: BeamNode, src: str, expected: Any = True, timeout: float = 10.0) -> Any:
+    """Evaluate ``src`` on ``beam`` until it returns ``expected`` (e.g. a link has arrived)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        v = await ev(beam, src)
+        if v == expected:
+            return v
+        if loop.time() > deadline:
+            raise TimeoutError(f"{beam.name}: {src!r} was {v!r}, not {expected!r}, after {timeout}s")
+        await asyncio.sleep(0.01)

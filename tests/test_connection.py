@@ -25,7 +25,7 @@ from erl_interop.connection import (
     TickTimer,
 )
 from erl_interop.control import MISSING, UnknownControl
-from erl_interop.errors import DistProtocolError, LocalProtocolError
+from erl_interop.errors import DistProtocolError, EncodeError, LocalProtocolError
 from erl_interop.flags import DEFAULT_FLAGS, DistFlags
 from erl_interop.terms import Atom, Pid, Reference
 
@@ -34,6 +34,7 @@ from test_control import SAMPLES  # tests/ is on sys.path (pytest rootdir-relati
 PASS = DEFAULT_FLAGS & ~(DistFlags.DIST_HDR_ATOM_CACHE | DistFlags.FRAGMENTS)
 HDR = DEFAULT_FLAGS | DistFlags.DIST_HDR_ATOM_CACHE | DistFlags.FRAGMENTS
 FRAG_ONLY = PASS | DistFlags.FRAGMENTS
+HDR_FLAGS = DistFlags.DIST_HDR_ATOM_CACHE | DistFlags.FRAGMENTS
 
 A = Pid(Atom("erl@localhost"), 85, 0, 1700000001)
 B = Pid(Atom("py@localhost"), 1, 0, 7)
@@ -167,6 +168,15 @@ def test_eof_at_a_frame_boundary() -> None:
     assert drain(rx) == [TICK, ConnectionClosed()]
     with pytest.raises(LocalProtocolError):
         rx.receive_data(b"x")
+
+
+def test_unencodable_message_raises_and_counts_nothing() -> None:
+    tx = Connection(PASS)
+    with pytest.raises(EncodeError):
+        tx.send_many([C.Link(A, B), C.SendSender(A, B, object())])
+    with pytest.raises(EncodeError):
+        tx.send(C.SendSender(A, B, float("inf")))
+    assert tx.packets_sent == 1  # only the LINK was encoded (and then dropped with the batch)
 
 
 def test_accepts_bytearray_and_memoryview() -> None:
@@ -434,6 +444,42 @@ def test_fuzz_bodies(body: bytes, prefix: bytes) -> None:
     assert ev is NEED_DATA or isinstance(ev, (BadMessage, C.ControlMessage))
 
 
+_payloads = st.recursive(
+    st.one_of(
+        st.integers(-(2**70), 2**70),
+        st.binary(max_size=20),
+        st.floats(allow_nan=False, allow_infinity=False),
+        st.booleans(),
+        st.none(),
+        st.text(max_size=5).map(Atom),
+        st.sampled_from([A, B]),
+    ),
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.lists(inner, max_size=4).map(tuple)),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(st.sampled_from([22, 6, 33, 24]), _payloads), min_size=1, max_size=6),
+    st.sampled_from([PASS, HDR]),
+    st.lists(st.integers(1, 50), min_size=1, max_size=10),
+)
+def test_property_paired_round_trip(items: list[tuple[int, Any]], flags: DistFlags, cuts: list[int]) -> None:
+    msgs = [C.from_terms(SAMPLES[tag][0], payload) for tag, payload in items]
+    data = Connection(flags).send_many(msgs)
+    rx = Connection(flags)
+    events: list[Any] = []
+    i = 0
+    for k in cuts * (len(data) // sum(cuts) + 1):
+        if i >= len(data):
+            break
+        rx.receive_data(data[i : i + k])
+        i += k
+        events += drain(rx)
+    assert events == msgs
+
+
 # --- ticks ------------------------------------------------------------------------------
 
 
@@ -559,7 +605,7 @@ async def _live(erl: Any, py_name: str, flags: DistFlags) -> None:
     from erl_interop import aio
 
     reader, writer, complete = await aio.connect(py_name, erl.name, COOKIE, 42, flags=flags)
-    assert bool(complete.flags & DistFlags.DIST_HDR_ATOM_CACHE) == bool(flags & DistFlags.DIST_HDR_ATOM_CACHE)
+    assert complete.flags & HDR_FLAGS == flags & HDR_FLAGS
     conn = CountingConnection(complete.flags, initial=complete.trailing)
     link = Link(reader, writer, conn, tick_time=4.0)
     loop = asyncio.get_running_loop()
@@ -591,12 +637,9 @@ async def _live(erl: Any, py_name: str, flags: DistFlags) -> None:
         assert len(got) == 301
         for i, m in enumerate(got[1:], 1):
             assert m == (Atom("small"), i, Atom(f"atom_{i}"), Atom("åäö"), Atom(erl.name))
-        if flags & DistFlags.FRAGMENTS:
-            # 200 KB came as fragments of ~64 KiB, atoms through the cache (PROTOCOL.md §3)
-            assert conn.fragment_packets >= 4
-            assert conn.cache_entries >= 300
-        else:
-            assert conn.fragment_packets == 0 and conn.cache_entries == 0
+        # 200 KB came as fragments of ~64 KiB, atoms through the cache (PROTOCOL.md §3)
+        assert (conn.fragment_packets >= 4) == bool(flags & DistFlags.FRAGMENTS)
+        assert (conn.cache_entries >= 300) == bool(flags & DistFlags.DIST_HDR_ATOM_CACHE)
 
         # py -> erl: erl must accept what we send in this mode
         await loop.run_in_executor(None, erl.eval, STORE_SRC)
@@ -638,11 +681,11 @@ async def _live(erl: Any, py_name: str, flags: DistFlags) -> None:
 
 
 @pytest.mark.interop
-@pytest.mark.parametrize("mode", ["hdr+frag", "pass"])
+@pytest.mark.parametrize("mode", ["hdr+frag", "frag-only", "pass"])
 def test_live_otp25(mode: str) -> None:
     from pynode.testing import BeamNode, unique_name
 
-    flags = HDR if mode == "hdr+frag" else PASS
+    flags = {"hdr+frag": HDR, "frag-only": FRAG_ONLY, "pass": PASS}[mode]
     erl = BeamNode.start(f"{unique_name('erl')}@localhost", COOKIE, args=["-kernel", "net_ticktime", "4"])
     try:
         asyncio.run(asyncio.wait_for(_live(erl, f"{unique_name('py')}@localhost", flags), 90))

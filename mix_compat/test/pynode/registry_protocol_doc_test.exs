@@ -1,0 +1,26 @@
+defmodule Pynode.RegistryProtocolDocTest do
+  # The protocol text at the top of Pynode.Registry.Impl must be docs/REGISTRY_PROTOCOL.md,
+  # verbatim (as comment lines), so that the two cannot drift apart unnoticed.
+  use ExUnit.Case, async: true
+
+  @doc_path Path.expand("../../../docs/REGISTRY_PROTOCOL.md", __DIR__)
+  @impl_path Path.expand("../../lib/pynode/registry_impl.ex", __DIR__)
+
+  test "registry_impl.ex repeats docs/REGISTRY_PROTOCOL.md verbatim" do
+    doc = @doc_path |> File.read!() |> String.trim_trailing()
+
+    [_, block] = String.split(File.read!(@impl_path), "# --- BEGIN docs/REGISTRY_PROTOCOL.md ---\n")
+    [block, _] = String.split(block, "\n  # --- END docs/REGISTRY_PROTOCOL.md ---")
+
+    embedded =
+      block
+      |> String.split("\n")
+      |> Enum.map_join("\n", fn line ->
+        line |> String.replace_prefix("  #", "") |> String.replace_prefix(" ", "")
+      end)
+
+    assert embedded == doc,
+           "lib/pynode/registry_impl.ex is out of step with docs/REGISTRY_PROTOCOL.md: " <>
+             "copy the document into the comment block again"
+  end
+end
