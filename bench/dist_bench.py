@@ -2,8 +2,8 @@
 
 Run from the repository root::
 
-    .venv/bin/python bench/dist_bench.py            # full run, about a minute
-    .venv/bin/python bench/dist_bench.py --quick    # ~20 s, noisier
+    .venv/bin/python bench/dist_bench.py            # full run, 1-2 minutes
+    .venv/bin/python bench/dist_bench.py --quick    # ~30 s, noisier
     .venv/bin/python bench/dist_bench.py --profile  # also cProfile the Python side (slower)
 
 Theory of operation: three BEAM peers run beside the benchmark for the whole run: ``erl``
@@ -274,17 +274,21 @@ class Sample:
     values: list[Any] = field(default_factory=list)
     cpu: list[float] = field(default_factory=list)
     cpu_us: list[float] = field(default_factory=list)
+    sys_share: list[float] = field(default_factory=list)
 
 
 class Cpu:
     """This process's CPU time over wall time between enter and exit."""
 
     def __enter__(self) -> "Cpu":
-        self.c0, self.w0 = time.process_time(), time.perf_counter()
+        self.t0, self.w0 = os.times(), time.perf_counter()
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self.cpu = time.process_time() - self.c0
+        t1 = os.times()
+        usr, sys_ = t1.user - self.t0.user, t1.system - self.t0.system
+        self.cpu = usr + sys_
+        self.sys_share = sys_ / max(self.cpu, 1e-9)
         self.ratio = self.cpu / max(time.perf_counter() - self.w0, 1e-9)
 
 
@@ -300,6 +304,7 @@ async def measure(peers: Peers, sizes: Sizes, label: str) -> dict[str, dict[str,
         if cpu is not None:
             s.cpu.append(cpu.ratio)
             s.cpu_us.append(cpu.cpu * 1e6 / n)
+            s.sys_share.append(cpu.sys_share)
 
     try:
         node.spawn(rx_body, name="bench_rx")
@@ -394,7 +399,7 @@ def report(results: dict[str, dict[str, dict[str, Sample]]], sizes: Sizes) -> st
         ("X->BEAM small", f"one-way X->BEAM, {{msg,I,atom}} x{sizes.small} (msg/s)"),
         ("X->BEAM bin1k", f"one-way X->BEAM, 1 KB binary x{sizes.bin1k} (msg/s)"),
     ]
-    head = f"{'row':<44} {'loop':<8} {'python':>10} {'cpu':>5} {'cpu/msg':>8} {'BEAM':>10} {'py/BEAM':>8}"
+    head = f"{'row':<44} {'loop':<8} {'python':>10} {'cpu':>5} {'cpu/msg':>8} {'sys':>4} {'BEAM':>10} {'py/BEAM':>8}"
     lines.append(head)
     lines.append("-" * len(head))
     for key, title in rows:
@@ -403,7 +408,7 @@ def report(results: dict[str, dict[str, dict[str, Sample]]], sizes: Sizes) -> st
             pyv, bv = _med(r["py"].values), _med(r["beam"].values)
             lines.append(
                 f"{title if i == 0 else '':<44} {lp:<8} {pyv:>10,.0f} {_med(r['py'].cpu) * 100:>4.0f}% "
-                f"{_med(r['py'].cpu_us):>6.1f}us {bv:>10,.0f} {pyv / bv:>8.2f}"
+                f"{_med(r['py'].cpu_us):>6.1f}us {_med(r['py'].sys_share) * 100:>3.0f}% {bv:>10,.0f} {pyv / bv:>8.2f}"
             )
     for idx, (unit, title, fmt) in enumerate(
         [
@@ -417,14 +422,18 @@ def report(results: dict[str, dict[str, dict[str, Sample]]], sizes: Sizes) -> st
             pyv = _med([v[idx] for v in r["py"].values])
             bv = _med([v[idx] for v in r["beam"].values])
             ratio = pyv / bv if idx == 0 else bv / pyv
-            cpu = f"{_med(r['py'].cpu) * 100:>4.0f}% {_med(r['py'].cpu_us):>6.1f}us" if idx == 0 else " " * 14
+            cpu = (
+                f"{_med(r['py'].cpu) * 100:>4.0f}% {_med(r['py'].cpu_us):>6.1f}us {_med(r['py'].sys_share) * 100:>3.0f}%"
+                if idx == 0
+                else " " * 19
+            )
             lines.append(f"{title if i == 0 else '':<44} {lp:<8} {fmt.format(pyv)} {cpu} {fmt.format(bv)} {ratio:>8.2f}")
     lines.append("")
     lines.append(
         "python/BEAM: medians of %d runs; ratio = python/BEAM for throughput, BEAM/python for latency "
         "(below 1: Python slower).\ncpu: this process's CPU time / wall time during the Python row; cpu/msg: its CPU "
-        "time per message (per call, warm-up included, for calls): the figure that does not depend on\n"
-        "what else the machine runs." % sizes.repeat
+        "time per message (per call, warm-up included, for calls), less dependent on what else the\n"
+        "machine runs; sys: the kernel's share of that CPU time (socket calls; loopback TCP does the receiver's work too)." % sizes.repeat
     )
     return "\n".join(lines)
 
@@ -439,11 +448,11 @@ def run_loop(kind: str, coro: Any) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="smaller counts, one repeat (~20 s)")
+    ap.add_argument("--quick", action="store_true", help="smaller counts, one repeat (~30 s)")
     ap.add_argument("--repeat", type=int, help="runs per figure (median kept); default 3, 1 with --quick")
-    ap.add_argument("--small", type=int, help="small messages per one-way run (default 200000; 50000 quick)")
-    ap.add_argument("--bin1k", type=int, help="1 KB binaries per one-way run (default 50000; 15000 quick)")
-    ap.add_argument("--calls", type=int, help="sequential calls per call run (default 5000; 2000 quick)")
+    ap.add_argument("--small", type=int, help="small messages per one-way run (default 100000; 30000 quick)")
+    ap.add_argument("--bin1k", type=int, help="1 KB binaries per one-way run (default 25000; 10000 quick)")
+    ap.add_argument("--calls", type=int, help="sequential calls per call run (default 3000; 1000 quick)")
     ap.add_argument("--yield-every", type=int, default=256, help="Python sender yields every N sends (default 256)")
     ap.add_argument("--loops", default="uvloop,asyncio", help="event loops to run, comma-separated")
     ap.add_argument("--profile", action="store_true", help="also cProfile the Python side (after the timing)")
@@ -452,10 +461,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     q = args.quick
     sizes = Sizes(
-        small=args.small or (50_000 if q else 200_000),
-        bin1k=args.bin1k or (15_000 if q else 50_000),
-        calls=args.calls or (2_000 if q else 5_000),
-        warm=200 if q else 500,
+        small=args.small or (30_000 if q else 100_000),
+        bin1k=args.bin1k or (10_000 if q else 25_000),
+        calls=args.calls or (1_000 if q else 3_000),
+        warm=200 if q else 300,
         repeat=args.repeat or (1 if q else 3),
         yield_every=args.yield_every,
     )

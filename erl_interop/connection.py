@@ -491,6 +491,8 @@ class Connection:
         """One framed packet carrying ``msg``."""
         out = bytearray()
         self._encode(msg.to_terms(), out)
+        self.bytes_sent += len(out)
+        self.packets_sent += 1
         return bytes(out)
 
     def send_terms(self, control: tuple[Any, ...], payload: Any = MISSING) -> bytes:
@@ -498,14 +500,21 @@ class Connection:
         The caller vouches for the tuple's shape."""
         out = bytearray()
         self._encode((control, payload), out)
+        self.bytes_sent += len(out)
+        self.packets_sent += 1
         return bytes(out)
 
     def send_many(self, msgs: Iterable[ControlMessage]) -> bytes:
-        """Several packets in one buffer, for one write (coalescing, DESIGN.md "Performance")."""
+        """Several packets in one buffer, for one write (coalescing, DESIGN.md "Performance").
+        If one message cannot be encoded, the whole batch raises and nothing is counted."""
         out = bytearray()
         encode = self._encode
+        n = 0
         for m in msgs:
             encode(m.to_terms(), out)
+            n += 1
+        self.bytes_sent += len(out)
+        self.packets_sent += n
         return bytes(out)
 
     def _encode(self, terms: tuple[tuple[Any, ...], Any], out: bytearray) -> None:
@@ -532,8 +541,6 @@ class Connection:
             del out[at:]
             raise LocalProtocolError(f"message of {n} bytes does not fit one packet (we do not send fragments)")
         _pack_u32_into(out, at, n)
-        self.bytes_sent += n + 4
-        self.packets_sent += 1
 
     def tick(self) -> bytes:
         """A zero-length packet (a tick)."""

@@ -133,6 +133,8 @@ def _wire(tag: int, name: str, order: tuple[str, ...], payload: str | None = Non
         cls.PAYLOAD = payload
         arity = len(order) + 1
         fields = list(cls.__dataclass_fields__)
+        if set(fields) != {*order, *([payload] if payload else [])}:
+            raise TypeError(f"{cls.__name__}: fields {fields} do not match the wire order {order} + {payload}")
         shape = "{" + ", ".join([str(tag), *order]) + "}" + (f" + {payload}" if payload else "")
         ns: dict[str, Any] = {"cls": cls, "new": object.__new__, "MISSING": MISSING, "_bad": _bad, "shape": shape, "name": name}
         lines = ["def decode(t, p):"]
@@ -156,10 +158,7 @@ def _wire(tag: int, name: str, order: tuple[str, ...], payload: str | None = Non
         lines.append("    o = new(cls)")
         for i, f in enumerate(fields):
             ns[f"set{i}"] = cls.__dict__[f].__set__
-            value = f if f in order or f == payload else f"DEFAULT{i}"
-            if value != f:
-                ns[value] = cls.__dataclass_fields__[f].default
-            lines.append(f"    set{i}(o, {value})")
+            lines.append(f"    set{i}(o, {f})")
         lines.append("    return o")
         body = ", ".join([str(tag), *(f"self.{f}" for f in order)]) + ("," if not order else "")
         lines.append("def to_terms(self):")

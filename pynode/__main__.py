@@ -4,6 +4,8 @@ Examples::
 
     python -m pynode --sname n1@localhost --cookie test
     python -m pynode --name n1@127.0.0.1 --config sys.config
+    python -m pynode run_job 10 --connect n1@localhost    # see pynode.jobs_cli
+    python -m pynode jobs --node n1@localhost
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=0, help="distribution port (default: any free port)")
     p.add_argument("--ticktime", type=float, default=60.0, help="net_ticktime in seconds (default 60)")
     p.add_argument("--connect", action="append", default=[], metavar="NODE", help="node to connect to at start (repeatable)")
+    p.add_argument("--no-jobs", action="store_true", help="do not host background jobs (no pynode_jobs process)")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return p
 
@@ -84,6 +87,9 @@ async def run(args: argparse.Namespace) -> int:
         from .config import load_config
 
         config = load_config(args.config)
+    node.config = dict(config)
+    if args.no_jobs:
+        node.config["host_jobs"] = False
     await node.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -104,6 +110,11 @@ async def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("run_job", "jobs"):  # job subcommands: pynode.jobs_cli
+        from .jobs_cli import main as jobs_main
+
+        return jobs_main(argv)
     args = _parser().parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:

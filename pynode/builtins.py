@@ -66,4 +66,8 @@ async def start(node: Any) -> None:
     await PynodeInfo.start(node, name="pynode")
     server = await Registry.start_for(node)
     node.registry = RegistryAPI(node, server)
+    if node.config.get("host_jobs", True):
+        from .jobs import start_host
+
+        await start_host(node)
     node.expose("pynode", "info", lambda: node_info(node))

@@ -95,6 +95,9 @@ class Node:
         self.dist: Any = None  # pynode.dist.Distribution, set by start()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopping = False
+        #: settings read by built-in services (the ``available_processes`` env of sys.config)
+        self.config: dict[str, Any] = {}
+        self._stop_hooks: list[Callable[[], Awaitable[Any]]] = []
 
     def __repr__(self) -> str:
         return f"<Node {self.name}>"
@@ -506,12 +509,22 @@ class Node:
         await builtins.start(self)
         return self
 
+    def on_stop(self, hook: Callable[[], Awaitable[Any]]) -> None:
+        """Run ``await hook()`` first in :meth:`stop`, while processes and connections still
+        work (the job host hands its jobs off there). Hooks run in the order added."""
+        self._stop_hooks.append(hook)
+
     async def stop(self, reason: Any = Atom("shutdown")) -> None:
-        """Stop every process, close every connection (peers see ``nodedown`` at once) and
-        unregister from EPMD."""
+        """Run the :meth:`on_stop` hooks, then stop every process, close every connection
+        (peers see ``nodedown`` at once) and unregister from EPMD."""
         if self._stopping:
             return
         self._stopping = True
+        for hook in list(self._stop_hooks):
+            try:
+                await hook()
+            except Exception:
+                log.exception("%s: a stop hook failed", self.name)
         # Connections go first, as when a BEAM node halts: peers see nodedown and
         # 'noconnection' for our processes, not the local reason they are killed with.
         if self.dist is not None:

@@ -92,6 +92,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 from erl_interop import encode
 from erl_interop.errors import EncodeError
+from erl_interop.flags import DistFlags
 from erl_interop.terms import Atom, Map, Pid, Reference
 
 from .errors import ErlangError
@@ -272,8 +273,8 @@ class Mirror:
     def losers(self, kb: bytes) -> list[Pid]:
         """Claims of a unique name that are not its winner."""
         c = self.claims.get(kb)
-        if not c or len(c) < 2:
-            return []
+        if not c or len(c) < 2 or next(iter(c.values()))[0][0] != N:
+            return []  # a property has no losers
         h = self.holder(kb)
         assert h is not None
         return [p for p in c if p != h[0]]
@@ -491,6 +492,12 @@ class Registry(GenServer):
     def _discover_node(self, peer: Any) -> None:
         if type(peer) is not Atom or peer == self.process.node.name or "@" not in peer:
             return  # not a node name (alive@host): a hostile member list must not make us dial it
+        dist = self.process.node.dist
+        c = dist.conns.get(peer) if dist is not None else None
+        if c is not None and c.state == "up" and not c.flags & DistFlags.SPAWN:
+            # A C node (erl_call, ei, JInterface): it runs no registry, and a message it does
+            # not expect makes erl_call fail. BEAM nodes and pynodes all have SPAWN.
+            return
         self.process.send((Atom(REGISTRY_NAME), peer), (TAG, PROTOCOL_VERSION, DISCOVER, self.pid))
 
     def _know(self, frm: Pid) -> bool:

@@ -209,10 +209,13 @@ async def rpc_call(proc: Process, node: str, m: str, f: str, args: list[Any], ti
     except RpcError as e:
         cls, reason = e.reason[0], e.reason[1]
         if cls == ERPC:
-            return (BADRPC, reason)
+            # rpc.erl: {erpc, noconnection} is reported as nodedown
+            return (BADRPC, Atom("nodedown") if reason == Atom("noconnection") else reason)
         if cls == THROW:
             return reason
         if cls == EXIT:
+            if type(reason) is tuple and len(reason) == 2 and reason[0] == Atom("signal"):
+                reason = reason[1]  # rpc.erl: exit({signal, R}) -> {'EXIT', R}
             return (BADRPC, (EXIT_TAG, reason))
         stack = e.reason[2] if len(e.reason) > 2 else []
         return (BADRPC, (EXIT_TAG, (reason, stack)))

@@ -206,6 +206,116 @@ def test_links_monitors_exits_erl_observes_python_like_erl(beam_node):
     run(main)
 
 
+async def py_observe(py, T) -> list:
+    """The OBSERVER scenario written with the Python API, run by a Python process against
+    the factory on node ``T`` (a BEAM node, another Python node, or ``py`` itself)."""
+    T = A(T)
+    results: list = []
+
+    async def scenario(me: Process) -> None:
+        async def make(name, trap):
+            me.send((A("factory"), T), (A("make"), A(name), trap, me.pid))
+            return (await me.receive(lambda m: type(m) is tuple and m[0] == "made", 5))[1]
+
+        async def down(ref):
+            m = await me.receive(lambda m: type(m) is tuple and len(m) == 5 and m[0] == "DOWN" and m[1] == ref, 5)
+            assert m[2] == "process"
+            return m[3], m[4]
+
+        async def fwd(p, what):
+            m = await me.receive(lambda m: type(m) is tuple and m[0] == "fwd" and m[1] == p, 5)
+            assert m[2] == what or what is None
+            return m[2]
+
+        def exit_msg(p, timeout=5):
+            return me.receive(lambda m: type(m) is tuple and len(m) == 3 and m[0] == "EXIT" and m[1] == p, timeout)
+
+        p1 = await make("tgt1", False)
+        r1 = me.monitor(("tgt1", T))
+        me.send(p1, (A("die"), A("boom")))
+        o, re = await down(r1)
+        results.append((o == (A("tgt1"), T), re))
+        r2 = me.monitor(("nosuch", T))
+        o, re = await down(r2)
+        results.append((o == (A("nosuch"), T), re))
+        r3 = me.monitor(p1)
+        o, re = await down(r3)
+        results.append((o == p1, re))
+        p4 = await make("undefined", False)
+        me.link(p4)
+        me.send(p4, (A("die"), (A("shutdown"), A("x"))))
+        results.append((await exit_msg(p4))[2])
+        me.link(p4)
+        results.append((await exit_msg(p4))[2])
+        p6 = await make("undefined", True)
+        r6 = me.monitor(p6)
+        me.exit(p6, A("kill"))
+        results.append((await down(r6))[1])
+        p7 = await make("undefined", False)
+        r7 = me.monitor(p7)
+        me.exit(p7, A("normal"))
+        me.send(p7, (A("forward_to"), me.pid))
+        me.send(p7, A("ping"))
+        await fwd(p7, A("ping"))
+        me.send(p7, (A("die"), A("normal")))
+        results.append((A("alive"), (await down(r7))[1]))
+        p8 = await make("undefined", True)
+        me.send(p8, (A("forward_to"), me.pid))
+        me.exit(p8, A("foo"))
+        m = await fwd(p8, None)
+        results.append((m[0] == "EXIT" and m[1] == me.pid, m[2]))
+        p8b = await make("undefined", False)
+        r8b = me.monitor(p8b)
+        me.exit(p8b, A("foo"))
+        results.append((await down(r8b))[1])
+        # 9: a local (Python) process linked to the remote target dies normal, then boom
+        p9 = await make("undefined", False)
+        r9 = me.monitor(p9)
+
+        async def linker(w: Process, reason) -> None:
+            w.link(p9)
+            raise Exit(reason)
+
+        w = py.spawn(linker, A("normal"))
+        rw = me.monitor(w.pid)
+        await down(rw)
+        me.send(p9, (A("forward_to"), me.pid))
+        me.send(p9, A("ping"))
+        await fwd(p9, A("ping"))
+        py.spawn(linker, A("boom"))
+        results.append((A("alive"), (await down(r9))[1]))
+        # 10: link, unlink (UNLINK_ID), the peer dies: no exit signal
+        p10 = await make("undefined", False)
+        me.link(p10)
+        me.unlink(p10)
+        r10 = me.monitor(p10)
+        me.send(p10, (A("die"), A("boom")))
+        re = (await down(r10))[1]
+        try:
+            e = await exit_msg(p10, 0)
+        except ReceiveTimeout:
+            e = A("none")
+        results.append((re, e))
+        # 11: the remote side links and unlinks; then it dies: no exit signal
+        p11 = await make("undefined", True)
+        me.send(p11, (A("link"), me.pid))
+        me.send(p11, (A("unlink"), me.pid))
+        r11 = me.monitor(p11)
+        me.send(p11, (A("die"), A("boom")))
+        re = (await down(r11))[1]
+        try:
+            e = await exit_msg(p11, 0)
+        except ReceiveTimeout:
+            e = A("none")
+        results.append((re, e))
+
+
+    s = py.spawn(scenario, trap_exit=True)
+    await asyncio.wait_for(asyncio.shield(s.task), 30)
+    assert s.exit_reason == A("normal"), s.exit_reason
+    return results
+
+
 def test_links_monitors_exits_python_observes_erl(beam_node):
     """The same scenario with the Python node as the observer of an erl peer."""
     erl = beam_node("erlang")
@@ -213,112 +323,23 @@ def test_links_monitors_exits_python_observes_erl(beam_node):
 
     async def main():
         async with py_node() as py:
-            T = A(erl.name)
-            results: list = []
-
-            async def scenario(me: Process) -> None:
-                async def make(name, trap):
-                    me.send((A("factory"), T), (A("make"), A(name), trap, me.pid))
-                    return (await me.receive(lambda m: type(m) is tuple and m[0] == "made", 5))[1]
-
-                async def down(ref):
-                    m = await me.receive(lambda m: type(m) is tuple and len(m) == 5 and m[0] == "DOWN" and m[1] == ref, 5)
-                    assert m[2] == "process"
-                    return m[3], m[4]
-
-                async def fwd(p, what):
-                    m = await me.receive(lambda m: type(m) is tuple and m[0] == "fwd" and m[1] == p, 5)
-                    assert m[2] == what or what is None
-                    return m[2]
-
-                def exit_msg(p, timeout=5):
-                    return me.receive(lambda m: type(m) is tuple and len(m) == 3 and m[0] == "EXIT" and m[1] == p, timeout)
-
-                p1 = await make("tgt1", False)
-                r1 = me.monitor(("tgt1", T))
-                me.send(p1, (A("die"), A("boom")))
-                o, re = await down(r1)
-                results.append((o == (A("tgt1"), T), re))
-                r2 = me.monitor(("nosuch", T))
-                o, re = await down(r2)
-                results.append((o == (A("nosuch"), T), re))
-                r3 = me.monitor(p1)
-                o, re = await down(r3)
-                results.append((o == p1, re))
-                p4 = await make("undefined", False)
-                me.link(p4)
-                me.send(p4, (A("die"), (A("shutdown"), A("x"))))
-                results.append((await exit_msg(p4))[2])
-                me.link(p4)
-                results.append((await exit_msg(p4))[2])
-                p6 = await make("undefined", True)
-                r6 = me.monitor(p6)
-                me.exit(p6, A("kill"))
-                results.append((await down(r6))[1])
-                p7 = await make("undefined", False)
-                r7 = me.monitor(p7)
-                me.exit(p7, A("normal"))
-                me.send(p7, (A("forward_to"), me.pid))
-                me.send(p7, A("ping"))
-                await fwd(p7, A("ping"))
-                me.send(p7, (A("die"), A("normal")))
-                results.append((A("alive"), (await down(r7))[1]))
-                p8 = await make("undefined", True)
-                me.send(p8, (A("forward_to"), me.pid))
-                me.exit(p8, A("foo"))
-                m = await fwd(p8, None)
-                results.append((m[0] == "EXIT" and m[1] == me.pid, m[2]))
-                p8b = await make("undefined", False)
-                r8b = me.monitor(p8b)
-                me.exit(p8b, A("foo"))
-                results.append((await down(r8b))[1])
-                # 9: a local (Python) process linked to the remote target dies normal, then boom
-                p9 = await make("undefined", False)
-                r9 = me.monitor(p9)
-
-                async def linker(w: Process, reason) -> None:
-                    w.link(p9)
-                    raise Exit(reason)
-
-                w = py.spawn(linker, A("normal"))
-                rw = me.monitor(w.pid)
-                await down(rw)
-                me.send(p9, (A("forward_to"), me.pid))
-                me.send(p9, A("ping"))
-                await fwd(p9, A("ping"))
-                py.spawn(linker, A("boom"))
-                results.append((A("alive"), (await down(r9))[1]))
-                # 10: link, unlink (UNLINK_ID), the peer dies: no exit signal
-                p10 = await make("undefined", False)
-                me.link(p10)
-                me.unlink(p10)
-                r10 = me.monitor(p10)
-                me.send(p10, (A("die"), A("boom")))
-                re = (await down(r10))[1]
-                try:
-                    e = await exit_msg(p10, 0)
-                except ReceiveTimeout:
-                    e = A("none")
-                results.append((re, e))
-                # 11: the remote side links and unlinks; then it dies: no exit signal
-                p11 = await make("undefined", True)
-                me.send(p11, (A("link"), me.pid))
-                me.send(p11, (A("unlink"), me.pid))
-                r11 = me.monitor(p11)
-                me.send(p11, (A("die"), A("boom")))
-                re = (await down(r11))[1]
-                try:
-                    e = await exit_msg(p11, 0)
-                except ReceiveTimeout:
-                    e = A("none")
-                results.append((re, e))
-
-            s = py.spawn(scenario, trap_exit=True)
-            await asyncio.wait_for(asyncio.shield(s.task), 30)
-            assert s.exit_reason == A("normal")
-            assert results == EXPECTED
+            assert await py_observe(py, erl.name) == EXPECTED
             # the peer has nothing left linked to or monitoring anything of ours
             assert await ev(erl, "length(processes()) < 100.") is True
+
+    run(main)
+
+
+def test_links_monitors_exits_python_local_and_py_py():
+    """Erlang semantics inside one Python node, and between two Python nodes."""
+
+    async def main():
+        async with py_node() as py, py_node(prefix="other") as other:
+            py_factory(py)
+            py_factory(other)
+            assert await py_observe(py, py.name) == EXPECTED
+            assert await py_observe(py, other.name) == EXPECTED
+            assert await py_observe(other, py.name) == EXPECTED
 
     run(main)
 

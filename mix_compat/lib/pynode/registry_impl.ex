@@ -230,6 +230,12 @@ defmodule Pynode.Registry.Impl do
   # -- local writes (serialized by this process) --
 
   @impl true
+  def handle_call({:reg, _key, _value}, {pid, _tag}, state) when node(pid) != node() do
+    # Only the owning node writes its processes' entries: a process on another node
+    # registers through its own node's registry.
+    {:reply, {:error, :not_local}, state}
+  end
+
   def handle_call({:reg, key, value}, {pid, _tag}, state) when is_key(key) do
     case key do
       {:n, :g, _} ->

@@ -63,8 +63,17 @@ defmodule Pynode.RegistryClusterTest do
     assert wait_reg(wpa) == :ok and wait_reg(wpb) == :ok
 
     for n <- nodes do
-      wait_until(fn -> Enum.sort(rpc(n, :lookup_values, [prop])) == Enum.sort([{ppa, 1}, {ppb, 2}]) end)
+      wait_until(fn ->
+        Enum.sort(rpc(n, :lookup_values, [prop])) == Enum.sort([{ppa, 1}, {ppb, 2}])
+      end)
     end
+
+    # only the owning node registers its processes: a remote caller is refused
+    assert :erpc.call(a, GenServer, :call, [
+             {:pynode_registry, node()},
+             {:reg, {:n, :g, uniq()}, 1}
+           ]) ==
+             {:error, :not_local}
 
     # send by name from here reaches the holder on a
     assert Registry.send(name, {:hello, 1}) == {:hello, 1}
@@ -177,7 +186,9 @@ defmodule Pynode.RegistryClusterTest do
       case loser_result do
         :conflict ->
           wait_until(fn -> match?({_, _, _, {:dead, _}}, Holder.status(loser_watcher)) end)
-          assert {^pb, :ok, [], {:dead, {:name_conflict, ^name, ^pa}}} = Holder.status(loser_watcher)
+
+          assert {^pb, :ok, [], {:dead, {:name_conflict, ^name, ^pa}}} =
+                   Holder.status(loser_watcher)
 
         :refused ->
           assert {_, _, [], :alive} = Holder.status(loser_watcher)

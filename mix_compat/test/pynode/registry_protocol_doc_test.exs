@@ -9,7 +9,9 @@ defmodule Pynode.RegistryProtocolDocTest do
   test "registry_impl.ex repeats docs/REGISTRY_PROTOCOL.md verbatim" do
     doc = @doc_path |> File.read!() |> String.trim_trailing()
 
-    [_, block] = String.split(File.read!(@impl_path), "# --- BEGIN docs/REGISTRY_PROTOCOL.md ---\n")
+    [_, block] =
+      String.split(File.read!(@impl_path), "# --- BEGIN docs/REGISTRY_PROTOCOL.md ---\n")
+
     [block, _] = String.split(block, "\n  # --- END docs/REGISTRY_PROTOCOL.md ---")
 
     embedded =

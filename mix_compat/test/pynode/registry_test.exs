@@ -201,7 +201,9 @@ defmodule Pynode.RegistryTest do
       ref = Process.monitor(pid)
       send(pid, :stop)
       assert_receive {:DOWN, ^ref, :process, ^pid, :normal}
+
       wait_until(fn -> Registry.where(name) == :undefined and Registry.lookup_pids(prop) == [] end)
+
       assert Registry.reg(name) == :ok
       refute Map.has_key?(:sys.get_state(:pynode_registry).locals, pid)
     end

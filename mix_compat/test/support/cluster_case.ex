@@ -21,7 +21,11 @@ defmodule Pynode.Test.Cluster do
       %{
         name: name,
         host: ~c"localhost",
-        args: [~c"-setcookie", cookie | Keyword.get(opts, :args, [])] ++ paths
+        # prevent_overlapping_partitions: stop OTP's global from cutting connections when a
+        # test kills a node; the registry copes with that, but the tests' rpc calls would not.
+        args:
+          [~c"-setcookie", cookie, ~c"-kernel", ~c"prevent_overlapping_partitions", ~c"false"] ++
+            Keyword.get(opts, :args, []) ++ paths
       }
       |> then(fn o ->
         if c = opts[:connection], do: Map.put(o, :connection, c), else: o
@@ -60,7 +64,17 @@ defmodule Pynode.Test.Cluster do
   end
 
   defp do_wait(fun, deadline, what) do
-    case fun.() do
+    # A remote call may fail while a connection is being re-established (OTP's global can
+    # drop a connection when another node dies): that is "not yet", not a failure.
+    result =
+      try do
+        fun.()
+      catch
+        :error, {:erpc, _} -> false
+        :exit, {reason, _} when reason in [:noconnection, :nodedown] -> false
+      end
+
+    case result do
       result when result not in [nil, false] ->
         result
 
@@ -174,6 +188,30 @@ defmodule Pynode.Test.Holder do
       {:status, from, ref} ->
         send(from, {ref, {st.holder, st.reg, st.msgs, st.fate}})
         watch(st)
+    end
+  end
+end
+
+defmodule Pynode.Test.Relay do
+  @moduledoc false
+  # A process on a peer node that plays a registry by hand: it sends what the test tells it
+  # to ({:relay_send, dest, msg}) and forwards whatever it receives to the test as
+  # {:relayed, relay_pid, msg}. Lets a test speak the raw protocol from another node.
+
+  def start(owner), do: spawn(fn -> loop(owner) end)
+
+  defp loop(owner) do
+    receive do
+      {:relay_send, dest, msg} ->
+        send(dest, msg)
+        loop(owner)
+
+      :relay_stop ->
+        :ok
+
+      other ->
+        send(owner, {:relayed, self(), other})
+        loop(owner)
     end
   end
 end
