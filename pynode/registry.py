@@ -1,76 +1,124 @@
-"""The replicated, gproc-style cluster registry (the Python half of ``pynode_registry``).
+r"""The replicated, gproc-style cluster registry (the Python half of ``pynode_registry``).
 
-The pynode registry protocol (version 1)
-========================================
-This header repeats docs/REGISTRY_PROTOCOL.md, which is the contract; the Elixir twin
-(``mix_compat/lib/pynode/registry_impl.ex``) repeats it too. Change all three together.
+The protocol is docs/REGISTRY_PROTOCOL.md, repeated verbatim between the markers below
+(tests/test_registry_unit.py fails when the two drift apart); the Elixir twin,
+``mix_compat/lib/pynode/registry_impl.ex``, repeats it the same way.
 
-One registry process runs on every node, BEAM or Python, locally registered as
-``pynode_registry``. It owns the registrations of its node's local processes and holds a
-full mirror of everyone else's. Reads come from the local mirror; writes are made by the
-owning node and broadcast.
+--- BEGIN docs/REGISTRY_PROTOCOL.md ---
+# The pynode registry protocol (version 1)
 
-Keys (global scope only): ``{n, g, Name}`` is a unique name (at most one holder in the
-cluster), ``{p, g, Name}`` a property (any number of holders, each pid at most once).
-``Name`` is any term; keys compare with ``=:=`` (``1`` and ``1.0`` differ), so the mirror
-is keyed by the external term format of the key (maps inside keys are put in a canonical
-order first). An entry is ``{Key, Pid, Value}``; ``Value`` defaults to ``undefined``.
+One registry process runs on every node of the cluster, BEAM or Python, locally registered
+as `pynode_registry`. It owns the registrations of its node's local processes and holds a
+full mirror of everyone else's. Reads are answered from the local mirror; writes are made
+by the owning node and broadcast. This text is the contract; the Elixir module
+(`mix_compat/lib/pynode/registry_impl.ex`) and the Python module (`pynode/registry.py`)
+repeat it in their headers and must stay in lockstep with it.
 
-Messages between registries are plain sends to ``{pynode_registry, Node}`` or to a
-registry pid; all are tuples ``{'$pynode_reg', 1, ...}``:
+## Keys
 
-- ``{'$pynode_reg', 1, discover, From}``: "I am the registry ``From``; send me your snapshot."
-- ``{'$pynode_reg', 1, sync, From, Entries, Members}``: ``From``'s node's own entries
-  (``[{Key, Pid, Value}]``, local pids only) and the nodes whose registries ``From`` knows
-  (atoms, its own node included).
-- ``{'$pynode_reg', 1, reg, From, Key, Pid, Value}``: ``From``'s node registered ``Key`` for
-  its local ``Pid`` (also sent to update a value).
-- ``{'$pynode_reg', 1, unreg, From, Key, Pid}``: ``From``'s node removed ``Key`` for its local
-  ``Pid`` (unregistered, died, or lost a conflict).
+gproc-style, global scope only:
 
-Anything else (another version, another shape) is logged once per sender and ignored; a
-malformed message never crashes the registry.
+- `{n, g, Name}` — a unique name: at most one holder in the cluster.
+- `{p, g, Name}` — a property: any number of holders, each pid at most once.
 
-Membership and discovery
-------------------------
-- The registry subscribes to node up/down for all nodes, hidden ones included
-  (:meth:`Node.monitor_nodes`). At start, and on every ``nodeup`` of ``N``, it sends
-  ``discover`` to ``{pynode_registry, N}``; a node with no registry never answers.
-- On ``discover`` from ``From``: monitor ``From`` if it is new (and then also send our own
-  ``discover`` to ``From``); answer ``sync`` with our own entries and our member list.
-- On ``sync`` from ``From``: record ``From`` as the registry of ``node(From)`` (monitoring it
-  if new), **replace** every mirrored entry owned by ``node(From)`` with ``Entries`` (applying
-  the conflict rule), and send ``discover`` to ``{pynode_registry, M}`` for every ``M`` of
-  ``Members`` not known yet. That send connects on demand, so every member ends up connected
-  to every other (hidden Python nodes that know one BEAM node join the full mesh).
-- ``members()`` is this node plus every node whose registry we know and that is up.
-- When a peer registry goes ``DOWN`` (it died, or ``noconnection``), every entry owned by
-  its node is purged and the node stops being a member until its next ``sync``.
+`Name` is any term. Keys compare with Erlang's exact equality (`=:=`): `1` and `1.0` are
+different names. (Python keeps mirror dicts keyed by `erl_interop.encode(Key)`, which is
+exact.) Each entry is `{Key, Pid, Value}`; `Value` is any term (default `undefined`).
 
-Writes
-------
-Only the owning node writes its own processes' entries. ``reg`` goes through the local
-registry (a call, so one node's writes are serialized); a unique name fails with
-``{error, {already_registered, Holder}}`` when the mirror has another holder; the same key
-again for the same pid updates the value. On success the entry is stored, the pid monitored
-(once per pid) and ``reg`` sent to every member. ``unreg`` removes the caller's entry and
-sends ``unreg``. A local registered process that dies loses all its entries, one ``unreg``
-each. A ``reg`` whose ``Pid`` is not on ``node(From)`` is a protocol violation (ignored); an
-``unreg`` for an entry that is not the current one changes nothing.
+## Messages
 
-Conflicts (unique names)
-------------------------
-Of two holders of one name, every registry keeps the same winner, without clocks: the holder
-whose **node name** is smaller in Erlang term order (atom text, byte-wise UTF-8); on one node
-(cannot happen with correct peers), the smaller pid. A mirror that learns of a second holder
-(by ``reg`` or ``sync``) keeps the winner. When the loser is local, its registry removes the
-entry, sends ``unreg`` for it to every member, and sends the loser the exit signal
-``{name_conflict, Key, WinnerPid}`` (a process trapping exits gets ``{'EXIT', RegistryPid,
-{name_conflict, Key, WinnerPid}}`` and keeps running without the name).
+Every message between registries is a plain message (`!`) to `{pynode_registry, Node}`
+or to a registry pid, a tuple whose first element is the atom `'$pynode_reg'` and whose
+second is the protocol version `1`:
 
-``await(Key, Timeout)`` answers ``{Pid, Value}`` at once when the mirror has the name, else
-as soon as a ``reg`` or ``sync`` brings it in, or times out (default 5000 ms; Python raises
-:class:`TimeoutError`).
+| message | meaning |
+| --- | --- |
+| `{'$pynode_reg', 1, discover, From}` | "I am the registry `From`; send me your snapshot." |
+| `{'$pynode_reg', 1, sync, From, Entries, Members}` | A snapshot of `From`'s node's own entries (`[{Key, Pid, Value}]`, local pids only) and the list of nodes whose registries `From` knows (`Members`, atoms, `From`'s own node included). |
+| `{'$pynode_reg', 1, reg, From, Key, Pid, Value}` | `From`'s node registered `Key` for its local `Pid`. Also sent to update a value. |
+| `{'$pynode_reg', 1, unreg, From, Key, Pid}` | `From`'s node removed `Key` for its local `Pid` (unregistered, process died, or lost a conflict). |
+
+Messages with another version, or not of these shapes, are ignored (logged once per
+sender); they never crash a registry.
+
+## Membership and discovery
+
+- A registry subscribes to node up/down events for all node types (hidden nodes included:
+  `:net_kernel.monitor_nodes(true, node_type: :all)` on the BEAM, `Node.monitor_nodes` in
+  Python).
+- At start, and on every `nodeup` of node `N`, it sends `discover` to `{pynode_registry, N}`.
+  A node that runs no registry simply never answers: it is not a member.
+- On `discover` from `From` (a peer registry pid): the receiver monitors `From` if it does
+  not know it yet (and then also sends its own `discover` to `From`), and answers with
+  `sync` carrying its own entries and its member list.
+- On `sync` from `From`: the receiver records `From` as the registry of `node(From)`
+  (monitoring it if new), **replaces** every mirrored entry owned by `node(From)` with
+  `Entries` (applying the conflict rule below to unique names), and sends `discover` to
+  `{pynode_registry, M}` for every `M` in `Members` that it does not know yet. That send
+  sets up the connection if there is none, so every member ends up connected to every other:
+  hidden Python nodes that only know one BEAM node still join the full mesh.
+- `members()` is this node plus every node whose registry it knows and that is up.
+- When a peer registry goes `DOWN` (its process died, or the connection to its node was
+  lost — reason `noconnection`), every entry owned by that node is purged from the mirror,
+  and the node stops being a member. It becomes a member again on its next `sync`.
+
+## Writes
+
+Only the owning node writes its own processes' entries.
+
+- `reg(Key, Value)` from a local process `Pid` goes through the local registry (a
+  `gen_server:call` / Python call) so that writes from one node are serialized. For a unique
+  name it fails with `{error, {already_registered, Holder}}` when the local mirror already has
+  another holder; registering the same key again for the same pid updates its value. On success
+  the registry stores the entry, monitors `Pid` (once per pid), and sends `reg` to every member.
+- `unreg(Key)` removes the caller's entry and sends `unreg` to every member.
+- When a local registered process dies, the registry removes all its entries and sends one
+  `unreg` per entry.
+- Receiving `reg` from a member whose node is not `node(Pid)` is a protocol violation:
+  ignored. Receiving `unreg` for an entry that is not the current one (another holder,
+  another pid) changes nothing.
+
+## Conflicts (unique names)
+
+Two nodes may register the same unique name concurrently, or meet after a partition with the
+same name held on both sides. Every registry that sees two holders for one name keeps the
+same **winner**, chosen without clocks:
+
+> the holder whose **node name** is smaller in Erlang term order (atoms compare by their
+> text, byte-wise on UTF-8); for two holders on one node (cannot happen with correct peers),
+> the smaller pid.
+
+So a mirror that learns of a second holder, by `reg` or by `sync`, keeps the winner and drops
+the loser. When the **loser is local**, its owning registry also:
+
+1. removes the loser's entry and sends `unreg` for it to every member;
+2. sends the losing process the exit signal `{name_conflict, Key, WinnerPid}` (as
+   `exit(LoserPid, {name_conflict, Key, WinnerPid})`): a process that does not trap exits dies
+   with that reason; one that traps exits receives `{'EXIT', RegistryPid, {name_conflict, Key,
+   WinnerPid}}` and keeps running without the name.
+
+Every registry applies the same rule to the same pair, whatever the arrival order, so all
+mirrors converge on one holder per name once the messages have been delivered.
+
+## Waiting for a name
+
+`await(Key, Timeout)` returns `{Pid, Value}` at once when the mirror has the name; otherwise
+the registry records the caller as a waiter for `Key` and answers as soon as any `reg` or
+`sync` brings the name in, or `timeout` when `Timeout` (milliseconds, default 5000) runs out.
+
+## API (both languages)
+
+| call | result |
+| --- | --- |
+| `reg(Key, Value \\ undefined)` | `:ok` / `{:error, reason}` for the calling process |
+| `unreg(Key)` | `:ok` |
+| `where(Key)` | pid or `:undefined` (unique names; for a property, the first holder) |
+| `lookup_pids(Key)` | list of pids (one for a name, all holders for a property) |
+| `lookup_values(Key)` | list of `{Pid, Value}` |
+| `send(Key, Msg)` | sends to the holder (to every holder of a property); returns `Msg`; a name with no holder raises `badarg`, as `gproc:send/2` does |
+| `await(Key, Timeout \\ 5000)` | `{Pid, Value}`; on timeout Elixir returns `{:error, :timeout}`, Python raises `TimeoutError` |
+| `members()` | sorted list of member nodes, this node included |
+--- END docs/REGISTRY_PROTOCOL.md ---
 
 Python implementation notes
 ---------------------------

@@ -570,3 +570,16 @@ def test_encode_of_key_in_messages_is_exact():
             assert encode(n(1)) != encode(n(1.0))
 
     run(main)
+
+
+def test_module_header_repeats_the_protocol_doc_verbatim():
+    """docs/REGISTRY_PROTOCOL.md is the contract; pynode/registry.py repeats it word for word."""
+    from pathlib import Path
+
+    import pynode.registry as mod
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "REGISTRY_PROTOCOL.md").read_text().rstrip("\n")
+    header = mod.__doc__ or ""
+    begin, end = "--- BEGIN docs/REGISTRY_PROTOCOL.md ---\n", "\n--- END docs/REGISTRY_PROTOCOL.md ---"
+    assert begin in header and end in header
+    assert header.split(begin, 1)[1].split(end, 1)[0] == doc
