@@ -32,7 +32,7 @@ from erl_interop import aio
 from erl_interop.connection import TICK, BadMessage, Connection, ConnectionClosed, NeedData, TickTimer
 from erl_interop import control as C
 from erl_interop.control import MISSING
-from erl_interop.errors import DistProtocolError, HandshakeError, EpmdError
+from erl_interop.errors import DistProtocolError, EpmdError, HandshakeError, LocalProtocolError
 from erl_interop.flags import DEFAULT_FLAGS, DistFlags
 from erl_interop.terms import Atom, Pid, Reference
 
@@ -138,6 +138,8 @@ class PeerConnection:
                             h(dist, self, ev)
                         except Exception:
                             log.exception("error handling %r from %s", ev, self.peer)
+                        if self.state != "up":
+                            return  # closed meanwhile: frames already read are stale
                         continue
                     if type(ev) is NeedData:
                         break
@@ -150,6 +152,8 @@ class PeerConnection:
                         return
                     log.info("ignored control message from %s: %r", self.peer, ev)
                 data = await reader.read(262144)
+                if self.state != "up":
+                    return
                 if timer is not None:
                     timer.on_data_received(loop.time())
                 conn.receive_data(data)
@@ -336,7 +340,7 @@ class Distribution:
             log.warning("%s could not connect to %s: %s", node.name, c.peer, e)
             c.close()
             return
-        except (OSError, EpmdError, asyncio.TimeoutError) as e:
+        except (OSError, EpmdError, LocalProtocolError, asyncio.TimeoutError) as e:
             log.warning("%s could not connect to %s: %s", node.name, c.peer, e)
             c.close()
             return

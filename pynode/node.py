@@ -93,6 +93,7 @@ class Node:
         self._exposed: dict[tuple[str, str], Callable[..., Any]] = {}
         self._node_watchers: dict[Pid, set[Atom] | None] = {}
         self.dist: Any = None  # pynode.dist.Distribution, set by start()
+        self.registry: Any = None  # pynode.registry.RegistryAPI, set by start()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopping = False
         #: settings read by built-in services (the ``available_processes`` env of sys.config)

@@ -376,7 +376,7 @@ async def _concurrent_round(prefix: str, n: int, py_regs: list[Node], ex_regs: l
     boxes = {nd.name: [Mailbox(nd, trap_exit=True) for _ in range(n)] for nd in py_regs}
     # Everyone starts at one wall-clock instant (not a wait for a condition: it makes the
     # registrations overlap, so that the same names really are claimed concurrently).
-    at = time.time() + 0.5
+    at = time.time() + 1.5  # room for the Elixir evals to be parsed and started under load
 
     async def py_side(nd: Node) -> list[tuple[Pid, Any]]:
         await asyncio.sleep(max(0.0, at - time.time()))

@@ -123,7 +123,9 @@ def test_mirror_claims_replace_and_purge():
     assert m.holder(kb) == (pid("a@h"), k, 2)
     assert m.losers(kb) == [pid("b@h")]
     assert m.visible(kb) == [(pid("a@h"), 2)]
-    # Replacing a@h's entries with nothing shows the surviving claim.
+    # The winner's node goes away (before the loser's node ever heard of it): the surviving
+    # claim shows, as on every other mirror (and as the Elixir side's "shadows" do). Not
+    # tested with live nodes: a bridge node's member list reconnects a split pair at once.
     assert m.replace_node(A("a@h"), []) == {kb}
     assert m.holder(kb) == (pid("b@h"), k, 1)
     # Replace is idempotent and reports only what changed.
@@ -456,30 +458,6 @@ def test_partition_heal_converges_with_many_names():
                 assert side_bc[nm].proc.exit_reason == (A("name_conflict"), n(nm), side_a[nm].pid)
 
     run(main, timeout=60)
-
-
-def test_winner_node_dying_before_loser_hears_leaves_a_consistent_holder():
-    """b's claim is hidden behind a's on c; a dies before b ever hears of a's claim: c (and b)
-    end with b's holder, not with a name that b believes it holds and c has dropped."""
-
-    async def main():
-        async with cluster("a", "b", "c") as nodes:
-            a, b, c = nodes
-            a.dist.conns[b.name].close()
-            await wait_for(lambda: a.name not in b.registry.members(), what="a|b split")
-            ha, hb = Holder(a), Holder(b)
-            key = n("fragile")
-            assert await ha.reg(key) == OK
-            await wait_for(lambda: c.registry.where(key) == ha.pid, what="a's claim on c")
-            assert await hb.reg(key) == OK  # b's mirror never heard of a's claim
-            await wait_for(lambda: len(c.registry.server.mirror.claims.get(key_bytes(key), {})) == 2, what="both on c")
-            assert c.registry.where(key) == ha.pid
-            # c (a bridge) must not make b meet a before a stops: c's member list still has a...
-            await a.stop()
-            await wait_for(lambda: everywhere([b, c], lambda r: r.where(key) == hb.pid), what="b's holder everywhere")
-            assert hb.proc.alive
-
-    run(main)
 
 
 def test_malformed_messages_are_ignored():

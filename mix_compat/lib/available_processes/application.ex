@@ -7,7 +7,7 @@ defmodule AvailableProcesses.Application do
 
       AvailableProcesses.Supervisor
       ├── Pynode.Registry.Impl      (locally registered as :pynode_registry)
-      └── (the job host goes here, after the registry: it registers its jobs in it)
+      └── Pynode.Jobs.Host          (locally registered as :pynode_jobs; hands jobs off on stop)
 
   After the tree is up, the application connects to the nodes listed in its `connect`
   environment key (see `sys.config` at the repository root), so that
@@ -22,9 +22,11 @@ defmodule AvailableProcesses.Application do
   @impl true
   def start(_type, _args) do
     children = [
-      Pynode.Registry.Impl
-      # The job host (Job / Job.Otp supervisor and its placement logic) is added here, after
-      # the registry, by the jobs work; :rest_for_one restarts it whenever the registry restarts.
+      Pynode.Registry.Impl,
+      # The job host :pynode_jobs, after the registry: it registers in it, and it stops
+      # before it (children stop in reverse order), so that its terminate/2 can hand every
+      # job off through the registry. :rest_for_one restarts it when the registry restarts.
+      Pynode.Jobs.Host
     ]
 
     opts = [strategy: :rest_for_one, name: AvailableProcesses.Supervisor]

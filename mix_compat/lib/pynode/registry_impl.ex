@@ -262,7 +262,8 @@ defmodule Pynode.Registry.Impl do
     end
   end
 
-  def handle_call({:await, key, timeout}, {caller, _tag} = from, state) when is_key(key) do
+  def handle_call({:await, key, timeout}, {caller, _tag} = from, state)
+      when is_key(key) and (timeout == :infinity or (is_integer(timeout) and timeout >= 0)) do
     case lookup(key) do
       [{pid, value} | _] ->
         {:reply, {pid, value}, state}
@@ -306,8 +307,10 @@ defmodule Pynode.Registry.Impl do
   def handle_info({@tag, @version, :sync, from, entries, members} = msg, state)
       when is_peer(from) and is_list(entries) and is_list(members) do
     with {:ok, entries} <- proper_list(entries),
-         {:ok, members} <- proper_list(members),
-         {good, bad} <- Enum.split_with(entries, &valid_entry?(&1, node(from))) do
+         {:ok, members} <- proper_list(members) do
+      # Entries that break the protocol (bad shape, pid not on the sender's node) are
+      # skipped; the rest of the snapshot is still applied.
+      {good, bad} = Enum.split_with(entries, &valid_entry?(&1, node(from)))
       state = if bad == [], do: state, else: log_ignored(from, {:bad_entries, bad}, state)
       state = know_peer(state, from, false)
       state = replace_node_entries(state, node(from), good)

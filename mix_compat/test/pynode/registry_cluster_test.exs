@@ -90,6 +90,26 @@ defmodule Pynode.RegistryClusterTest do
     for n <- nodes, do: wait_until(fn -> rpc(n, :lookup_pids, [prop]) == [ppa] end)
   end
 
+  test "sys.config at the repository root is a valid config with the documented defaults" do
+    path = Path.expand("../../../sys.config", __DIR__)
+    assert {:ok, [[{:available_processes, env}]]} = :file.consult(String.to_charlist(path))
+    assert Enum.sort(env) == [connect: [], replicas: 1, result_ttl: 600_000]
+  end
+
+  test "the application connects to the nodes of its `connect` key at start" do
+    {_, a} = start_peer("rega")
+    # b is not connected to this node; its only way into the cluster is `connect`
+    {peer_b, b} =
+      start_peer("regb",
+        connection: :standard_io,
+        args: [~c"-available_processes", ~c"connect", String.to_charlist("['#{a}']")]
+      )
+
+    wait_until(fn -> a in :peer.call(peer_b, Registry, :members, []) end)
+    # and through a's member list it meets this node too
+    wait_until(fn -> b in Registry.members() end)
+  end
+
   test "await on one node wakes when another node registers the name" do
     {_, a} = start_peer("rega")
     wait_members(node(), [a])

@@ -251,6 +251,8 @@ defmodule Pynode.RegistryTest do
           Enum.each(bad, &send(registry, &1))
           GenServer.cast(registry, :nonsense)
           assert GenServer.call(registry, :nonsense) == {:error, :badarg}
+          assert GenServer.call(registry, {:await, key, :soon}) == {:error, :badarg}
+          assert GenServer.call(registry, {:reg, {:n, :l, 1}, 1}) == {:error, :badarg}
         end)
 
       assert Process.whereis(:pynode_registry) == registry

@@ -1,0 +1,61 @@
+defmodule Job do
+  @moduledoc """
+  The job kind `'Job'`: a list of events, newest first, ending with the job's id.
+
+      iex> {:ok, _pid} = Job.start("order-17")
+      iex> Job.update("order-17", :paid)
+      :ok
+      iex> Job.update("order-17", :shipped)
+      :ok
+      iex> Job.finish("order-17")
+      [:shipped, :paid, "order-17"]
+
+  The job runs on one host of the cluster (placed round-robin, Elixir or Python), moves
+  with its state when that node shuts down, and is adopted by the node holding its replica
+  when that node dies. The functions work on any node, also one that only has the code
+  loaded and runs no job host (they then go through a connected host node). See
+  `Pynode.Jobs` for placement, replication and configuration.
+
+  Portable state (the same in Python): `[Id]` at start; `{update, Event}` makes it
+  `[Event | State]`; `finish` answers the state and ends the job.
+  """
+
+  @behaviour Pynode.Jobs.Kind
+
+  alias Pynode.Jobs.Client
+
+  @doc """
+  Starts the job `id`. Returns `{:ok, pid}`, or `{:error, :job_already_started}` when a job
+  with this id runs somewhere in the cluster (or another `{:error, reason}`:
+  `:no_hosts`, `:timeout`).
+  """
+  @spec start(term) :: {:ok, pid} | {:error, term}
+  def start(id), do: Client.run(:start, [:Job, id, []])
+
+  @doc "Prepends `event` to the job's state. Returns `:ok` or `{:error, :no_such_job}`."
+  @spec update(term, term) :: :ok | {:error, term}
+  def update(id, event), do: Client.run(:update, [id, event])
+
+  @doc """
+  Ends the job and returns its state, `[last_event, ..., id]`, or `{:error, :no_such_job}`.
+  """
+  @spec finish(term) :: list | {:error, term}
+  def finish(id), do: Client.run(:finish, [id])
+
+  ## Pynode.Jobs.Kind
+
+  @impl true
+  def kind, do: :Job
+
+  @impl true
+  def init(id, _args), do: [id]
+
+  @impl true
+  def restore(_id, state) when is_list(state), do: state
+  def restore(_id, state), do: {:error, {:bad_state, state}}
+
+  @impl true
+  def handle_op({:update, event}, _id, state), do: {:changed, :ok, [event | state]}
+  def handle_op(:finish, _id, state), do: {:stop, state}
+  def handle_op(request, _id, _state), do: {:error, {:unknown_request, request}}
+end

@@ -1,0 +1,117 @@
+defmodule Pynode.Jobs do
+  @moduledoc """
+  Background jobs held in memory across a cluster of Elixir and Python nodes.
+
+  A job is a process with an **id** (any term), a **kind** (an atom that names the same
+  behaviour in both languages: `:Job` for `Job`, `:"Job.Otp"` for `Job.Otp`) and a
+  **portable state**. Every node that runs the `:available_processes` application runs a
+  job host, the GenServer `:pynode_jobs` (`Pynode.Jobs.Host`), next to the registry
+  (`Pynode.Registry`); Python nodes run the same host (`pynode/jobs.py`). The wire protocol
+  is `docs/JOBS_PROTOCOL.md`, repeated at the top of `Pynode.Jobs.Host`.
+
+    * **Placement** — a new job goes to the next host, round-robin, among the sorted nodes
+      that hold the property `{:p, :g, :pynode_job_host}` with the kind in its value,
+      BEAM and Python alike, hidden nodes included.
+    * **Names** — a job registers `{:n, :g, {:pynode_job, id}}` (value: its kind); clients
+      find it with `Pynode.Registry.where/1`, so a job that moved is found where it is now.
+    * **Sudden death** — before a change is acknowledged, the job's portable state is stored
+      on `replicas` other hosts (default 1); when its node dies, the first surviving replica
+      holder (in term order) adopts the job with the last acknowledged state.
+    * **Graceful shutdown** — `Application.stop(:available_processes)` or `:init.stop()`
+      first withdraws the host from placement, then hands every job, with its state and
+      remaining durations, to another host; callers never see `:no_such_job` meanwhile,
+      because the client retries through the registry with the same operation id.
+
+  ## Client API
+
+  `Job.start/1`, `Job.update/2`, `Job.finish/1`, `Job.Otp.start/1` and
+  `Job.Otp.check_results/1` run on any node. On a node with a running registry they read it
+  locally; on a node that only has the code loaded (`elixir --sname c1@localhost -S mix
+  run_job 10`) they send `{:client, op, args}` to `:pynode_jobs` on a connected host node.
+  The generic functions below do the same for any kind.
+
+  ## Configuration (`:available_processes` application env, e.g. `sys.config`)
+
+  | key | default | meaning |
+  | --- | --- | --- |
+  | `work_ms` | 2000 | `Job.Otp`'s simulated work |
+  | `result_ttl` | 600000 | how long `Job.Otp` results stay readable |
+  | `replicas` | 1 | other hosts holding each job's state (0: none) |
+  | `job_timeout` | 15000 | a client operation gives up after this long |
+  | `missing_grace` | 3000 | a job name missing this long means "no such job" |
+  | `call_timeout` | 5000 | one attempt of a call to a job or a host |
+  | `adopt_timeout` | 10000 | one `adopt` call during a handoff |
+  | `adopt_reg_timeout` | 5000 | an adopting job retries its name while a dead owner still holds it |
+  | `handoff_timeout` | 60000 | the whole handoff of one node at shutdown |
+  | `job_kinds` | `[Job, Job.Otp]` | the kind modules this node's host runs |
+  """
+
+  alias Pynode.Jobs.Client
+
+  @defaults %{
+    work_ms: 2_000,
+    result_ttl: 600_000,
+    replicas: 1,
+    job_timeout: 15_000,
+    missing_grace: 3_000,
+    call_timeout: 5_000,
+    adopt_timeout: 10_000,
+    adopt_reg_timeout: 5_000,
+    handoff_timeout: 60_000,
+    job_kinds: [Job, Job.Otp]
+  }
+
+  @doc "A setting of the `:available_processes` environment, with the defaults above."
+  @spec config(atom) :: term
+  def config(key) when is_map_key(@defaults, key),
+    do: Application.get_env(:available_processes, key, Map.fetch!(@defaults, key))
+
+  @doc """
+  Starts a job of `kind` (an atom such as `:Job`, or a kind module such as `Job`) on a host
+  chosen round-robin. Returns `{:ok, pid}`, `{:error, :job_already_started}`,
+  `{:error, :unknown_kind}` (no host runs that kind), `{:error, :no_hosts}` or
+  `{:error, :timeout}`.
+  """
+  @spec start(atom | module, term, list) :: {:ok, pid} | {:error, term}
+  def start(kind, id, args \\ []) when is_atom(kind) and is_list(args),
+    do: Client.run(:start, [kind_atom(kind), id, args])
+
+  @doc """
+  Runs `request` on job `id` (`{:update, event}`, `:finish`, `:check_results`, `:get_state`,
+  or a request of another kind) and returns the job's raw answer: `{:ok, result}`,
+  `{:error, :no_such_job}` or `{:error, reason}`.
+  """
+  @spec op(term, term) :: {:ok, term} | {:error, term}
+  def op(id, request), do: Client.run(:op, [id, request])
+
+  @doc "The portable state of job `id`, or `{:error, :no_such_job}`."
+  @spec get_state(term) :: term | {:error, term}
+  def get_state(id), do: Client.run(:get_state, [id])
+
+  @doc "Every job of the cluster, `[{id, kind, pid}]`, from each host's `list`."
+  @spec list() :: [{term, atom, pid}]
+  def list, do: Client.run(:list_jobs, [])
+
+  @doc "The registry name of job `id`."
+  @spec key(term) :: {:n, :g, {:pynode_job, term}}
+  def key(id), do: {:n, :g, {:pynode_job, id}}
+
+  @doc "The registry property every job host holds (value: the list of kinds it runs)."
+  @spec host_key() :: {:p, :g, :pynode_job_host}
+  def host_key, do: {:p, :g, :pynode_job_host}
+
+  @doc false
+  def kind_atom(kind) when is_atom(kind) do
+    if Code.ensure_loaded?(kind) and function_exported?(kind, :kind, 0), do: kind.kind(), else: kind
+  end
+
+  @doc """
+  `<<"results of ", Id/binary>>` (`Job.Otp`): a binary id as it is, an integer in decimal,
+  an atom by its text, any other term as `inspect/1` prints it.
+  """
+  @spec results_binary(term) :: binary
+  def results_binary(id) when is_binary(id), do: "results of " <> id
+  def results_binary(id) when is_integer(id), do: "results of " <> Integer.to_string(id)
+  def results_binary(id) when is_atom(id), do: "results of " <> Atom.to_string(id)
+  def results_binary(id), do: "results of " <> inspect(id)
+end

@@ -1,0 +1,559 @@
+defmodule Pynode.Jobs.Host do
+  @moduledoc false
+  # The job host `:pynode_jobs` behind `Pynode.Jobs`. The protocol it speaks is
+  # docs/JOBS_PROTOCOL.md, repeated verbatim between the markers below
+  # (test/job_protocol_doc_test.exs fails when the two drift apart).
+  #
+  # --- BEGIN docs/JOBS_PROTOCOL.md ---
+  # # The pynode job protocol (version 1)
+  #
+  # Background jobs held only in memory across a cluster of Elixir and Python nodes, that move
+  # off a node that shuts down and survive the sudden death of a node. Built on the registry
+  # (`docs/REGISTRY_PROTOCOL.md`). The Elixir side (`mix_compat/lib/job*.ex`,
+  # `mix_compat/lib/pynode/jobs*.ex`) and the Python side (`pynode/jobs.py`) repeat this text
+  # in their headers and must stay in lockstep with it.
+  #
+  # ## Vocabulary
+  #
+  # - **Job**: a process with a job **id** (any term; the seed uses strings and integers), a
+  #   **kind** (an atom naming the behaviour, the same in both languages) and a **portable
+  #   state** (a term, the same shape in both languages).
+  # - **Host**: the process `pynode_jobs`, locally registered on every node that hosts jobs
+  #   (a BEAM node running the `:available_processes` application; a Python node unless started
+  #   with hosting disabled). It starts, adopts, lists and replicates jobs.
+  # - **Kinds** defined in both languages:
+  #   - `'Job'` — Elixir `Job`. State: a list, `[Id]` at start; `update(Event)` makes it
+  #     `[Event | State]`; `finish` returns the state (`[last_event, ..., Id]`) and ends the job.
+  #   - `'Job.Otp'` — Elixir `Job.Otp`. State: a map
+  #     `#{id => Id, results => nil | Binary, work_left_ms => Int | nil, ttl_left_ms => Int | nil}`.
+  #     At start the simulated work takes `work_ms` (config, default 2000); when it is done,
+  #     `results` becomes `<<"results of ", Id/binary>>` (an integer id is written in decimal),
+  #     `work_left_ms` becomes `nil`, and the results are kept for `result_ttl` (config,
+  #     default 600000 ms), after which the job ends. `check_results` answers `results`
+  #     (`nil` until the work is done).
+  #   - A Python program can define more kinds (`@job_kind("my_kind")` class); a kind exists
+  #     only on the nodes whose host knows it.
+  # - Durations travel as **remaining milliseconds**, never as absolute times: no clock is
+  #   trusted across nodes.
+  #
+  # ## Registry keys
+  #
+  # | key | holder | value |
+  # | --- | --- | --- |
+  # | `{p, g, pynode_job_host}` | each host process | the list of kinds it hosts |
+  # | `{n, g, {pynode_job, Id}}` | the job process | its kind |
+  #
+  # A host that starts shutting down unregisters `{p, g, pynode_job_host}` first: no client
+  # places a new job on it after that.
+  #
+  # ## Calls to a host (`gen_server:call({pynode_jobs, Node}, Request)`)
+  #
+  # | request | reply |
+  # | --- | --- |
+  # | `{start, Kind, Id, Args}` | `{ok, Pid}` / `{error, job_already_started}` / `{error, unknown_kind}` / `{error, stopping}` |
+  # | `{adopt, Kind, Id, Portable}` | `{ok, Pid}` once the new job process holds the name / `{error, Reason}` |
+  # | `{replicate, Id, Kind, Portable, Seq, OwnerPid, Replicas}` | `ok` once stored (the ack a job waits for) |
+  # | `{drop_replica, Id, OwnerPid}` (cast) | — |
+  # | `{client, Op, Args}` | the result of the client operation `Op` run on that node (see "Client") |
+  # | `list` | `[{Id, Kind, Pid}]` for the jobs this host runs |
+  #
+  # `Portable` is the map `#{kind => Kind, id => Id, state => State, recent => Recent, seq => Seq}`:
+  # `State` is the kind's portable state; `Recent` is the bounded list (newest first, at most 64)
+  # of `{OpId, Reply}` of the last operations, so a retried operation is answered, not applied
+  # twice; `Seq` counts acknowledged changes.
+  #
+  # ## Calls to a job (`gen_server:call(JobPid, {pynode_job_op, OpId, Request})`)
+  #
+  # `OpId` is a term unique to one client operation (a ref, or `{Node, Counter}`); retries of
+  # the same operation reuse it. `Request` is kind-specific: `'Job'`: `{update, Event}`,
+  # `finish`; `'Job.Otp'`: `check_results`; every kind: `get_state`. The reply is
+  # `{ok, Result}`. Before replying to anything that changed the portable state, the job
+  # replicates it (below).
+  #
+  # ## Replication (sudden death)
+  #
+  # - Each job keeps its portable state on `replicas` other hosts (config `replicas`, default 1):
+  #   the replica hosts are the next ones after the owner's node in the sorted list of host
+  #   nodes (`{p, g, pynode_job_host}` holders), skipping the owner.
+  # - On every change (start, update, finish's removal, results produced, adoption) the job
+  #   calls `{replicate, ...}` on each replica host and only then acknowledges. With no other
+  #   host available it acknowledges at once (nothing can be replicated).
+  # - A replica host stores `{Id, Kind, Portable, Seq, OwnerPid, Replicas}` (a higher `Seq`
+  #   or a new `OwnerPid` replaces an older one) and monitors `OwnerPid`.
+  # - When the job finishes, the owner casts `drop_replica` to its replica hosts.
+  # - When `OwnerPid` goes `DOWN`:
+  #   - reason `noconnection` (its node died or was cut off): the replica holder whose node
+  #     comes first in term order among the surviving nodes of `Replicas` adopts the job from
+  #     its replica (`adopt` on itself). The other holders keep their replica until the new
+  #     owner replicates to them or tells them to drop it. Registration retries while the
+  #     registry still lists the dead owner (until the nodedown purge, at most 5 s).
+  #   - any other reason (finished, handed off, crashed): the replica is dropped, unless a newer
+  #     replicate with another `OwnerPid` already replaced it.
+  # - A job that was cut off but is alive keeps running; if the adopted copy registers the name
+  #   too, the registry's conflict rule keeps one and kills the other with
+  #   `{name_conflict, Key, Winner}`.
+  #
+  # ## Graceful shutdown (handoff)
+  #
+  # When a host is asked to stop (`Application.stop(:available_processes)`, `:init.stop()`,
+  # SIGTERM/Ctrl-C to `python -m pynode`):
+  #
+  # 1. It unregisters `{p, g, pynode_job_host}` and answers `{error, stopping}` to `start`.
+  # 2. For each job it runs, in turn: pick a target host (round-robin over the other hosts that
+  #    know the kind); tell the job `{pynode_job_handoff, Target}`. The job stops serving,
+  #    unregisters its name, calls `{adopt, Kind, Id, Portable}` on the target (with remaining
+  #    durations computed now), then exits `normal`. Calls that reached the old process and were
+  #    not answered end with an exit, and the client retries them at the new owner.
+  # 3. Only then does the host (and the node) stop. With no other host, jobs die with the node.
+  #
+  # ## Client
+  #
+  # The client API (`Job.start/1`, `Job.update/2`, `Job.finish/1`, `Job.Otp.start/1`,
+  # `Job.Otp.check_results/1`, and the Python `pynode.jobs` functions of the same names) runs
+  # on any node:
+  #
+  # - On a node with a running registry, it reads the registry locally: `start` picks a host by
+  #   round-robin over the sorted hosts that know the kind; operations find the job with
+  #   `where({n, g, {pynode_job, Id}})`.
+  # - On a node without one (only the code loaded, like the seed's `c1`), it sends
+  #   `{client, Op, Args}` to `pynode_jobs` on a connected node that runs a host (visible and
+  #   hidden nodes) and returns what that node answers.
+  # - Retries: while the job's name is missing, or the call ends with an exit (`noproc`,
+  #   `normal`, `shutdown`, `noconnection`, `nodedown`, `killed`, `timeout`,
+  #   `{name_conflict, ...}`), it retries with the same `OpId` (backoff 10 ms doubling to
+  #   200 ms) until `job_timeout` (default 15 s). A name missing for longer than
+  #   `missing_grace` (default 3 s) means the job does not exist: `start`-less operations then
+  #   answer `{error, no_such_job}` (`Job.Otp.check_results/1` answers `nil`).
+  # --- END docs/JOBS_PROTOCOL.md ---
+  #
+  # Theory of operation (this module)
+  #
+  # The host is started after the registry in the application's :rest_for_one tree, so it
+  # stops before the registry does: the handoff needs the registry. It traps exits, so the
+  # supervisor's shutdown runs terminate/2 (child spec `shutdown` = handoff_timeout + 5 s).
+  #
+  # The host never blocks on another node. `start` and `adopt` start a job process
+  # (Pynode.Jobs.JobServer, linked) whose handle_continue registers, replicates and answers
+  # the caller itself; `client` runs the client operation in a process of its own that
+  # answers the caller. So two hosts replicating to each other cannot deadlock.
+  #
+  # State:
+  #   kinds        %{kind_atom => module}               the kinds this host runs
+  #   jobs         %{pid => {id, kind, ready?}}         job processes (linked)
+  #   clients      %{pid => true}                       running client operations (monitored)
+  #   replicas     %{id => %Replica{}}                  replica store (a map: keys compare exactly)
+  #   owner_mons   %{owner_pid => ref}, owner_refs %{ref => owner_pid}  one monitor per owner
+  #   orphans      MapSet of ids whose owner went DOWN with noconnection, not adopted yet
+  #
+  # Replica store. `replicate` stores when there is no replica, the owner is new, or Seq is
+  # not lower (an equal Seq is the same change sent again). Owner DOWN `noconnection`: the
+  # replica becomes an orphan; orphans are reviewed at once and on every nodedown: the
+  # holder whose node comes first in term order among the surviving nodes of Replicas (this
+  # node counts as surviving) adopts it, unless a live process already holds the job's name.
+  # Any other DOWN reason drops the replica (a newer replicate from another owner has
+  # already moved it to that owner's monitor). On adoption from a replica, the time the
+  # replica waited here is taken off its remaining durations (measured on this node's
+  # monotonic clock, so no clock is compared across nodes).
+  #
+  # Shutdown (terminate/2): unreg {p, g, pynode_job_host}; then for each job in turn pick a
+  # target host (round-robin over the other hosts whose kinds include the job's), send the
+  # job {pynode_job_handoff, Target} and wait for it to exit (moved) or to report
+  # {pynode_job_handoff_failed, Pid, Target} (next target). While waiting, the host keeps
+  # answering calls: start/adopt/replicate -> {error, stopping}, list -> the jobs; client
+  # calls are left unanswered (the caller gets `shutdown` when the host exits and retries
+  # elsewhere, having changed nothing). Client operations already running are given the
+  # rest of the handoff time to finish, then the host returns.
+
+  use GenServer
+  require Logger
+
+  alias Pynode.Jobs
+  alias Pynode.Jobs.{Client, JobServer}
+  alias Pynode.Registry
+
+  @name :pynode_jobs
+
+  defmodule Replica do
+    @moduledoc false
+    defstruct [:id, :kind, :portable, :seq, :owner, :replicas, :stored_at]
+  end
+
+  defstruct kinds: %{},
+            jobs: %{},
+            clients: %{},
+            replicas: %{},
+            owner_mons: %{},
+            owner_refs: %{},
+            orphans: MapSet.new(),
+            stopping: false,
+            rr: 0
+
+  def name, do: @name
+
+  def child_spec(opts) do
+    %{
+      id: __MODULE__,
+      start: {__MODULE__, :start_link, [opts]},
+      shutdown: Jobs.config(:handoff_timeout) + 5_000
+    }
+  end
+
+  def start_link(opts \\ []), do: GenServer.start_link(__MODULE__, opts, name: @name)
+
+  ## Server
+
+  @impl true
+  def init(_opts) do
+    Process.flag(:trap_exit, true)
+
+    kinds =
+      for mod <- Jobs.config(:job_kinds), Code.ensure_loaded?(mod), into: %{} do
+        {mod.kind(), mod}
+      end
+
+    :ok = :net_kernel.monitor_nodes(true, node_type: :all)
+
+    case Registry.reg(Jobs.host_key(), kinds |> Map.keys() |> Enum.sort()) do
+      :ok -> {:ok, %__MODULE__{kinds: kinds}}
+      other -> {:stop, {:cannot_register_host, other}}
+    end
+  end
+
+  @impl true
+  def handle_call(:list, _from, s), do: {:reply, list(s), s}
+
+  def handle_call({:start, _kind, _id, _args}, _from, %{stopping: true} = s),
+    do: {:reply, {:error, :stopping}, s}
+
+  def handle_call({:start, kind, id, args}, from, s) do
+    case s.kinds do
+      %{^kind => mod} when is_atom(kind) ->
+        args = if is_list(args), do: args, else: [args]
+        {:noreply, spawn_job(s, mod, id, {:start, args, from})}
+
+      _ ->
+        {:reply, {:error, :unknown_kind}, s}
+    end
+  end
+
+  def handle_call({:adopt, kind, id, portable}, {caller, _} = from, s) do
+    cond do
+      s.stopping ->
+        {:reply, {:error, :stopping}, s}
+
+      not (is_atom(kind) and is_map_key(s.kinds, kind)) ->
+        {:reply, {:error, :unknown_kind}, s}
+
+      not (is_map(portable) and is_map_key(portable, :state)) ->
+        {:reply, {:error, :bad_portable}, s}
+
+      true ->
+        s = forget_replica(s, id)
+        exclude = if node(caller) != node(), do: node(caller)
+        mode = {:adopt, portable, from, [exclude: exclude]}
+        {:noreply, spawn_job(s, Map.fetch!(s.kinds, kind), id, mode)}
+    end
+  end
+
+  def handle_call({:replicate, id, kind, portable, seq, owner, replicas}, _from, s)
+      when is_pid(owner) and is_integer(seq) and is_list(replicas) do
+    {:reply, :ok, store_replica(s, id, kind, portable, seq, owner, replicas)}
+  end
+
+  def handle_call({:client, op, args}, from, s) do
+    {pid, _ref} =
+      spawn_monitor(fn ->
+        args = if is_list(args), do: args, else: [args]
+
+        result =
+          try do
+            Client.local(op, args)
+          rescue
+            e -> {:error, {:exception, Exception.message(e)}}
+          end
+
+        GenServer.reply(from, result)
+      end)
+
+    {:noreply, %{s | clients: Map.put(s.clients, pid, true)}}
+  end
+
+  def handle_call(request, _from, s), do: {:reply, {:error, {:unknown_call, request}}, s}
+
+  @impl true
+  def handle_cast({:drop_replica, id, owner}, s) do
+    case s.replicas do
+      %{^id => %Replica{owner: ^owner}} -> {:noreply, forget_replica(s, id)}
+      _ -> {:noreply, s}
+    end
+  end
+
+  def handle_cast(_msg, s), do: {:noreply, s}
+
+  @impl true
+  def handle_info({:pynode_job_ready, pid}, s) do
+    case s.jobs do
+      %{^pid => {id, kind, _}} -> {:noreply, %{s | jobs: Map.put(s.jobs, pid, {id, kind, true})}}
+      _ -> {:noreply, s}
+    end
+  end
+
+  def handle_info({:EXIT, pid, _reason}, s) when is_map_key(s.jobs, pid),
+    do: {:noreply, %{s | jobs: Map.delete(s.jobs, pid)}}
+
+  def handle_info({:EXIT, _pid, _reason}, s), do: {:noreply, s}
+
+  def handle_info({:DOWN, _ref, :process, pid, _reason}, s) when is_map_key(s.clients, pid),
+    do: {:noreply, %{s | clients: Map.delete(s.clients, pid)}}
+
+  def handle_info({:DOWN, ref, :process, owner, reason}, s) when is_map_key(s.owner_refs, ref) do
+    s = %{s | owner_refs: Map.delete(s.owner_refs, ref), owner_mons: Map.delete(s.owner_mons, owner)}
+
+    ids = for {id, %Replica{owner: ^owner}} <- s.replicas, do: id
+
+    s =
+      if reason == :noconnection do
+        %{s | orphans: Enum.into(ids, s.orphans)}
+      else
+        Enum.reduce(ids, s, &forget_replica(&2, &1))
+      end
+
+    {:noreply, review_orphans(s)}
+  end
+
+  def handle_info({:nodedown, _node, _info}, s), do: {:noreply, review_orphans(s)}
+  def handle_info(_msg, s), do: {:noreply, s}
+
+  ## Jobs
+
+  defp spawn_job(s, mod, id, mode) do
+    {:ok, pid} = JobServer.start_link(mod, id, mode)
+    %{s | jobs: Map.put(s.jobs, pid, {id, mod.kind(), false})}
+  end
+
+  defp list(s), do: for({pid, {id, kind, true}} <- s.jobs, do: {id, kind, pid})
+
+  ## Replica store
+
+  defp store_replica(s, id, kind, portable, seq, owner, replicas) do
+    case s.replicas do
+      %{^id => %Replica{owner: ^owner, seq: cur}} when seq < cur ->
+        s
+
+      current ->
+        old_owner =
+          case current do
+            %{^id => %Replica{owner: o}} -> o
+            _ -> nil
+          end
+
+        rep = %Replica{
+          id: id,
+          kind: kind,
+          portable: portable,
+          seq: seq,
+          owner: owner,
+          replicas: replicas,
+          stored_at: System.monotonic_time(:millisecond)
+        }
+
+        s = %{s | replicas: Map.put(s.replicas, id, rep), orphans: MapSet.delete(s.orphans, id)}
+
+        s =
+          if is_map_key(s.owner_mons, owner) do
+            s
+          else
+            ref = Process.monitor(owner)
+
+            %{
+              s
+              | owner_mons: Map.put(s.owner_mons, owner, ref),
+                owner_refs: Map.put(s.owner_refs, ref, owner)
+            }
+          end
+
+        if old_owner && old_owner != owner, do: maybe_unmonitor(s, old_owner), else: s
+    end
+  end
+
+  defp forget_replica(s, id) do
+    case Map.pop(s.replicas, id) do
+      {nil, _} ->
+        s
+
+      {rep, replicas} ->
+        maybe_unmonitor(%{s | replicas: replicas, orphans: MapSet.delete(s.orphans, id)}, rep.owner)
+    end
+  end
+
+  defp maybe_unmonitor(s, owner) do
+    if Enum.any?(s.replicas, fn {_, r} -> r.owner == owner end) do
+      s
+    else
+      case Map.pop(s.owner_mons, owner) do
+        {nil, _} ->
+          s
+
+        {ref, mons} ->
+          Process.demonitor(ref, [:flush])
+          %{s | owner_mons: mons, owner_refs: Map.delete(s.owner_refs, ref)}
+      end
+    end
+  end
+
+  defp review_orphans(%{stopping: true} = s), do: s
+
+  defp review_orphans(s) do
+    alive = Node.list(:connected)
+
+    Enum.reduce(s.orphans, s, fn id, s ->
+      rep = Map.fetch!(s.replicas, id)
+      survivors = for n <- rep.replicas, n == node() or n in alive, do: n
+
+      holder = Registry.where(Jobs.key(id))
+
+      live_holder? =
+        is_pid(holder) and holder != rep.owner and
+          (node(holder) == node() or node(holder) in alive)
+
+      cond do
+        Enum.min([node() | survivors]) != node() ->
+          s
+
+        live_holder? ->
+          s
+
+        true ->
+          s = forget_replica(s, id)
+
+          case {s.kinds, rep.portable} do
+            {%{} = kinds, %{} = portable} when is_map_key(kinds, rep.kind) ->
+              mod = Map.fetch!(kinds, rep.kind)
+              waited = System.monotonic_time(:millisecond) - rep.stored_at
+              portable = Map.update(portable, :state, nil, &waited_state(mod, &1, waited))
+
+              Logger.info(
+                "pynode jobs: owner #{inspect(rep.owner)} of job #{inspect(id)} is gone; " <>
+                  "adopting it from the replica (seq #{rep.seq})"
+              )
+
+              opts = [old_owner: rep.owner, old_replicas: rep.replicas]
+              spawn_job(s, mod, id, {:adopt, portable, nil, opts})
+
+            _ ->
+              Logger.error("pynode jobs: cannot adopt job #{inspect(id)} of kind #{inspect(rep.kind)}")
+              s
+          end
+      end
+    end)
+  end
+
+  defp waited_state(mod, state, waited) do
+    if function_exported?(mod, :elapse, 2) do
+      try do
+        mod.elapse(state, max(waited, 0))
+      rescue
+        _ -> state
+      end
+    else
+      state
+    end
+  end
+
+  ## Shutdown: hand every job off
+
+  @impl true
+  def terminate(_reason, s) do
+    Registry.unreg(Jobs.host_key())
+    s = %{s | stopping: true}
+    deadline = System.monotonic_time(:millisecond) + Jobs.config(:handoff_timeout)
+    s = Enum.reduce(Map.keys(s.jobs), s, &hand_off(&2, &1, deadline))
+    wait_clients(s, deadline)
+    :ok
+  end
+
+  defp hand_off(s, pid, deadline) do
+    case s.jobs do
+      %{^pid => {id, kind, _}} ->
+        targets =
+          for {hpid, kinds} <- Registry.lookup_values(Jobs.host_key()),
+              node(hpid) != node(),
+              is_list(kinds) and kind in kinds,
+              uniq: true,
+              do: node(hpid)
+
+        case Enum.sort(targets) do
+          [] ->
+            Logger.warning("pynode jobs: no other host runs #{kind}; job #{inspect(id)} dies with the node")
+            s
+
+          sorted ->
+            k = rem(s.rr, length(sorted))
+            {a, b} = Enum.split(sorted, k)
+            ref = Process.monitor(pid)
+            s = %{s | rr: s.rr + 1}
+            try_targets(s, pid, id, ref, b ++ a, deadline)
+        end
+
+      _ ->
+        s
+    end
+  end
+
+  defp try_targets(s, _pid, id, ref, [], _deadline) do
+    Process.demonitor(ref, [:flush])
+    Logger.warning("pynode jobs: job #{inspect(id)} could not be handed off; it dies with the node")
+    s
+  end
+
+  defp try_targets(s, pid, id, ref, [target | rest], deadline) do
+    send(pid, {:pynode_job_handoff, target})
+
+    case await_handoff(s, pid, ref, deadline) do
+      {:moved, s} -> s
+      {:failed, s} -> try_targets(s, pid, id, ref, rest, deadline)
+      {:timeout, s} -> try_targets(s, pid, id, ref, [], deadline)
+    end
+  end
+
+  # Waits for the job to exit or report a failed handoff, answering calls meanwhile.
+  defp await_handoff(s, pid, ref, deadline) do
+    left = max(deadline - System.monotonic_time(:millisecond), 0)
+
+    receive do
+      {:DOWN, ^ref, :process, ^pid, _reason} ->
+        {:moved, %{s | jobs: Map.delete(s.jobs, pid)}}
+
+      {:pynode_job_handoff_failed, ^pid, _target} ->
+        {:failed, s}
+
+      {:"$gen_call", from, request}
+      when is_tuple(request) and tuple_size(request) > 0 and
+             elem(request, 0) in [:start, :adopt, :replicate] ->
+        GenServer.reply(from, {:error, :stopping})
+        await_handoff(s, pid, ref, deadline)
+
+      {:"$gen_call", from, :list} ->
+        GenServer.reply(from, list(s))
+        await_handoff(s, pid, ref, deadline)
+
+      {:DOWN, _, :process, cpid, _} when is_map_key(s.clients, cpid) ->
+        await_handoff(%{s | clients: Map.delete(s.clients, cpid)}, pid, ref, deadline)
+    after
+      left -> {:timeout, s}
+    end
+  end
+
+  defp wait_clients(s, deadline) do
+    if map_size(s.clients) > 0 do
+      left = max(deadline - System.monotonic_time(:millisecond), 0)
+
+      receive do
+        {:DOWN, _, :process, cpid, _} when is_map_key(s.clients, cpid) ->
+          wait_clients(%{s | clients: Map.delete(s.clients, cpid)}, deadline)
+      after
+        left -> :ok
+      end
+    end
+  end
+end

@@ -1,0 +1,141 @@
+defmodule JobTest do
+  # One node: this test node runs the :available_processes application (registry and job
+  # host), so the client API reads the registry locally.
+  use ExUnit.Case, async: false
+
+  alias Pynode.Jobs
+  alias Pynode.Jobs.{Client, JobServer}
+  alias Pynode.Registry
+
+  setup do
+    env = Application.get_all_env(:available_processes)
+    Application.put_env(:available_processes, :work_ms, 200)
+    Application.put_env(:available_processes, :missing_grace, 300)
+
+    on_exit(fn ->
+      for k <- [:work_ms, :missing_grace, :result_ttl] do
+        case Keyword.fetch(env, k) do
+          {:ok, v} -> Application.put_env(:available_processes, k, v)
+          :error -> Application.delete_env(:available_processes, k)
+        end
+      end
+    end)
+
+    :ok
+  end
+
+  defp uniq(prefix), do: "#{prefix}-#{System.unique_integer([:positive])}"
+
+  test "Job: start, update, finish" do
+    id = uniq("job")
+    assert {:ok, pid} = Job.start(id)
+    assert Registry.where(Jobs.key(id)) == pid
+    assert [{^pid, :Job}] = Registry.lookup_values(Jobs.key(id))
+    assert {^id, :Job, ^pid} = List.keyfind(Jobs.list(), id, 0)
+    assert Job.start(id) == {:error, :job_already_started}
+    assert Job.update(id, :a) == :ok
+    assert Job.update(id, {:b, 2}) == :ok
+    assert Jobs.get_state(id) == [{:b, 2}, :a, id]
+    ref = Process.monitor(pid)
+    assert Job.finish(id) == [{:b, 2}, :a, id]
+    assert_receive {:DOWN, ^ref, :process, ^pid, :normal}
+    assert Registry.where(Jobs.key(id)) == :undefined
+  end
+
+  test "integer ids, and operations on a missing job" do
+    id = System.unique_integer([:positive])
+    assert {:ok, _} = Job.start(id)
+    assert Job.update(id, :update) == :ok
+    assert Job.finish(id) == [:update, id]
+    assert Job.update(id, :late) == {:error, :no_such_job}
+    assert Job.finish(id) == {:error, :no_such_job}
+    assert Job.Otp.check_results(id) == nil
+  end
+
+  test "Job.Otp: nil while working, then the results, kept for result_ttl" do
+    Application.put_env(:available_processes, :result_ttl, 400)
+    id = uniq("otp")
+    assert {:ok, pid} = Job.Otp.start(id)
+    assert Job.Otp.start(id) == {:error, :job_already_started}
+    assert Job.Otp.check_results(id) == nil
+    assert %{id: ^id, results: nil, work_left_ms: left, ttl_left_ms: nil} = Jobs.get_state(id)
+    assert left in 0..200
+    ref = Process.monitor(pid)
+    Process.sleep(250)
+    assert Job.Otp.check_results(id) == "results of #{id}"
+    assert %{results: "results of " <> _, work_left_ms: nil, ttl_left_ms: ttl} = Jobs.get_state(id)
+    assert ttl in 0..400
+    # the TTL runs out: the job ends and its results are gone
+    assert_receive {:DOWN, ^ref, :process, ^pid, :normal}, 2_000
+    assert Job.Otp.check_results(id) == nil
+  end
+
+  test "integer id results are written in decimal" do
+    id = System.unique_integer([:positive])
+    assert {:ok, _} = Job.Otp.start(id)
+    Process.sleep(250)
+    assert Job.Otp.check_results(id) == "results of #{id}"
+    assert Jobs.results_binary(:abc) == "results of abc"
+  end
+
+  test "a retried operation (same OpId) is answered, not applied twice" do
+    id = uniq("dedupe")
+    {:ok, pid} = Job.start(id)
+    op_id = make_ref()
+    assert Client.op(id, {:update, :x}, op_id) == {:ok, :ok}
+    assert Client.op(id, {:update, :x}, op_id) == {:ok, :ok}
+    assert GenServer.call(pid, {:pynode_job_op, op_id, {:update, :x}}) == {:ok, :ok}
+    assert Jobs.get_state(id) == [:x, id]
+    %{recent: [{^op_id, {:ok, :ok}} | _], seq: 2} = :sys.get_state(pid) |> Map.from_struct()
+    assert Jobs.op(id, :bogus) == {:error, {:unknown_request, :bogus}}
+    assert Job.finish(id) == [:x, id]
+  end
+
+  test "the host's calls: start (unknown kind), list, client" do
+    id = uniq("host")
+    assert GenServer.call(:pynode_jobs, {:start, :NoSuchKind, id, []}) == {:error, :unknown_kind}
+    assert {:ok, pid} = GenServer.call(:pynode_jobs, {:start, :Job, id, []})
+    assert {id, :Job, pid} in GenServer.call(:pynode_jobs, :list)
+    assert GenServer.call(:pynode_jobs, {:client, :update, [id, :u]}) == :ok
+    assert GenServer.call(:pynode_jobs, {:client, :get_state, [id]}) == [:u, id]
+    assert GenServer.call(:pynode_jobs, {:client, :op, [id, :get_state]}) == {:ok, [:u, id]}
+    assert GenServer.call(:pynode_jobs, {:client, :finish, [id]}) == [:u, id]
+    id2 = uniq("host")
+    assert {:ok, _} = GenServer.call(:pynode_jobs, {:client, :start, [:"Job.Otp", id2, []]})
+    assert GenServer.call(:pynode_jobs, {:client, :check_results, [id2]}) == nil
+    assert {:error, {:unknown_client_op, :nope, 0}} = GenServer.call(:pynode_jobs, {:client, :nope, []})
+  end
+
+  test "the host property lists the kinds" do
+    assert [{_, [:Job, :"Job.Otp"]}] =
+             Registry.lookup_values(Jobs.host_key()) |> Enum.filter(fn {p, _} -> node(p) == node() end)
+  end
+
+  test "adopt: a job arrives with its portable state, seq and recent" do
+    id = uniq("adopt")
+    op_id = {node(), 1}
+
+    portable = %{
+      kind: :Job,
+      id: id,
+      state: [:b, :a, id],
+      recent: [{op_id, {:ok, :ok}}],
+      seq: 3
+    }
+
+    assert {:ok, pid} = GenServer.call(:pynode_jobs, {:adopt, :Job, id, portable})
+    assert Registry.where(Jobs.key(id)) == pid
+    assert %{seq: 4} = :sys.get_state(pid) |> Map.from_struct()
+    # the operation recorded in `recent` is answered, not applied again
+    assert Client.op(id, {:update, :b}, op_id) == {:ok, :ok}
+    assert Job.finish(id) == [:b, :a, id]
+  end
+
+  test "replica placement: the next hosts after the owner, wrapping around" do
+    hosts = [:"a@h", :"b@h", :"c@h", :"d@h"]
+    assert JobServer.replica_targets(hosts, :"b@h", 1) == [:"c@h"]
+    assert JobServer.replica_targets(hosts, :"d@h", 2) == [:"a@h", :"b@h"]
+    assert JobServer.replica_targets(hosts, :"b@h", 0) == []
+    assert JobServer.replica_targets([:"b@h"], :"b@h", 1) == []
+  end
+end
