@@ -264,8 +264,10 @@ def retryable(reason: Any) -> bool:
     """True for the exit reasons after which a client operation is retried."""
     if type(reason) is Atom and reason in RETRY_REASONS:
         return True
-    if type(reason) is tuple and reason and reason[0] == NAME_CONFLICT and type(reason[0]) is Atom:
-        return True
+    if type(reason) is tuple and reason and reason[0] in (NAME_CONFLICT, NODEDOWN) and type(reason[0]) is Atom:
+        return True  # {name_conflict, Key, Winner}; gen's {nodedown, Node}
+    if type(reason) is tuple and len(reason) == 2 and reason[0] == NODEDOWN and type(reason[0]) is Atom:
+        return True  # gen.erl's {nodedown, Node} (CallError.reason for a lost node)
     # gen:call's {Reason, {gen_server, call, ...}} shape, should one reach us wrapped
     if type(reason) is tuple and len(reason) == 2 and type(reason[1]) is tuple and reason[1][:1] == (Atom("gen_server"),):
         return retryable(reason[0])
@@ -632,7 +634,9 @@ class _Job:
         old_replicas: Iterable[Atom] = (),
     ) -> None:
         self.proc = proc
-        reg = await self._reg_for_adoption(old_owner)
+        # The caller of a handoff's adopt is the old job: its unreg may still be on its way.
+        stale_holder = old_owner if old_owner is not None else (from_[0] if from_ is not None else None)
+        reg = await self._reg_for_adoption(stale_holder)
         if reg != OK:
             log.info("%s: adoption of job %r gave up: %r", self.host.node.name, self.id, reg)
             self._answer(from_, reg)

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterator
+
+import pytest
 
 from erl_interop.terms import Atom
 from pynode.node import Node
@@ -93,3 +95,40 @@ async def beam_wait(beam: BeamNode, src: str, expected: Any = True, timeout: flo
         if loop.time() > deadline:
             raise TimeoutError(f"{beam.name}: {src!r} was {v!r}, not {expected!r}, after {timeout}s")
         await asyncio.sleep(0.01)
+
+
+def _halt_all(nodes: list[BeamNode]) -> None:
+    """``erlang:halt()`` every node at once (init:stop's orderly shutdown costs ~1 s each),
+    then reap them; a node that does not go within 5 s is killed by its pid."""
+    import base64
+    import subprocess
+
+    for n in nodes:
+        if n.proc.poll() is None:
+            src = "erlang:halt()." if n.lang == "erlang" else ":erlang.halt()"
+            try:
+                assert n.proc.stdin is not None
+                n.proc.stdin.write(base64.b64encode(src.encode()) + b"\n")
+                n.proc.stdin.flush()
+            except (BrokenPipeError, ValueError, OSError):
+                pass
+    for n in nodes:
+        try:
+            n.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            n.kill()
+
+
+@pytest.fixture
+def beam(beam_node: Callable[..., BeamNode]) -> Iterator[Callable[..., BeamNode]]:
+    """``beam_node`` (from pynode.pytest_plugin), with a fast teardown: the nodes are halted
+    together before the plugin's own stop() reaps them."""
+    started: list[BeamNode] = []
+
+    def start(*args: Any, **kw: Any) -> BeamNode:
+        n = beam_node(*args, **kw)
+        started.append(n)
+        return n
+
+    yield start
+    _halt_all(started)

@@ -12,7 +12,9 @@
 
 from __future__ import annotations
 
+import os
 import struct
+import subprocess
 import sys
 import time
 import tracemalloc
@@ -361,7 +363,8 @@ def _complex_term() -> Any:
         Export(Atom("m"), Atom("f"), 3),
         Fun(1, bytes(16), 2, Atom("m"), 3, -4, pid, (1, [2], {Atom("x"): b"y"})),
         [[]],
-        [97] * 70_000,
+        [97] * 300 + [256],
+        [97] * 1000,
     )
 
 
@@ -511,3 +514,35 @@ def test_only_decode_error_escapes_for_every_prefix_of_every_tag() -> None:
         for fill in (0x00, 0x01, 0x7F, 0xFF):
             for n in range(0, 12):
                 check_hostile(bytes([131, tag]) + bytes([fill]) * n)
+
+
+# --- the atheris harness, bounded -------------------------------------------------------------
+
+FUZZ = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fuzz_codec.py")
+
+
+def test_fuzz_codec_bounded(tmp_path: Any) -> None:
+    """tests/fuzz_codec.py for 20,000 iterations in a subprocess: it must finish cleanly."""
+    proc = subprocess.run(
+        [sys.executable, FUZZ, "-atheris_runs=20000", "-max_len=512", "-seed=1",
+         f"-artifact_prefix={tmp_path}{os.sep}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=str(tmp_path),
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    assert "Done 20000 " in out, out[-4000:]
+
+
+def test_fuzz_seeds_satisfy_the_invariant() -> None:
+    sys.path.insert(0, os.path.dirname(FUZZ))
+    try:
+        import fuzz_codec
+    finally:
+        sys.path.remove(os.path.dirname(FUZZ))
+    for seed in fuzz_codec._seeds():
+        fuzz_codec.check(seed)
+        for cut in range(len(seed)):
+            fuzz_codec.check(seed[:cut])

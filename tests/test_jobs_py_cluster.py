@@ -127,7 +127,9 @@ def test_start_update_finish_and_otp_results():
             assert r[0] == OK
             st = await jobs.get_state(a, 42)
             assert set(st) == {A("id"), A("results"), A("work_left_ms"), A("ttl_left_ms")}
-            assert st[A("id")] == 42 and st[A("ttl_left_ms")] is None
+            assert st[A("id")] == 42
+            if st[A("results")] is None:  # still working (work_ms is 50 ms: it may be done already)
+                assert st[A("ttl_left_ms")] is None and 0 <= st[A("work_left_ms")] <= 50
             res: list[Any] = []
 
             async def done() -> bool:

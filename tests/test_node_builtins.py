@@ -9,20 +9,19 @@ import logging
 
 import pytest
 
-from erl_interop.terms import Atom, Pid
 from pynode.errors import ErlangError, RpcError, Throw
 from pynode.process import Exit, Process
 from pynode.rpc import erpc_call, rpc_call
 
-from node_helpers import A, Mailbox, ev, py_node, run, wait_for
+from node_helpers import A, beam, ev, py_node, run, wait_for  # noqa: F401  (beam is a fixture)
 
 pytestmark = pytest.mark.interop
 
 
-def test_ping_both_ways_and_wrong_cookie(beam_node, caplog):
-    erl = beam_node("erlang")
-    ex = beam_node("elixir")
-    bad = beam_node("erlang", cookie="not-the-cookie")
+def test_ping_both_ways_and_wrong_cookie(beam, caplog):
+    erl = beam("erlang")
+    ex = beam("elixir")
+    bad = beam("erlang", cookie="not-the-cookie")
 
     async def main():
         async with py_node() as py:
@@ -94,9 +93,9 @@ E = fun(M, F, A) -> try erpc:call(N, M, F, A, 5000) of V -> {value, V}
 """
 
 
-def test_rpc_and_erpc_into_python_like_into_erl(beam_node):
-    erl = beam_node("erlang")
-    peer = beam_node("erlang")
+def test_rpc_and_erpc_into_python_like_into_erl(beam):
+    erl = beam("erlang")
+    peer = beam("erlang")
 
     def cases(n):
         return erl.eval(f"N = '{n}', " + RPC_CASES.strip())
@@ -131,8 +130,8 @@ def test_rpc_and_erpc_into_python_like_into_erl(beam_node):
     run(main)
 
 
-def test_info_from_elixir(beam_node):
-    ex = beam_node("elixir")
+def test_info_from_elixir(beam):
+    ex = beam("elixir")
 
     async def main():
         async with py_node() as py:
@@ -155,8 +154,8 @@ def test_info_from_elixir(beam_node):
     run(main)
 
 
-def test_legacy_rex(beam_node):
-    erl = beam_node("erlang")
+def test_legacy_rex(beam):
+    erl = beam("erlang")
 
     async def main():
         async with py_node() as py:
@@ -187,10 +186,10 @@ def test_legacy_rex(beam_node):
     run(main)
 
 
-def test_python_rpc_into_beam(beam_node):
-    erl = beam_node("erlang")
-    peer = beam_node("erlang")
-    ex = beam_node("elixir")
+def test_python_rpc_into_beam(beam):
+    erl = beam("erlang")
+    peer = beam("erlang")
+    ex = beam("elixir")
 
     async def main():
         async with py_node() as py:

@@ -14,6 +14,8 @@ import pytest
 from erl_interop.terms import Atom
 from pynode.testing import unique_name
 
+from node_helpers import beam  # noqa: F401  (fixture)
+
 pytestmark = pytest.mark.interop
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -30,8 +32,8 @@ def start_cli(name: str) -> subprocess.Popen:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_cli_node_lifecycle(beam_node, sig):
-    erl = beam_node("erlang")
+def test_cli_node_lifecycle(beam, sig):
+    erl = beam("erlang")
     name = unique_name("cli") + "@localhost"
     proc = start_cli(name)
     try:

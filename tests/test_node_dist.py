@@ -9,19 +9,16 @@ import time
 
 import pytest
 
-from erl_interop.terms import Atom, Pid
 from pynode.genserver import GenServer
-from pynode.node import Node
-from pynode.testing import unique_name
 
-from node_helpers import A, Mailbox, erl_recv, ev, py_node, run, wait_for
+from node_helpers import A, beam, Mailbox, erl_recv, ev, py_node, run, wait_for  # noqa: F401  (beam is a fixture)
 
 pytestmark = pytest.mark.interop
 
 
-def test_hidden_node_and_connect_on_demand(beam_node):
-    erl = beam_node("erlang")
-    ex = beam_node("elixir")
+def test_hidden_node_and_connect_on_demand(beam):
+    erl = beam("erlang")
+    ex = beam("elixir")
 
     async def main():
         async with py_node() as py:
@@ -46,9 +43,9 @@ def test_hidden_node_and_connect_on_demand(beam_node):
     run(main)
 
 
-def test_accepts_incoming_connections(beam_node):
-    erl = beam_node("erlang")
-    ex = beam_node("elixir")
+def test_accepts_incoming_connections(beam):
+    erl = beam("erlang")
+    ex = beam("elixir")
 
     async def main():
         async with py_node() as py:
@@ -66,10 +63,10 @@ def test_accepts_incoming_connections(beam_node):
 
 
 @pytest.mark.parametrize("prefix", ["a", "z"])  # Python's name below / above the peer's
-def test_simultaneous_connect_one_connection(beam_node, prefix):
+def test_simultaneous_connect_one_connection(beam, prefix):
     """Both sides send at the same instant, several rounds: both messages arrive and only
     one connection exists (net_kernel's rule: the greater name's attempt wins)."""
-    erl = beam_node("erlang")
+    erl = beam("erlang")
 
     async def main():
         async with py_node(prefix=prefix) as py:
@@ -106,8 +103,8 @@ def test_simultaneous_connect_one_connection(beam_node, prefix):
     run(main, timeout=90)
 
 
-def test_reconnect_after_disconnect_and_monitor_nodes(beam_node):
-    erl = beam_node("erlang")
+def test_reconnect_after_disconnect_and_monitor_nodes(beam):
+    erl = beam("erlang")
 
     async def main():
         async with py_node() as py:
@@ -143,8 +140,8 @@ def test_reconnect_after_disconnect_and_monitor_nodes(beam_node):
     run(main)
 
 
-def test_monitor_nodes_sees_beam_nodeup_nodedown(beam_node):
-    erl = beam_node("erlang")
+def test_monitor_nodes_sees_beam_nodeup_nodedown(beam):
+    erl = beam("erlang")
 
     async def main():
         async with py_node() as py:

@@ -8,17 +8,16 @@ import time
 
 import pytest
 
-from erl_interop.terms import Atom
 from pynode.genserver import GenServer
 from pynode.process import Exit, Process
 
-from node_helpers import A, Mailbox, beam_wait, ev, py_node, run, wait_for
+from node_helpers import A, beam, Mailbox, beam_wait, ev, py_node, run, wait_for  # noqa: F401  (beam is a fixture)
 
 pytestmark = pytest.mark.interop
 
 
-def test_elixir_monitors_python_process(beam_node):
-    ex = beam_node("elixir")
+def test_elixir_monitors_python_process(beam):
+    ex = beam("elixir")
 
     async def main():
         async with py_node() as py:
@@ -61,8 +60,8 @@ def test_elixir_monitors_python_process(beam_node):
     run(main)
 
 
-def test_python_process_linked_to_elixir_process(beam_node):
-    ex = beam_node("elixir")
+def test_python_process_linked_to_elixir_process(beam):
+    ex = beam("elixir")
 
     async def main():
         async with py_node() as py:
@@ -123,8 +122,8 @@ class Doubler(GenServer):
         return self.count
 
 
-def test_thousand_concurrent_calls_from_elixir(beam_node):
-    ex = beam_node("elixir")
+def test_thousand_concurrent_calls_from_elixir(beam):
+    ex = beam("elixir")
 
     async def main():
         async with py_node() as py:

@@ -10,12 +10,12 @@ import time
 
 import pytest
 
-from erl_interop.terms import Atom, Pid
+from erl_interop.terms import Pid
 from pynode.errors import CallError
 from pynode.genserver import NOREPLY, GenServer, Stop
 from pynode.process import Process
 
-from node_helpers import A, Mailbox, beam_wait, erl_recv, ev, py_node, run, wait_for
+from node_helpers import A, beam, Mailbox, beam_wait, ev, py_node, run, wait_for  # noqa: F401  (beam is a fixture)
 
 pytestmark = pytest.mark.interop
 
@@ -93,9 +93,9 @@ def load_erlkv(erl, tmp_path) -> Pid:
     )
 
 
-def test_beam_calls_python_genserver(beam_node):
-    ex = beam_node("elixir")
-    erl = beam_node("erlang")
+def test_beam_calls_python_genserver(beam):
+    ex = beam("elixir")
+    erl = beam("erlang")
 
     async def main():
         async with py_node() as py:
@@ -129,9 +129,9 @@ def test_beam_calls_python_genserver(beam_node):
     run(main)
 
 
-def test_python_calls_beam_genservers(beam_node, tmp_path):
-    ex = beam_node("elixir")
-    erl = beam_node("erlang")
+def test_python_calls_beam_genservers(beam, tmp_path):
+    ex = beam("elixir")
+    erl = beam("erlang")
     ex_pid = ex.eval(EX_KV)
     erl_pid = load_erlkv(erl, tmp_path)
 
@@ -154,9 +154,9 @@ def test_python_calls_beam_genservers(beam_node, tmp_path):
     run(main)
 
 
-def test_call_noproc_and_nodedown_shapes(beam_node):
-    ex = beam_node("elixir")
-    erl = beam_node("erlang")
+def test_call_noproc_and_nodedown_shapes(beam):
+    ex = beam("elixir")
+    erl = beam("erlang")
 
     async def main():
         async with py_node() as py:
@@ -213,9 +213,9 @@ def test_call_noproc_and_nodedown_shapes(beam_node):
     run(main)
 
 
-def test_timeouts_drop_late_replies(beam_node, tmp_path):
-    ex = beam_node("elixir")
-    erl = beam_node("erlang")
+def test_timeouts_drop_late_replies(beam, tmp_path):
+    ex = beam("elixir")
+    erl = beam("erlang")
     load_erlkv(erl, tmp_path)
 
     async def main():
@@ -260,9 +260,9 @@ def test_timeouts_drop_late_replies(beam_node, tmp_path):
     run(main)
 
 
-def test_crashing_callback(beam_node, tmp_path, caplog):
-    ex = beam_node("elixir")
-    erl = beam_node("erlang")
+def test_crashing_callback(beam, tmp_path, caplog):
+    ex = beam("elixir")
+    erl = beam("erlang")
     load_erlkv(erl, tmp_path)
     ex.eval(EX_KV)
 

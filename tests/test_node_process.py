@@ -7,10 +7,10 @@ import asyncio
 
 import pytest
 
-from erl_interop.terms import Atom, Pid, Reference
+from erl_interop.terms import Reference
 from pynode.process import Exit, Process, ReceiveTimeout
 
-from node_helpers import A, Mailbox, beam_wait, erl_recv, ev, py_node, run, wait_for
+from node_helpers import A, beam, Mailbox, beam_wait, erl_recv, ev, py_node, run, wait_for  # noqa: F401  (beam is a fixture)
 
 pytestmark = pytest.mark.interop
 
@@ -21,8 +21,8 @@ async def stash(beam, beam_pid, key: str, value, sender: Process) -> None:
     await ev(beam, f"receive {{'$stash', {key}, V}} -> put({key}, V), ok after 5000 -> error(no_stash) end.")
 
 
-def test_send_to_pid_name_and_alias_both_ways(beam_node):
-    erl = beam_node("erlang")
+def test_send_to_pid_name_and_alias_both_ways(beam):
+    erl = beam("erlang")
 
     async def main():
         async with py_node() as py:
@@ -183,11 +183,11 @@ def observe(observer, peer_name: str) -> list:
     )
 
 
-def test_links_monitors_exits_erl_observes_python_like_erl(beam_node):
+def test_links_monitors_exits_erl_observes_python_like_erl(beam):
     """An erl node runs the same link/monitor/exit scenario against an erl peer and against
     the Python node: the results must be identical."""
-    observer = beam_node("erlang")
-    peer = beam_node("erlang")
+    observer = beam("erlang")
+    peer = beam("erlang")
     peer.eval(ERL_FACTORY)
     assert observe(observer, peer.name) == EXPECTED
 
@@ -316,9 +316,9 @@ async def py_observe(py, T) -> list:
     return results
 
 
-def test_links_monitors_exits_python_observes_erl(beam_node):
+def test_links_monitors_exits_python_observes_erl(beam):
     """The same scenario with the Python node as the observer of an erl peer."""
-    erl = beam_node("erlang")
+    erl = beam("erlang")
     erl.eval(ERL_FACTORY)
 
     async def main():
@@ -344,11 +344,11 @@ def test_links_monitors_exits_python_local_and_py_py():
     run(main)
 
 
-def test_noconnection_both_ways(beam_node):
+def test_noconnection_both_ways(beam):
     """The peer node dies: links and monitors held here fire with noconnection; the Python
     node stops: the BEAM side gets noconnection (as when an erl node halts)."""
-    erl = beam_node("erlang")
-    erl2 = beam_node("erlang")
+    erl = beam("erlang")
+    erl2 = beam("erlang")
 
     async def main():
         async with py_node() as py:

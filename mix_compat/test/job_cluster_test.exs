@@ -118,6 +118,7 @@ defmodule JobClusterTest do
           after
             0 ->
               log = Enum.reduce(ids, log, fn id, log -> [{id, n, Job.update(id, n)} | log] end)
+              send(parent, {:round, n})
               loop.(loop, n + 1, log)
           end
         end
@@ -125,12 +126,15 @@ defmodule JobClusterTest do
         loop.(loop, 1, [])
       end)
 
-    Process.sleep(200)
+    assert_receive {:round, 1}, 10_000
     assert :ok = :erpc.call(a, Application, :stop, [:available_processes], 60_000)
+    {:messages, msgs} = Process.info(self(), :messages)
+    last = msgs |> Enum.flat_map(fn {:round, n} -> [n]; _ -> [] end) |> Enum.max(fn -> 1 end)
     assert :erpc.call(a, Process, :whereis, [:pynode_jobs]) == nil
     # every job moved: it is held by a running host other than `a`
     for id <- on_a, do: assert(where_node(id) in [node(), b])
-    Process.sleep(200)
+    # two more full rounds of updates after the stop, then stop the updater
+    assert_receive {:round, n} when n == last + 2, 30_000
     send(updater, :stop)
     assert_receive {:updates, log}, 30_000
 
@@ -206,7 +210,8 @@ defmodule JobClusterTest do
       wait_until(fn -> where_node(id) in survivors end, 15_000, "#{inspect(id)} adopted")
     end
 
-    # give any second adopter time to show up, then count
+    # a second adopter would show up within moments: give it that time (there is no event
+    # to wait for when the behaviour is right), then count
     Process.sleep(500)
 
     for id <- [otp | ids] do

@@ -7,6 +7,8 @@ defmodule JobTest do
   alias Pynode.Jobs.{Client, JobServer}
   alias Pynode.Registry
 
+  import Pynode.Test.Cluster, only: [wait_until: 2, wait_until: 3]
+
   setup do
     env = Application.get_all_env(:available_processes)
     Application.put_env(:available_processes, :work_ms, 200)
@@ -61,8 +63,7 @@ defmodule JobTest do
     assert %{id: ^id, results: nil, work_left_ms: left, ttl_left_ms: nil} = Jobs.get_state(id)
     assert left in 0..200
     ref = Process.monitor(pid)
-    Process.sleep(250)
-    assert Job.Otp.check_results(id) == "results of #{id}"
+    assert wait_until(fn -> Job.Otp.check_results(id) end, 2_000) == "results of #{id}"
     assert %{results: "results of " <> _, work_left_ms: nil, ttl_left_ms: ttl} = Jobs.get_state(id)
     assert ttl in 0..400
     # the TTL runs out: the job ends and its results are gone
@@ -73,8 +74,7 @@ defmodule JobTest do
   test "integer id results are written in decimal" do
     id = System.unique_integer([:positive])
     assert {:ok, _} = Job.Otp.start(id)
-    Process.sleep(250)
-    assert Job.Otp.check_results(id) == "results of #{id}"
+    assert wait_until(fn -> Job.Otp.check_results(id) end, 2_000) == "results of #{id}"
     assert Jobs.results_binary(:abc) == "results of abc"
   end
 
@@ -104,6 +104,46 @@ defmodule JobTest do
     assert {:ok, _} = GenServer.call(:pynode_jobs, {:client, :start, [:"Job.Otp", id2, []]})
     assert GenServer.call(:pynode_jobs, {:client, :check_results, [id2]}) == nil
     assert {:error, {:unknown_client_op, :nope, 0}} = GenServer.call(:pynode_jobs, {:client, :nope, []})
+  end
+
+  test "client ops with the argument shapes of pynode/jobs.py" do
+    id = uniq("shapes")
+    assert {:ok, _} = GenServer.call(:pynode_jobs, {:client, :start, [id]})
+    assert GenServer.call(:pynode_jobs, {:client, :start, [:Job, id]}) == {:error, :job_already_started}
+    assert GenServer.call(:pynode_jobs, {:client, :finish, [id]}) == [id]
+    assert {:ok, _} = GenServer.call(:pynode_jobs, {:client, :otp_start, [id]})
+    assert Jobs.start(Job.Otp, id) == {:error, :job_already_started}
+    assert {^id, :"Job.Otp", _} = List.keyfind(GenServer.call(:pynode_jobs, {:client, :list_jobs, []}), id, 0)
+    assert GenServer.call(:pynode_jobs, {:client, :update, [uniq("none"), :x]}) == {:error, :no_such_job}
+  end
+
+  test "replica store: newer seq or new owner replaces; owner exit (not noconnection) drops" do
+    id = uniq("replica")
+    owner = spawn(fn -> Process.sleep(:infinity) end)
+    owner2 = spawn(fn -> Process.sleep(:infinity) end)
+    portable = fn seq -> %{kind: :Job, id: id, state: [seq, id], recent: [], seq: seq} end
+    rep = fn -> Map.get(:sys.get_state(:pynode_jobs).replicas, id) end
+    call = fn seq, o -> GenServer.call(:pynode_jobs, {:replicate, id, :Job, portable.(seq), seq, o, [node()]}) end
+
+    assert call.(2, owner) == :ok
+    assert %{seq: 2, owner: ^owner} = rep.()
+    assert call.(1, owner) == :ok
+    assert %{seq: 2} = rep.()
+    assert call.(1, owner2) == :ok
+    assert %{seq: 1, owner: ^owner2} = rep.()
+    # the old owner's exit does not drop the replica that moved to owner2 (a call after
+    # the DOWN has surely been handled: the host unmonitored owner when owner2 replaced it)
+    Process.exit(owner, :kill)
+    refute Map.has_key?(:sys.get_state(:pynode_jobs).owner_mons, owner)
+    assert %{owner: ^owner2} = rep.()
+    # drop_replica from another owner is ignored; from the owner it drops
+    GenServer.cast(:pynode_jobs, {:drop_replica, id, owner})
+    assert %{owner: ^owner2} = rep.()
+    GenServer.cast(:pynode_jobs, {:drop_replica, id, owner2})
+    assert rep.() == nil
+    assert call.(5, owner2) == :ok
+    Process.exit(owner2, :kill)
+    wait_until(fn -> rep.() == nil end, 2_000, "replica dropped")
   end
 
   test "the host property lists the kinds" do

@@ -101,8 +101,14 @@ defmodule Pynode.Jobs do
   def host_key, do: {:p, :g, :pynode_job_host}
 
   @doc false
+  # A kind module (Job, Job.Otp) stands for its kind atom; any other atom is a kind atom.
   def kind_atom(kind) when is_atom(kind) do
-    if Code.ensure_loaded?(kind) and function_exported?(kind, :kind, 0), do: kind.kind(), else: kind
+    with "Elixir." <> _ <- Atom.to_string(kind),
+         true <- Code.ensure_loaded?(kind) and function_exported?(kind, :kind, 0) do
+      kind.kind()
+    else
+      _ -> kind
+    end
   end
 
   @doc """

@@ -463,12 +463,23 @@ defmodule Pynode.Jobs.Host do
   ## Shutdown: hand every job off
 
   @impl true
-  def terminate(_reason, s) do
-    Registry.unreg(Jobs.host_key())
+  def terminate(reason, s) do
     s = %{s | stopping: true}
     deadline = System.monotonic_time(:millisecond) + Jobs.config(:handoff_timeout)
-    s = Enum.reduce(Map.keys(s.jobs), s, &hand_off(&2, &1, deadline))
-    wait_clients(s, deadline)
+
+    try do
+      Registry.unreg(Jobs.host_key())
+      s = Enum.reduce(Map.keys(s.jobs), s, &hand_off(&2, &1, deadline))
+      wait_clients(s, deadline)
+    catch
+      # The registry is gone (it crashed, and :rest_for_one is restarting us): no handoff
+      # is possible without it; the jobs die with this host.
+      :exit, why ->
+        Logger.error(
+          "pynode jobs: host stopping (#{inspect(reason)}) without handoff: #{inspect(why)}"
+        )
+    end
+
     :ok
   end
 
