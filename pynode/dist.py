@@ -77,7 +77,7 @@ class PeerConnection:
             if control is None:  # a builder that drops the signal for these flags
                 return
             self._write(self.conn.send_terms(control, payload))  # type: ignore[union-attr]
-        elif self.state == "connecting":
+        elif self.state == "connecting" or self.state == "yielded":
             self.queue.append(build)
         # closed: dropped, as a send on a dead link is on the BEAM
 
@@ -304,7 +304,7 @@ class Distribution:
         if peer_a == self.node.name:
             return True
         c = self._conn(peer_a)
-        while c.state == "connecting":
+        while c.state in ("connecting", "yielded"):
             cur = self.conns.get(peer_a)
             if cur is not c and cur is not None:
                 c = cur
@@ -336,6 +336,12 @@ class Distribution:
                 log.debug("dial to %s yielded to the peer's attempt: %s", c.peer, e)
                 if self.conns.get(c.peer) is c:
                     c.state = "yielded"
+                    # OTP fails the signals of a connect that never completes; so do we,
+                    # if the peer's own attempt has not arrived within the setup time.
+                    await asyncio.sleep(node.setup_timeout)
+                    if self.conns.get(c.peer) is c and c.state == "yielded":
+                        log.warning("%s: %s won the simultaneous connect but never connected", node.name, c.peer)
+                        c.close()
                 return
             log.warning("%s could not connect to %s: %s", node.name, c.peer, e)
             c.close()
