@@ -519,6 +519,7 @@ def key(prefix: Atom, i: int) -> tuple[Atom, Atom, tuple[Atom, int]]:
 
 
 _BASE: dict[Atom, int] = {}
+_NAMES: dict[str, str] = {}  # node name -> E1/E2/P1/P2/G1.. for the report
 
 
 def mirror_size(node: Node) -> int:
@@ -553,15 +554,17 @@ async def py_solo_one(node: Node, prefix: Atom, n: int) -> float:
     proc = hs.spawn()
     reg = node.registry.reg
     keys = [key(prefix, i) for i in range(1, n + 1)]
+    c0 = time.process_time()
     t0 = time.perf_counter()
     for k in keys:
         r = await reg(proc, k)
-        if r is not OK and r != OK:
+        if r != OK:
             raise RuntimeError(f"reg {k}: {r!r}")
     dt = time.perf_counter() - t0
+    cpu = time.process_time() - c0
     hs.stop()
     await until(lambda: mirror_size(node) == 0, 60, "python mirror empty")
-    return n / dt
+    return n / dt, cpu * 1e6 / n
 
 
 async def py_solo_many(node: Node, prefix: Atom, n: int) -> float:
@@ -588,13 +591,15 @@ async def py_solo_many(node: Node, prefix: Atom, n: int) -> float:
         hs.spawn(body_for(i))
     await asyncio.sleep(0)
     await asyncio.sleep(0)
+    c0 = time.process_time()
     t0 = time.perf_counter()
     go.set()
     await asyncio.wait_for(all_done.wait(), 120)
     dt = time.perf_counter() - t0
+    cpu = time.process_time() - c0
     hs.stop()
     await until(lambda: mirror_size(node) == 0, 60, "python mirror empty")
-    return n / dt
+    return n / dt, cpu * 1e6 / n
 
 
 def py_arm(node: Node, prefix: Atom, k: int, out: dict[int, int]) -> None:
@@ -621,15 +626,55 @@ async def py_drive(node: Node, hs: Holders, prefix: Atom, k: int, gap: float) ->
     return ts
 
 
-async def py_populate(node: Node, hs: Holders, prefix: Atom, n: int) -> float:
+async def py_populate(node: Node, hs: Holders, prefix: Atom, n: int) -> tuple[float, float]:
     proc = hs.spawn()
     reg = node.registry.reg
+    c0 = time.process_time()
     t0 = time.perf_counter()
     for i in range(1, n + 1):
         r = await reg(proc, key(prefix, i))
         if r != OK:
             raise RuntimeError(f"reg {i}: {r!r}")
-    return n / (time.perf_counter() - t0)
+    return n / (time.perf_counter() - t0), (time.process_time() - c0) * 1e6 / n
+
+
+SYNC = Atom("sync")
+
+
+class Tally:
+    """Snapshot entries a Python node's registry receives (``"in"``, by sender) or sends
+    (``"out"``, by destination) while it is open: the instance's ``_on_sync`` or its
+    process's ``send`` is wrapped, and :meth:`close` restores it. Nothing else changes."""
+
+    def __init__(self, node: Node, direction: str) -> None:
+        self.counts: dict[str, int] = {}
+        server = node.registry.server
+        if direction == "in":
+            self.obj, self.attr = server, "_on_sync"
+            orig = server._on_sync
+
+            def on_sync(frm: Any, entries: Any, members: Any) -> Any:
+                self._add(str(frm.node), len(entries))
+                return orig(frm, entries, members)
+
+            setattr(server, "_on_sync", on_sync)
+        else:
+            self.obj, self.attr = server.process, "send"
+            orig_send = server.process.send
+
+            def send(dest: Any, msg: Any) -> Any:
+                if type(msg) is tuple and len(msg) == 6 and msg[2] == SYNC:
+                    self._add(str(getattr(dest, "node", dest)), len(msg[4]))
+                return orig_send(dest, msg)
+
+            setattr(server.process, "send", send)
+
+    def _add(self, who: str, n: int) -> None:
+        self.counts[who] = self.counts.get(who, 0) + n
+
+    def close(self) -> dict[str, int]:
+        delattr(self.obj, self.attr)
+        return self.counts
 
 
 def py_isolate(node: Node) -> None:
@@ -658,6 +703,8 @@ class Results:
     replicate: dict[str, float] = field(default_factory=dict)  # who -> s until every node had 10,000
     lat: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # origin -> {"all", dest...} -> µs
     rejoin: dict[str, list[tuple[float, float]]] = field(default_factory=dict)  # who -> [(connect ms, total ms)]
+    py_cpu: dict[str, float] = field(default_factory=dict)  # row -> this process's CPU µs per reg
+    snapshots: dict[str, list[dict[str, int]]] = field(default_factory=dict)  # who -> per rejoin: sender -> syncs
     profiles: list[str] = field(default_factory=list)
 
 
@@ -699,8 +746,10 @@ async def phase_solo(res: Results, sz: Sizes, p1: Node, b: Beams, prof: bool) ->
         for row in ("one", "many"):
             prefix = Atom(f"s{row}{r}")
             fn = py_solo_one if row == "one" else py_solo_many
-            _put(res, row, "py", await profiled(res, prof and r == 0, f"Python reg, {row} process(es), one node",
-                                                fn(p1, prefix, n)))
+            rate, cpu = await profiled(res, prof and r == 0, f"Python reg, {row} process(es), one node",
+                                       fn(p1, prefix, n))
+            _put(res, row, "py", rate)
+            _put(res, row, "pycpu", cpu)
             us = await ev(e1, f"PynodeRegBench.solo_{row}(:{prefix}, {n}, :bench_solo)")
             await ev(e1, "PynodeRegBench.group(:bench_solo); PynodeRegBench.wait_size(0, 60_000)")
             _put(res, row, "ex", n * 1e6 / us)
@@ -811,8 +860,8 @@ async def phase_resync(res: Results, sz: Sizes, p1: Node, p2: Node, b: Beams, pr
     await until(lambda: mirror_size(p1) == half and mirror_size(p2) == half, 60, "E1's names on P1 and P2")
     res.replicate["ex"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    res.cluster_rate["py"] = await profiled(res, prof, "Python reg, one process, 3 peers",
-                                            py_populate(p1, hs1, Atom("rs_p"), half))
+    res.cluster_rate["py"], res.py_cpu["cluster"] = await profiled(
+        res, prof, "Python reg, one process, 3 peers", py_populate(p1, hs1, Atom("rs_p"), half))
     await until(lambda: mirror_size(p1) == total and mirror_size(p2) == total, 60, "10,000 names on P1 and P2")
     for e in (e1, e2):
         await ev(e, f"PynodeRegBench.wait_size({total}, 60_000)")
@@ -849,7 +898,10 @@ async def phase_resync(res: Results, sz: Sizes, p1: Node, p2: Node, b: Beams, pr
             assert await ping == Atom("pong")
             res.rejoin.setdefault("py", []).append(((stamps["connect"] - t0) * 1e3, (stamps["total"] - t0) * 1e3))
 
+        tally = Tally(p2, "in")
         await profiled(res, prof and r == 0, "Python node rejoins (resync of 10,000)", rejoin_py())
+        await asyncio.sleep(0.2)  # late duplicates still count
+        res.snapshots.setdefault("py", []).append(tally.close())
         await all_members([p1, p2], [e1, e2], want)
 
         # Elixir E2 leaves and rejoins through E1.
@@ -858,8 +910,11 @@ async def phase_resync(res: Results, sz: Sizes, p1: Node, p2: Node, b: Beams, pr
         await ev_until(e2, "{Pynode.Registry.members(), PynodeRegBench.size()}",
                        lambda v: v == ([Atom(e2.name)], 0), 30, "E2 alone")
         await all_members([p1, p2], [e1], rest)
+        tally = Tally(p1, "out")
         c_us, t_us = await ev(e2, f"PynodeRegBench.rejoin(:'{e1.name}', {total}, 60_000)")
         res.rejoin.setdefault("ex", []).append((c_us / 1e3, t_us / 1e3))
+        await asyncio.sleep(0.2)
+        res.snapshots.setdefault("ex", []).append(tally.close())
         await all_members([p1, p2], [e1, e2], want)
 
         # erl G4 leaves the pg cluster and rejoins G1..G3.
@@ -884,6 +939,7 @@ async def measure(sz: Sizes, b: Beams, prof: bool) -> Results:
     p2 = await Node(unique_name("rbP2") + "@localhost", COOKIE).start()
     for p in (p1, p2):
         _BASE[p.name] = len(p.registry.server.mirror.claims)
+    _NAMES.update({str(p1.name): "P1", str(p2.name): "P2", b.e1.name: "E1", b.e2.name: "E2"})
     try:
         t = time.perf_counter()
         await phase_solo(res, sz, p1, b, prof)
@@ -921,16 +977,19 @@ def report(res: Results, sz: Sizes, loop: str) -> str:
     L: list[str] = []
     w = 58
     L.append(f"registrations/s on one node, N = {sz.n:,} (median of {sz.repeat})")
-    head = f"{'':<{w}} {'Python':>9} {'Elixir':>9} {'OTP pg':>9} {'py/pg':>6} {'ex/pg':>6}"
+    head = f"{'':<{w}} {'Python':>9} {'Elixir':>9} {'OTP pg':>9} {'py/pg':>6} {'ex/pg':>6} {'py cpu/reg':>10}"
     L.append(head)
     L.append("-" * len(head))
     titles = {"one": "one process registers N names", "many": "N processes register one name each"}
     for row in ("one", "many"):
         py, ex, pg = (_med(res.solo[row][k]) for k in ("py", "ex", "pg"))
-        L.append(f"{titles[row]:<{w}} {_rate(py):>9} {_rate(ex):>9} {_rate(pg):>9} {py / pg:>6.2f} {ex / pg:>6.2f}")
+        cpu = _med(res.solo[row]["pycpu"])
+        L.append(f"{titles[row]:<{w}} {_rate(py):>9} {_rate(ex):>9} {_rate(pg):>9} {py / pg:>6.2f} {ex / pg:>6.2f}"
+                 f" {cpu:>8.0f}us")
     py, ex, pg = (res.cluster_rate[k] for k in ("py", "ex", "pg"))
     L.append(f"{f'one process, {sz.populate:,} names, in the 4-node cluster':<{w}} "
-             f"{_rate(py):>9} {_rate(ex):>9} {_rate(pg):>9} {py / pg:>6.2f} {ex / pg:>6.2f}")
+             f"{_rate(py):>9} {_rate(ex):>9} {_rate(pg):>9} {py / pg:>6.2f} {ex / pg:>6.2f}"
+             f" {res.py_cpu['cluster']:>8.0f}us")
     py, ex, pg = (res.replicate[k] for k in ("py", "ex", "pg"))
     L.append(f"{'  ... seconds until all 4 nodes have them (one run)':<{w}} {py:>9.2f} {ex:>9.2f} {pg:>9.2f} "
              f"{pg / py:>6.2f} {pg / ex:>6.2f}")
@@ -955,10 +1014,11 @@ def report(res: Results, sz: Sizes, loop: str) -> str:
     L.append("")
     L.append(f"resync: a node holding no entry rejoins a cluster holding {2 * sz.populate:,} "
              f"(median of {sz.rejoins} rejoins, ms)")
-    head = f"{'rejoiner':<{w}} {'connect':>9} {'total':>9} {'min':>9} {'vs pg':>9}"
+    head = f"{'rejoiner':<{w}} {'connect':>9} {'sync':>9} {'total':>9} {'min':>9} {'vs pg':>6} {'sync':>6}"
     L.append(head)
     L.append("-" * len(head))
     pgt = _med([t for _c, t in res.rejoin["pg"]])
+    pgs = _med([t - c for c, t in res.rejoin["pg"]])
     for who, title in (
         ("py", "Python P2 (mixed; names on E1 and P1, 5,000 each)"),
         ("ex", "Elixir E2 (mixed; the same 10,000 names)"),
@@ -966,8 +1026,18 @@ def report(res: Results, sz: Sizes, loop: str) -> str:
     ):
         c = _med([c for c, _t in res.rejoin[who]])
         t = _med([t for _c, t in res.rejoin[who]])
+        sy = _med([t - c for c, t in res.rejoin[who]])
         mn = min(t for _c, t in res.rejoin[who])
-        L.append(f"{title:<{w}} {c:>9,.1f} {t:>9,.1f} {mn:>9,.1f} {pgt / t:>9.2f}")
+        L.append(f"{title:<{w}} {c:>9,.1f} {sy:>9,.1f} {t:>9,.1f} {mn:>9,.1f} {pgt / t:>6.2f} {pgs / sy:>6.2f}")
+    short = {str(k): v for k, v in _NAMES.items()}
+    if res.snapshots.get("py"):
+        per = res.snapshots["py"][-1]
+        got = ", ".join(f"{short.get(k, k)} {v:,}" for k, v in sorted(per.items()))
+        L.append(f"  snapshot entries P2 received in its last rejoin (by sender): {got}")
+    if res.snapshots.get("ex"):
+        per = res.snapshots["ex"][-1]
+        got = ", ".join(f"to {short.get(k, k)} {v:,}" for k, v in sorted(per.items()))
+        L.append(f"  snapshot entries P1 sent in E2's last rejoin: {got}")
     L.append("")
     L.append(f"Python nodes run in this process, both on one {loop} event loop. Ratios: pynode/pg for "
              "rates, pg/pynode for times (below 1: pynode slower).")

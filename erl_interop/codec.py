@@ -769,3 +769,36 @@ def encode(term: Any) -> bytes:
     except UnicodeEncodeError as e:  # lone surrogates in a str or Atom
         raise EncodeError(f"text is not encodable as UTF-8: {e}") from None
     return bytes(out)
+
+
+# ---------------------------------------------------------------------------------------
+# Optional C accelerator (erl_interop/_speedups.c). Added by the codec-speedups helper;
+# keep this block last: it rebinds the recursive cores that every entry point above (and
+# erl_interop.connection, which imports them by name after this module has run) call.
+# ---------------------------------------------------------------------------------------
+
+#: The pure-Python cores, always available (the C module falls back to them for inputs it
+#: does not take, and tests compare against them).
+_py_decode = _decode
+_py_enc = _enc
+
+#: True when ``_decode``/``_enc`` are the C versions from ``erl_interop._speedups``. Set
+#: ``ERL_INTEROP_PURE=1`` (any value but empty or ``0``) to keep the pure-Python codec.
+ACCELERATED = False
+
+
+def _accelerate() -> bool:
+    import os
+
+    if os.environ.get("ERL_INTEROP_PURE", "") not in ("", "0"):
+        return False
+    try:
+        from . import _speedups  # type: ignore[attr-defined]
+    except ImportError:  # not built (optional extension): pure Python
+        return False
+    _speedups.init(globals())
+    globals().update(_decode=_speedups.decode_at, _enc=_speedups.encode_into)
+    return True
+
+
+ACCELERATED = _accelerate()

@@ -30,7 +30,8 @@ defmodule JobClusterTest do
   defp uniq, do: System.unique_integer([:positive])
 
   defp put_env(nodes, key, value) do
-    for n <- nodes, do: :ok = :erpc.call(n, Application, :put_env, [:available_processes, key, value])
+    for n <- nodes,
+        do: :ok = :erpc.call(n, Application, :put_env, [:available_processes, key, value])
   end
 
   defp host_nodes, do: Registry.lookup_pids(Jobs.host_key()) |> Enum.map(&node/1) |> Enum.sort()
@@ -44,7 +45,9 @@ defmodule JobClusterTest do
     for n <- nodes do
       wait_until(
         fn ->
-          :erpc.call(n, Registry, :lookup_pids, [Jobs.host_key()]) |> Enum.map(&node/1) |> Enum.sort() ==
+          :erpc.call(n, Registry, :lookup_pids, [Jobs.host_key()])
+          |> Enum.map(&node/1)
+          |> Enum.sort() ==
             wanted
         end,
         10_000,
@@ -129,7 +132,15 @@ defmodule JobClusterTest do
     assert_receive {:round, 1}, 10_000
     assert :ok = :erpc.call(a, Application, :stop, [:available_processes], 60_000)
     {:messages, msgs} = Process.info(self(), :messages)
-    last = msgs |> Enum.flat_map(fn {:round, n} -> [n]; _ -> [] end) |> Enum.max(fn -> 1 end)
+
+    last =
+      msgs
+      |> Enum.flat_map(fn
+        {:round, n} -> [n]
+        _ -> []
+      end)
+      |> Enum.max(fn -> 1 end)
+
     assert :erpc.call(a, Process, :whereis, [:pynode_jobs]) == nil
     # every job moved: it is held by a running host other than `a`
     for id <- on_a, do: assert(where_node(id) in [node(), b])
@@ -174,7 +185,10 @@ defmodule JobClusterTest do
       end
 
     :erpc.cast(a, :init, :stop, [])
-    for id <- ids, do: wait_until(fn -> where_node(id) == node() end, 10_000, "#{inspect(id)} moved")
+
+    for id <- ids,
+        do: wait_until(fn -> where_node(id) == node() end, 10_000, "#{inspect(id)} moved")
+
     for id <- ids, do: assert(Job.finish(id) == [:before, id])
   end
 

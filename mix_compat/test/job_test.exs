@@ -64,7 +64,10 @@ defmodule JobTest do
     assert left in 0..200
     ref = Process.monitor(pid)
     assert wait_until(fn -> Job.Otp.check_results(id) end, 2_000) == "results of #{id}"
-    assert %{results: "results of " <> _, work_left_ms: nil, ttl_left_ms: ttl} = Jobs.get_state(id)
+
+    assert %{results: "results of " <> _, work_left_ms: nil, ttl_left_ms: ttl} =
+             Jobs.get_state(id)
+
     assert ttl in 0..400
     # the TTL runs out: the job ends and its results are gone
     assert_receive {:DOWN, ^ref, :process, ^pid, :normal}, 2_000
@@ -103,18 +106,27 @@ defmodule JobTest do
     id2 = uniq("host")
     assert {:ok, _} = GenServer.call(:pynode_jobs, {:client, :start, [:"Job.Otp", id2, []]})
     assert GenServer.call(:pynode_jobs, {:client, :check_results, [id2]}) == nil
-    assert {:error, {:unknown_client_op, :nope, 0}} = GenServer.call(:pynode_jobs, {:client, :nope, []})
+
+    assert {:error, {:unknown_client_op, :nope, 0}} =
+             GenServer.call(:pynode_jobs, {:client, :nope, []})
   end
 
   test "client ops with the argument shapes of pynode/jobs.py" do
     id = uniq("shapes")
     assert {:ok, _} = GenServer.call(:pynode_jobs, {:client, :start, [id]})
-    assert GenServer.call(:pynode_jobs, {:client, :start, [:Job, id]}) == {:error, :job_already_started}
+
+    assert GenServer.call(:pynode_jobs, {:client, :start, [:Job, id]}) ==
+             {:error, :job_already_started}
+
     assert GenServer.call(:pynode_jobs, {:client, :finish, [id]}) == [id]
     assert {:ok, _} = GenServer.call(:pynode_jobs, {:client, :otp_start, [id]})
     assert Jobs.start(Job.Otp, id) == {:error, :job_already_started}
-    assert {^id, :"Job.Otp", _} = List.keyfind(GenServer.call(:pynode_jobs, {:client, :list_jobs, []}), id, 0)
-    assert GenServer.call(:pynode_jobs, {:client, :update, [uniq("none"), :x]}) == {:error, :no_such_job}
+
+    assert {^id, :"Job.Otp", _} =
+             List.keyfind(GenServer.call(:pynode_jobs, {:client, :list_jobs, []}), id, 0)
+
+    assert GenServer.call(:pynode_jobs, {:client, :update, [uniq("none"), :x]}) ==
+             {:error, :no_such_job}
   end
 
   test "replica store: newer seq or new owner replaces; owner exit (not noconnection) drops" do
@@ -123,7 +135,10 @@ defmodule JobTest do
     owner2 = spawn(fn -> Process.sleep(:infinity) end)
     portable = fn seq -> %{kind: :Job, id: id, state: [seq, id], recent: [], seq: seq} end
     rep = fn -> Map.get(:sys.get_state(:pynode_jobs).replicas, id) end
-    call = fn seq, o -> GenServer.call(:pynode_jobs, {:replicate, id, :Job, portable.(seq), seq, o, [node()]}) end
+
+    call = fn seq, o ->
+      GenServer.call(:pynode_jobs, {:replicate, id, :Job, portable.(seq), seq, o, [node()]})
+    end
 
     assert call.(2, owner) == :ok
     assert %{seq: 2, owner: ^owner} = rep.()
@@ -148,7 +163,8 @@ defmodule JobTest do
 
   test "the host property lists the kinds" do
     assert [{_, [:Job, :"Job.Otp"]}] =
-             Registry.lookup_values(Jobs.host_key()) |> Enum.filter(fn {p, _} -> node(p) == node() end)
+             Registry.lookup_values(Jobs.host_key())
+             |> Enum.filter(fn {p, _} -> node(p) == node() end)
   end
 
   test "adopt: a job arrives with its portable state, seq and recent" do
@@ -172,10 +188,10 @@ defmodule JobTest do
   end
 
   test "replica placement: the next hosts after the owner, wrapping around" do
-    hosts = [:"a@h", :"b@h", :"c@h", :"d@h"]
-    assert JobServer.replica_targets(hosts, :"b@h", 1) == [:"c@h"]
-    assert JobServer.replica_targets(hosts, :"d@h", 2) == [:"a@h", :"b@h"]
-    assert JobServer.replica_targets(hosts, :"b@h", 0) == []
-    assert JobServer.replica_targets([:"b@h"], :"b@h", 1) == []
+    hosts = [:a@h, :b@h, :c@h, :d@h]
+    assert JobServer.replica_targets(hosts, :b@h, 1) == [:c@h]
+    assert JobServer.replica_targets(hosts, :d@h, 2) == [:a@h, :b@h]
+    assert JobServer.replica_targets(hosts, :b@h, 0) == []
+    assert JobServer.replica_targets([:b@h], :b@h, 1) == []
   end
 end

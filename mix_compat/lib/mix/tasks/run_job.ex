@@ -60,8 +60,15 @@ defmodule Mix.Tasks.RunJob do
           Enum.map(given, &to_node/1)
       end
 
-    unless wait_for_cluster(nodes, System.monotonic_time(:millisecond) + Keyword.get(opts, :wait, 30) * 1_000) do
-      IO.puts(:stderr, "run_job: none of #{Enum.map_join(nodes, ", ", &to_string/1)} is reachable")
+    unless wait_for_cluster(
+             nodes,
+             System.monotonic_time(:millisecond) + Keyword.get(opts, :wait, 30) * 1_000
+           ) do
+      IO.puts(
+        :stderr,
+        "run_job: none of #{Enum.map_join(nodes, ", ", &to_string/1)} is reachable"
+      )
+
       System.halt(2)
     end
 
@@ -103,8 +110,11 @@ defmodule Mix.Tasks.RunJob do
           failed
         else
           case Job.finish(id) do
-            [:update, ^id] -> failed
-            other -> Map.put(failed, id, "finish: expected [:update, #{id}], got #{inspect(other)}")
+            [:update, ^id] ->
+              failed
+
+            other ->
+              Map.put(failed, id, "finish: expected [:update, #{id}], got #{inspect(other)}")
           end
         end
       end)

@@ -17,6 +17,10 @@ defmodule Pynode.Jobs.Client do
   #   check_results [Id]          nil | Binary
   #   get_state [Id]              State | {error, no_such_job}
   #   op / call [Id, Request]     the job's raw answer {ok, Result} | {error, R}
+  #   op / call [Id, Request, OpId]   the same with the caller's OpId (an extension: the
+  #                               client-only path uses it so a retry through another host
+  #                               node is deduplicated; falls back to the named op when a
+  #                               host answers {error, {unknown_client_op, op, 3}})
   #   list_jobs / list []         [{Id, Kind, Pid}]
   #
   # Retries (both paths): an exit from a call whose reason is noproc, normal, shutdown,
@@ -52,6 +56,7 @@ defmodule Pynode.Jobs.Client do
   def local(:check_results, [id]), do: unwrap(op(id, :check_results), nil)
   def local(:get_state, [id]), do: unwrap(op(id, :get_state))
   def local(o, [id, request]) when o in [:op, :call], do: op(id, request)
+  def local(o, [id, request, op_id]) when o in [:op, :call], do: op(id, request, op_id)
   def local(o, []) when o in [:list_jobs, :list], do: list()
   def local(o, args), do: {:error, {:unknown_client_op, o, length(List.wrap(args))}}
 
@@ -198,13 +203,29 @@ defmodule Pynode.Jobs.Client do
 
   ## the remote path: {client, Op, Args} to a connected host node
 
+  # The operations on a job go out as `op [Id, Request, OpId]` with an OpId made here, so
+  # that a retry through another host node (the first one died or stopped mid-operation,
+  # its answer lost) is answered from the job's `recent`, not applied twice. A host that
+  # does not know the 3-argument `op` (answer {error, {unknown_client_op, op, 3}}) gets the
+  # named operation instead (at-least-once across host nodes, as the protocol text has it).
+  defp remote_form(:update, [id, event] = args),
+    do: {[id, {:update, event}, make_ref()], &unwrap/1, args}
+
+  defp remote_form(:finish, [id] = args), do: {[id, :finish, make_ref()], &unwrap/1, args}
+
+  defp remote_form(:check_results, [id] = args),
+    do: {[id, :check_results, make_ref()], &unwrap(&1, nil), args}
+
+  defp remote_form(:get_state, [id] = args), do: {[id, :get_state, make_ref()], &unwrap/1, args}
+  defp remote_form(_op, _args), do: nil
+
   defp remote(op, args) do
     job_timeout = Jobs.config(:job_timeout)
     deadline = now() + job_timeout
-    remote_loop(op, args, job_timeout, deadline, @backoff_first)
+    remote_loop(op, args, job_timeout, deadline, false, @backoff_first)
   end
 
-  defp remote_loop(op, args, job_timeout, deadline, delay) do
+  defp remote_loop(op, args, job_timeout, deadline, retried, delay) do
     peers = Enum.sort(Node.list(:connected))
 
     peers =
@@ -217,15 +238,21 @@ defmodule Pynode.Jobs.Client do
           b ++ a
       end
 
+    # the remote side retries for up to job_timeout itself: allow it that, and more
+    timeout = job_timeout + 5_000
+
     result =
-      Enum.reduce_while(peers, :again, fn peer, acc ->
+      Enum.reduce_while(peers, {:again, retried}, fn peer, {:again, retried} ->
         try do
-          # the remote side retries for up to job_timeout itself: allow it that, and more
-          {:halt, {:done, GenServer.call({:pynode_jobs, peer}, {:client, op, args}, job_timeout + 5_000)}}
+          {:halt, {:done, remote_call({:pynode_jobs, peer}, op, args, retried, timeout)}}
         catch
           :exit, reason ->
             reason = Pynode.Jobs.JobServer.exit_reason(reason)
-            if retryable?(reason), do: {:cont, acc}, else: {:halt, {:done, {:error, reason}}}
+
+            # noproc: no host there; others: the operation may or may not have run there
+            if retryable?(reason),
+              do: {:cont, {:again, retried or reason != :noproc}},
+              else: {:halt, {:done, {:error, reason}}}
         end
       end)
 
@@ -233,12 +260,47 @@ defmodule Pynode.Jobs.Client do
       {:done, r} ->
         r
 
-      :again ->
+      {:again, retried} ->
         if now() >= deadline do
           {:error, :no_hosts}
         else
           Process.sleep(delay)
-          remote_loop(op, args, job_timeout, deadline, min(delay * 2, @backoff_max))
+          remote_loop(op, args, job_timeout, deadline, retried, min(delay * 2, @backoff_max))
+        end
+    end
+  end
+
+  defp remote_call(host, op, args, retried, timeout) do
+    case remote_form(op, args) do
+      {op_args, unwrap, legacy_args} ->
+        case GenServer.call(host, {:client, :op, op_args}, timeout) do
+          {:error, {:unknown_client_op, :op, 3}} ->
+            GenServer.call(host, {:client, op, legacy_args}, timeout)
+
+          reply ->
+            unwrap.(reply)
+        end
+
+      nil ->
+        case GenServer.call(host, {:client, op, args}, timeout) do
+          {:error, :job_already_started} = r when retried and op in [:start, :otp_start] ->
+            # an earlier attempt through a host node that then went away may have started
+            # the job: it is ours
+            id = if op == :otp_start or length(args) == 1, do: hd(args), else: Enum.at(args, 1)
+
+            case GenServer.call(host, {:client, :list_jobs, []}, timeout) do
+              jobs when is_list(jobs) ->
+                case List.keyfind(jobs, id, 0) do
+                  {_, _, pid} when is_pid(pid) -> {:ok, pid}
+                  _ -> r
+                end
+
+              _ ->
+                r
+            end
+
+          reply ->
+            reply
         end
     end
   end

@@ -148,8 +148,9 @@ defmodule Pynode.Jobs.Host do
   # Replica store. `replicate` stores when there is no replica, the owner is new, or Seq is
   # not lower (an equal Seq is the same change sent again). Owner DOWN `noconnection`: the
   # replica becomes an orphan; orphans are reviewed at once and on every nodedown: the
-  # holder whose node comes first in term order among the surviving nodes of Replicas (this
-  # node counts as surviving) adopts it, unless a live process already holds the job's name.
+  # holder whose node comes first in term order among the surviving nodes of Replicas
+  # adopts it, unless a live process already holds the job's name (a holder that Replicas
+  # does not name has a stale copy and adopts only if no named holder survives).
   # Any other DOWN reason drops the replica (a newer replicate from another owner has
   # already moved it to that owner's monitor). On adoption from a replica, the time the
   # replica waited here is taken off its remaining durations (measured on this node's
@@ -307,7 +308,11 @@ defmodule Pynode.Jobs.Host do
     do: {:noreply, %{s | clients: Map.delete(s.clients, pid)}}
 
   def handle_info({:DOWN, ref, :process, owner, reason}, s) when is_map_key(s.owner_refs, ref) do
-    s = %{s | owner_refs: Map.delete(s.owner_refs, ref), owner_mons: Map.delete(s.owner_mons, owner)}
+    s = %{
+      s
+      | owner_refs: Map.delete(s.owner_refs, ref),
+        owner_mons: Map.delete(s.owner_mons, owner)
+    }
 
     ids = for {id, %Replica{owner: ^owner}} <- s.replicas, do: id
 
@@ -382,7 +387,10 @@ defmodule Pynode.Jobs.Host do
         s
 
       {rep, replicas} ->
-        maybe_unmonitor(%{s | replicas: replicas, orphans: MapSet.delete(s.orphans, id)}, rep.owner)
+        maybe_unmonitor(
+          %{s | replicas: replicas, orphans: MapSet.delete(s.orphans, id)},
+          rep.owner
+        )
     end
   end
 
@@ -416,8 +424,16 @@ defmodule Pynode.Jobs.Host do
         is_pid(holder) and holder != rep.owner and
           (node(holder) == node() or node(holder) in alive)
 
+      # The first surviving holder named in Replicas adopts. A holder that is not named
+      # there keeps a stale copy (the owner moved its replicas and the drop was lost): it
+      # adopts only when no named holder survives.
+      first? =
+        if node() in rep.replicas,
+          do: Enum.min(survivors) == node(),
+          else: survivors == []
+
       cond do
-        Enum.min([node() | survivors]) != node() ->
+        not first? ->
           s
 
         live_holder? ->
@@ -441,7 +457,10 @@ defmodule Pynode.Jobs.Host do
               spawn_job(s, mod, id, {:adopt, portable, nil, opts})
 
             _ ->
-              Logger.error("pynode jobs: cannot adopt job #{inspect(id)} of kind #{inspect(rep.kind)}")
+              Logger.error(
+                "pynode jobs: cannot adopt job #{inspect(id)} of kind #{inspect(rep.kind)}"
+              )
+
               s
           end
       end
@@ -495,7 +514,10 @@ defmodule Pynode.Jobs.Host do
 
         case Enum.sort(targets) do
           [] ->
-            Logger.warning("pynode jobs: no other host runs #{kind}; job #{inspect(id)} dies with the node")
+            Logger.warning(
+              "pynode jobs: no other host runs #{kind}; job #{inspect(id)} dies with the node"
+            )
+
             s
 
           sorted ->
@@ -513,7 +535,11 @@ defmodule Pynode.Jobs.Host do
 
   defp try_targets(s, _pid, id, ref, [], _deadline) do
     Process.demonitor(ref, [:flush])
-    Logger.warning("pynode jobs: job #{inspect(id)} could not be handed off; it dies with the node")
+
+    Logger.warning(
+      "pynode jobs: job #{inspect(id)} could not be handed off; it dies with the node"
+    )
+
     s
   end
 

@@ -349,7 +349,8 @@ defmodule Pynode.Jobs.JobServer do
     portable = portable(s)
     {targets, pids} = replicate_loop(s, portable, n, timeout, MapSet.new(exclude))
 
-    for old <- s.replica_nodes, old not in targets,
+    for old <- s.replica_nodes,
+        old not in targets,
         do: GenServer.cast({:pynode_jobs, old}, {:drop_replica, s.id, self()})
 
     for {ref, _} <- s.replica_mons, do: Process.demonitor(ref, [:flush])
