@@ -36,7 +36,8 @@ loop keeps serving P1 and P2.
    machine. Stamps are ``os:system_time(nanosecond)`` / ``time.time_ns()``: one clock
    (CLOCK_REALTIME) for all the processes of the machine. A name's latency is the latest
    of the 3 stamps minus the origin's stamp just before its ``reg``/``join``; p50 and p99
-   over K names. Origins: P1 (Python) and E1 (Elixir) in the mixed cluster, G1 in pg.
+   over K names (500; 60 with --quick). Origins: P1 (Python) and E1 (Elixir) in the mixed
+   cluster, G1 in pg.
 3. *Resync*: 10,000 entries are registered, 5,000 on E1 and 5,000 on P1 from one process
    each (their rate, with 3 peers to tell, is reported too), likewise 5,000 + 5,000 pg
    groups joined on G1 and G2. Then a node holding none of them leaves (it drops all its
@@ -1049,7 +1050,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="smaller counts, one repeat (under a minute)")
     ap.add_argument("--n", type=int, help="names per one-node run (default 10000; 3000 quick)")
     ap.add_argument("--repeat", type=int, help="one-node runs (median kept); default 3, 1 quick")
-    ap.add_argument("--k", type=int, help="names per latency run (default 200; 60 quick)")
+    ap.add_argument("--k", type=int, help="names per latency run (default 500; 60 quick)")
     ap.add_argument("--gap", type=int, default=10, help="ms between latency registrations (default 10)")
     ap.add_argument("--rejoins", type=int, help="rejoins per node kind (median kept); default 3, 1 quick")
     ap.add_argument("--loop", default="uvloop", choices=["uvloop", "asyncio"], help="event loop (default uvloop)")
@@ -1059,7 +1060,7 @@ def main(argv: list[str] | None = None) -> int:
     sz = Sizes(
         n=args.n or (3_000 if q else 10_000),
         repeat=args.repeat or (1 if q else 3),
-        k=args.k or (60 if q else 200),
+        k=args.k or (60 if q else 500),
         gap_ms=args.gap,
         warm=10 if q else 20,
         rejoins=args.rejoins or (1 if q else 3),

@@ -208,7 +208,8 @@ class Distribution:
     def __init__(self, node: Any) -> None:
         self.node = node
         self.conns: dict[Atom, PeerConnection] = {}
-        self.flags = DEFAULT_FLAGS if node.hidden else DEFAULT_FLAGS | DistFlags.PUBLISHED
+        base = DistFlags(node.dist_flags) if node.dist_flags is not None else DEFAULT_FLAGS
+        self.flags = base if node.hidden else base | DistFlags.PUBLISHED
         self.server: asyncio.AbstractServer | None = None
         self.port = 0
         self.registration: Any = None

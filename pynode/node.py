@@ -55,6 +55,8 @@ class Node:
     :param epmd_port: EPMD port (default ``$ERL_EPMD_PORT`` or 4369).
     :param listen_host: address to listen on (default 127.0.0.1).
     :param setup_timeout: handshake time limit (``net_setuptime``, default 7 s).
+    :param hidden: connect as a hidden node (default; ``PUBLISHED`` is not advertised).
+    :param dist_flags: the distribution flags to advertise (default ``DEFAULT_FLAGS``).
     """
 
     def __init__(
@@ -68,6 +70,7 @@ class Node:
         listen_port: int = 0,
         setup_timeout: float = 7.0,
         hidden: bool = True,
+        dist_flags: int | None = None,
     ) -> None:
         if "@" not in name:
             raise ValueError(f"node name must be alive@host, got {name!r}")
@@ -79,6 +82,9 @@ class Node:
         self.listen_port = listen_port
         self.setup_timeout = setup_timeout
         self.hidden = hidden
+        #: distribution flags to advertise (default: erl_interop.flags.DEFAULT_FLAGS); add
+        #: DIST_HDR_ATOM_CACHE / FRAGMENTS to receive in header mode
+        self.dist_flags = dist_flags
         # A creation before EPMD hands out the real one: non-zero, 32-bit.
         self.creation = secrets.randbelow(0xFFFFFFF0) + 4
         self.started_at = time.time()
