@@ -199,8 +199,8 @@ lat_collect(Name, K, TimeoutMs) ->
     P = whereis(Name),
     Deadline = now_us() + TimeoutMs * 1000,
     M = collect(P, K, Deadline),
-    P ! stop,
     unregister(Name),
+    P ! stop,
     maps:to_list(M).
 
 collect(P, K, Deadline) ->
@@ -361,8 +361,8 @@ defmodule PynodeRegBench do
   def lat_collect(name, k, timeout_ms) do
     p = Process.whereis(name)
     m = collect(p, k, now_us() + timeout_ms * 1000)
-    send(p, :stop)
     Process.unregister(name)
+    send(p, :stop)
     Map.to_list(m)
   end
 
