@@ -49,6 +49,7 @@ cannot overflow the C stack.
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <structmember.h>
+#include <assert.h>
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
@@ -866,6 +867,7 @@ dec(Dec *s, Py_ssize_t pos, Py_ssize_t depth, Py_ssize_t *endp)
     Py_ssize_t L = s->len, n, end, p, i;
     int tag;
 
+    assert(pos >= 0 && depth >= 0);
     if (pos >= L)
         return trunc_err(s);
     tag = d[pos];
@@ -1188,8 +1190,11 @@ decode_at(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     s.len = PyBytes_GET_SIZE(args[0]);
     s.refs = args[3];
     v = dec(&s, pos, depth, &end);
-    if (v == NULL)
+    if (v == NULL) {
+        assert(PyErr_Occurred());
         return NULL;
+    }
+    assert(!PyErr_Occurred() && end > pos && end <= s.len);
     r = PyTuple_New(2);
     if (r == NULL) {
         Py_DECREF(v);
@@ -1212,7 +1217,7 @@ decode_at(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 /* ------------------------------------------------------------------------------------ */
 
 #define W_STACK 1024
-#define W_DIRECT 8192 /* blobs at least this large are appended to `out` directly */
+#define W_DIRECT 512 /* blobs at least this large are appended to `out` directly */
 
 typedef struct {
     PyObject *out; /* a bytearray */
@@ -1296,6 +1301,7 @@ w_take(W *w, Py_ssize_t k)
         return NULL;
     p = w->buf + w->len;
     w->len += k;
+    assert(w->len <= w->cap);
     return p;
 }
 
@@ -2150,6 +2156,7 @@ encode_into(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         return PyObject_Vectorcall(py_enc, args, nargs, NULL);
     w_init(&w, args[1]);
     r = enc(&w, args[0], 0);
+    assert((r < 0) == (PyErr_Occurred() != NULL));
     if (r == 0)
         r = w_flush(&w);
     else {
