@@ -105,6 +105,14 @@ Python implementation notes
   ``{client, Op, Args}``: ``start [Kind, Id, StartArgs]`` (also ``[Id]``, ``[Kind, Id]``),
   ``otp_start [Id]``, ``update [Id, Event]``, ``finish [Id]``, ``check_results [Id]``,
   ``get_state [Id]``, ``list_jobs []``; each answers what the function of that name answers.
+  ``op [Id, Request]`` answers the job's raw reply; ``op [Id, Request, OpId]`` (an extension
+  both sides implement) does the same with the caller's own OpId: the client-only path
+  (``via="client"``) sends its operations on a job this way, with one OpId for every attempt,
+  so that a retry through another host node is answered from ``Recent``, not applied twice.
+  A host that answers ``{error, {unknown_client_op, op, 3}}`` gets the named operation.
+- A stopping host leaves new ``{client, Op, Args}`` calls unanswered (the caller's call ends
+  when the node goes and it retries elsewhere, nothing applied here) and, after the handoff,
+  waits for the client operations already running (within ``handoff_timeout``).
 - The host never blocks: ``start``, ``adopt`` and ``client`` spawn a process that answers
   the caller with :func:`~pynode.genserver.reply`, so two hosts replicating to each other
   cannot deadlock.
@@ -129,7 +137,7 @@ from erl_interop.terms import Atom, Pid, Reference
 
 from .errors import CallError
 from .genserver import GEN_CALL, NOREPLY as _NOREPLY, From, GenServer, reply as gen_reply
-from .process import DOWN_TAG, NORMAL, NOCONNECTION, Exit, Process, exception_reason
+from .process import DOWN_TAG, NORMAL, NOCONNECTION, NOPROC, Exit, Process, exception_reason
 from .registry import key_bytes
 
 if TYPE_CHECKING:
@@ -187,6 +195,9 @@ FINISH = Atom("finish")
 CHECK_RESULTS = Atom("check_results")
 GET_STATE = Atom("get_state")
 OTP_START = Atom("otp_start")
+OP = Atom("op")
+CALL = Atom("call")
+UNKNOWN_CLIENT_OP = Atom("unknown_client_op")
 LIST_JOBS = Atom("list_jobs")
 
 JOB_ALREADY_STARTED = Atom("job_already_started")
@@ -869,6 +880,8 @@ class JobHost(GenServer):
         self._owner_mons: dict[Pid, Reference] = {}
         self._owner_refs: dict[Reference, Pid] = {}
         self.orphans: set[bytes] = set()
+        #: processes running a ``{client, Op, Args}`` operation for a caller
+        self.client_workers: set[Process] = set()
         self._rr = 0
         node.monitor_nodes(self.process)
         r = await node.registry.reg(self.process, HOST_KEY, list(self.kinds))
@@ -913,16 +926,25 @@ class JobHost(GenServer):
         if tag == REPLICATE and len(request) == 7:
             return self._store_replica(*request[1:])
         if tag == CLIENT and len(request) == 3:
+            if self.stopping:
+                # Left unanswered: the caller's call ends with an exit when this node goes
+                # (noconnection / nodedown) and it retries through another host node, with
+                # nothing applied here.
+                return _NOREPLY
             op, args = request[1], request[2]
+            workers = self.client_workers
 
             async def body(proc: Process) -> None:
                 try:
-                    value = await _client_op(proc, op, args if isinstance(args, list) else [args])
-                except Exception as e:
-                    value = (ERROR, exception_reason(e))
-                gen_reply(proc, from_, value)
+                    try:
+                        value = await _client_op(proc, op, args if isinstance(args, list) else [args])
+                    except Exception as e:
+                        value = (ERROR, exception_reason(e))
+                    gen_reply(proc, from_, value)
+                finally:
+                    workers.discard(proc)
 
-            self.node.spawn(body)
+            workers.add(self.node.spawn(body))
             return _NOREPLY
         if tag == _SHUTDOWN and len(request) == 1:
             await self._begin_shutdown(from_)
@@ -1040,9 +1062,15 @@ class JobHost(GenServer):
         await self.node.registry.unreg(self.process, HOST_KEY)
         host = self
 
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _secs(_cfg(self.node, "handoff_timeout"))
+
         async def driver(proc: Process) -> None:
             try:
-                await host._hand_off_all(proc)
+                tried: set[Pid] = set()
+                await host._hand_off_all(proc, tried)
+                await host._wait_client_workers(deadline)
+                await host._hand_off_all(proc, tried)  # any job adopted from a replica meanwhile
             finally:
                 host.handoff_driver = None
                 host.closed = True
@@ -1050,9 +1078,21 @@ class JobHost(GenServer):
 
         self.handoff_driver = self.node.spawn(driver).pid
 
-    async def _hand_off_all(self, proc: Process) -> None:
+    async def _wait_client_workers(self, deadline: float) -> None:
+        """Let the client operations already running here finish (their callers get their
+        answers) before the node goes, for at most the rest of the handoff time."""
+        loop = asyncio.get_running_loop()
+        while self.client_workers:
+            left = deadline - loop.time()
+            tasks = [p.task for p in self.client_workers if p.task is not None and not p.task.done()]
+            if left <= 0 or not tasks:
+                if self.client_workers and left <= 0:
+                    log.warning("%s: %d client operation(s) still running at shutdown", self.node.name, len(self.client_workers))
+                return
+            await asyncio.wait(tasks, timeout=left)
+
+    async def _hand_off_all(self, proc: Process, tried: set[Pid]) -> None:
         node = self.node
-        tried: set[Pid] = set()
         while True:
             pending = [e for e in self.jobs.values() if e.pid not in tried and e.job.ready]
             if not pending:
@@ -1267,7 +1307,7 @@ def _unwrap(r: Any, missing: Any = (ERROR, NO_SUCH_JOB)) -> Any:
 async def _client_op(proc: Process, op: Any, args: list[Any], timeout: float | None = None) -> Any:
     """The client operation ``op`` on this node (what ``{client, Op, Args}`` answers)."""
     if type(op) is not Atom:
-        return (ERROR, (Atom("unknown_client_op"), op))
+        return (ERROR, (UNKNOWN_CLIENT_OP, op))
     n = len(args)
     if op == START and n in (1, 2, 3):
         kind, job_id, sargs = (KIND_JOB, args[0], []) if n == 1 else (args[0], args[1], args[2] if n == 3 else [])
@@ -1282,20 +1322,77 @@ async def _client_op(proc: Process, op: Any, args: list[Any], timeout: float | N
         return _unwrap(await _local_op(proc, args[0], CHECK_RESULTS, timeout=timeout), missing=None)
     if op == GET_STATE and n == 1:
         return _unwrap(await _local_op(proc, args[0], GET_STATE, timeout=timeout))
-    if op in (Atom("op"), Atom("call")) and n == 2:
+    if op in (OP, CALL) and n == 2:
         return await _local_op(proc, args[0], args[1], timeout=timeout)
+    if op in (OP, CALL) and n == 3:
+        # the caller's own OpId: a retry of this operation through another host node is
+        # answered from the job's Recent, not applied twice
+        return await _local_op(proc, args[0], args[1], op_id=args[2], timeout=timeout)
     if op in (LIST_JOBS, LIST) and n == 0:
         return await _local_list(proc)
-    return (ERROR, (Atom("unknown_client_op"), op, n))
+    return (ERROR, (UNKNOWN_CLIENT_OP, op, n))
+
+
+def _remote_form(node: Any, op: Atom, args: list[Any]) -> tuple[list[Any], Callable[[Any], Any]] | None:
+    """The ``op [Id, Request, OpId]`` form of a named operation on a job (``None`` for the
+    others), with the unwrapping that gives the named operation's answer. The OpId is made
+    once here, so every retry of the operation, through any host node, carries it."""
+    if op == UPDATE and len(args) == 2:
+        return [args[0], (UPDATE, args[1]), node.make_ref()], _unwrap
+    if op in (FINISH, GET_STATE) and len(args) == 1:
+        return [args[0], op, node.make_ref()], _unwrap
+    if op == CHECK_RESULTS and len(args) == 1:
+        return [args[0], CHECK_RESULTS, node.make_ref()], lambda r: _unwrap(r, missing=None)
+    return None
+
+
+def _base_reason(reason: Any) -> Any:
+    """gen:call's ``{Reason, {gen_server, call, ...}}`` -> ``Reason``."""
+    if type(reason) is tuple and len(reason) == 2 and type(reason[1]) is tuple and reason[1][:1] == (Atom("gen_server"),):
+        return reason[0]
+    return reason
+
+
+def _start_id(op: Atom, args: list[Any]) -> Any:
+    return args[0] if op == OTP_START or len(args) == 1 else args[1]
+
+
+async def _remote_call(proc: Process, host: tuple[Atom, Atom], op: Atom, args: list[Any],
+                       form: tuple[list[Any], Callable[[Any], Any]] | None, retried: bool, timeout: float) -> Any:
+    if form is not None:
+        op_args, unwrap = form
+        r = await proc.call(host, (CLIENT, OP, op_args), timeout)
+        if r != (ERROR, (UNKNOWN_CLIENT_OP, OP, 3)):
+            return unwrap(r)
+        # a host that predates the 3-argument op: the named operation (at-least-once
+        # across host nodes)
+        return await proc.call(host, (CLIENT, op, args), timeout)
+    r = await proc.call(host, (CLIENT, op, args), timeout)
+    if r == (ERROR, JOB_ALREADY_STARTED) and retried and op in (START, OTP_START):
+        # an earlier attempt through a host node that then went away may have started the
+        # job: then it is ours
+        job_id = wire(_start_id(op, args))
+        listed = await proc.call(host, (CLIENT, LIST_JOBS, []), timeout)
+        if isinstance(listed, list):
+            for x in listed:
+                if type(x) is tuple and len(x) == 3 and key_bytes(x[0]) == key_bytes(job_id) and type(x[2]) is Pid:
+                    return (OK, x[2])
+    return r
 
 
 async def _remote_client(proc: Process, op: Atom, args: list[Any], timeout: float | None) -> Any:
-    """``{client, Op, Args}`` to ``pynode_jobs`` on a connected node that runs a host."""
+    """``{client, Op, Args}`` to ``pynode_jobs`` on a connected node that runs a host.
+
+    Operations on a job go as ``op [Id, Request, OpId]`` with one OpId for all attempts, so
+    that an attempt whose host node went away mid-operation (its answer lost) and is retried
+    through another one is answered from the job's ``Recent``, not applied twice."""
     node = proc.node
     job_timeout = timeout if timeout is not None else _secs(_cfg(node, "job_timeout"))
     loop = asyncio.get_running_loop()
     deadline = loop.time() + job_timeout
     delay = BACKOFF_FIRST
+    form = _remote_form(node, op, args)
+    retried = False
     while True:
         peers = sorted(node.connected_nodes, key=_node_order)
         if peers:
@@ -1304,11 +1401,13 @@ async def _remote_client(proc: Process, op: Atom, args: list[Any], timeout: floa
         for peer in peers:
             try:
                 # the remote side retries for up to job_timeout itself; allow it that, and more
-                return await proc.call((Atom(HOST_NAME), peer), (CLIENT, op, args), job_timeout + 5.0)
+                return await _remote_call(proc, (Atom(HOST_NAME), peer), op, args, form, retried, job_timeout + 5.0)
             except CallError as e:
                 if not retryable(e.reason):
                     return (ERROR, e.reason)
-                # noproc: no host there; nodedown/timeout: at-least-once, try another host
+                # noproc: no host there; nodedown/timeout: the operation may have run there
+                if _base_reason(e.reason) != NOPROC:
+                    retried = True
         if loop.time() >= deadline:
             return (ERROR, NO_HOSTS)
         await asyncio.sleep(delay)

@@ -222,10 +222,12 @@ defmodule Pynode.Jobs.Client do
   defp remote(op, args) do
     job_timeout = Jobs.config(:job_timeout)
     deadline = now() + job_timeout
-    remote_loop(op, args, job_timeout, deadline, false, @backoff_first)
+    # made once: every attempt of this operation, through any host node, carries the same OpId
+    form = remote_form(op, args)
+    remote_loop(op, args, form, job_timeout, deadline, false, @backoff_first)
   end
 
-  defp remote_loop(op, args, job_timeout, deadline, retried, delay) do
+  defp remote_loop(op, args, form, job_timeout, deadline, retried, delay) do
     peers = Enum.sort(Node.list(:connected))
 
     peers =
@@ -244,7 +246,7 @@ defmodule Pynode.Jobs.Client do
     result =
       Enum.reduce_while(peers, {:again, retried}, fn peer, {:again, retried} ->
         try do
-          {:halt, {:done, remote_call({:pynode_jobs, peer}, op, args, retried, timeout)}}
+          {:halt, {:done, remote_call({:pynode_jobs, peer}, op, args, form, retried, timeout)}}
         catch
           :exit, reason ->
             reason = Pynode.Jobs.JobServer.exit_reason(reason)
@@ -265,13 +267,13 @@ defmodule Pynode.Jobs.Client do
           {:error, :no_hosts}
         else
           Process.sleep(delay)
-          remote_loop(op, args, job_timeout, deadline, retried, min(delay * 2, @backoff_max))
+          remote_loop(op, args, form, job_timeout, deadline, retried, min(delay * 2, @backoff_max))
         end
     end
   end
 
-  defp remote_call(host, op, args, retried, timeout) do
-    case remote_form(op, args) do
+  defp remote_call(host, op, args, form, retried, timeout) do
+    case form do
       {op_args, unwrap, legacy_args} ->
         case GenServer.call(host, {:client, :op, op_args}, timeout) do
           {:error, {:unknown_client_op, :op, 3}} ->
