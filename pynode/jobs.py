@@ -879,6 +879,8 @@ class JobHost(GenServer):
         self.replicas: dict[bytes, _Replica] = {}
         self._owner_mons: dict[Pid, Reference] = {}
         self._owner_refs: dict[Reference, Pid] = {}
+        #: the replica keys held per owner pid (so an owner's DOWN and a forget are O(1))
+        self._by_owner: dict[Pid, set[bytes]] = {}
         self.orphans: set[bytes] = set()
         #: processes running a ``{client, Op, Args}`` operation for a caller
         self.client_workers: set[Process] = set()
@@ -997,7 +999,10 @@ class JobHost(GenServer):
         # same change sent again (re-replication), so refreshing it is harmless.
         if cur is None or cur.owner != owner or seq >= cur.seq:
             old_owner = cur.owner if cur is not None else None
+            if old_owner is not None and old_owner != owner:
+                self._unindex(old_owner, kb)
             self.replicas[kb] = _Replica(job_id, kind, portable, seq, owner, [Atom(n) for n in replicas])
+            self._by_owner.setdefault(owner, set()).add(kb)
             self.orphans.discard(kb)
             if owner not in self._owner_mons:
                 ref = self.process.monitor(owner)
@@ -1011,13 +1016,21 @@ class JobHost(GenServer):
         rep = self.replicas.pop(kb, None)
         self.orphans.discard(kb)
         if rep is not None:
+            self._unindex(rep.owner, kb)
             self._maybe_unmonitor(rep.owner)
 
     def _drop_local_replica(self, job_id: Any) -> None:
         self._forget_replica(_id_bytes(job_id))
 
+    def _unindex(self, owner: Pid, kb: bytes) -> None:
+        kbs = self._by_owner.get(owner)
+        if kbs is not None:
+            kbs.discard(kb)
+            if not kbs:
+                del self._by_owner[owner]
+
     def _maybe_unmonitor(self, owner: Pid) -> None:
-        if any(r.owner == owner for r in self.replicas.values()):
+        if self._by_owner.get(owner):
             return
         ref = self._owner_mons.pop(owner, None)
         if ref is not None:
@@ -1025,7 +1038,7 @@ class JobHost(GenServer):
             self.process.demonitor(ref, flush=True)
 
     def _owner_down(self, owner: Pid, reason: Any) -> None:
-        for kb in [kb for kb, r in self.replicas.items() if r.owner == owner]:
+        for kb in list(self._by_owner.get(owner, ())):
             if reason == NOCONNECTION and type(reason) is Atom:
                 self.orphans.add(kb)
             else:

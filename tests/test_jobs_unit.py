@@ -188,6 +188,7 @@ def _host() -> JobHost:
     h = JobHost()
     h.process = FakeProc()  # type: ignore[assignment]
     h.replicas, h._owner_mons, h._owner_refs, h.orphans = {}, {}, {}, set()
+    h._by_owner = {}
     h.closed = True  # no adoption from these tests
     return h
 
