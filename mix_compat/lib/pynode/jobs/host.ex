@@ -143,6 +143,7 @@ defmodule Pynode.Jobs.Host do
   #   clients      %{pid => true}                       running client operations (monitored)
   #   replicas     %{id => %Replica{}}                  replica store (a map: keys compare exactly)
   #   owner_mons   %{owner_pid => ref}, owner_refs %{ref => owner_pid}  one monitor per owner
+  #   by_owner     %{owner_pid => MapSet of ids}        the replicas held per owner
   #   orphans      MapSet of ids whose owner went DOWN with noconnection, not adopted yet
   #
   # Replica store. `replicate` stores when there is no replica, the owner is new, or Seq is
@@ -185,6 +186,7 @@ defmodule Pynode.Jobs.Host do
             replicas: %{},
             owner_mons: %{},
             owner_refs: %{},
+            by_owner: %{},
             orphans: MapSet.new(),
             stopping: false,
             rr: 0
@@ -314,7 +316,7 @@ defmodule Pynode.Jobs.Host do
         owner_mons: Map.delete(s.owner_mons, owner)
     }
 
-    ids = for {id, %Replica{owner: ^owner}} <- s.replicas, do: id
+    ids = s.by_owner |> Map.get(owner, MapSet.new()) |> MapSet.to_list()
 
     s =
       if reason == :noconnection do
@@ -363,6 +365,8 @@ defmodule Pynode.Jobs.Host do
         }
 
         s = %{s | replicas: Map.put(s.replicas, id, rep), orphans: MapSet.delete(s.orphans, id)}
+        s = if old_owner && old_owner != owner, do: unindex(s, old_owner, id), else: s
+        s = %{s | by_owner: Map.update(s.by_owner, owner, MapSet.new([id]), &MapSet.put(&1, id))}
 
         s =
           if is_map_key(s.owner_mons, owner) do
@@ -387,15 +391,29 @@ defmodule Pynode.Jobs.Host do
         s
 
       {rep, replicas} ->
-        maybe_unmonitor(
-          %{s | replicas: replicas, orphans: MapSet.delete(s.orphans, id)},
-          rep.owner
-        )
+        s = %{s | replicas: replicas, orphans: MapSet.delete(s.orphans, id)}
+        maybe_unmonitor(unindex(s, rep.owner, id), rep.owner)
+    end
+  end
+
+  # by_owner: owner pid => the ids of its replicas here, so that an owner's DOWN and a
+  # forget do not scan the whole replica store.
+  defp unindex(s, owner, id) do
+    case s.by_owner do
+      %{^owner => ids} ->
+        ids = MapSet.delete(ids, id)
+
+        if MapSet.size(ids) == 0,
+          do: %{s | by_owner: Map.delete(s.by_owner, owner)},
+          else: %{s | by_owner: Map.put(s.by_owner, owner, ids)}
+
+      _ ->
+        s
     end
   end
 
   defp maybe_unmonitor(s, owner) do
-    if Enum.any?(s.replicas, fn {_, r} -> r.owner == owner end) do
+    if is_map_key(s.by_owner, owner) do
       s
     else
       case Map.pop(s.owner_mons, owner) do
