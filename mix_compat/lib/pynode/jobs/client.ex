@@ -267,7 +267,16 @@ defmodule Pynode.Jobs.Client do
           {:error, :no_hosts}
         else
           Process.sleep(delay)
-          remote_loop(op, args, form, job_timeout, deadline, retried, min(delay * 2, @backoff_max))
+
+          remote_loop(
+            op,
+            args,
+            form,
+            job_timeout,
+            deadline,
+            retried,
+            min(delay * 2, @backoff_max)
+          )
         end
     end
   end
