@@ -75,7 +75,9 @@ defmodule Pynode.Registry.Impl do
   # - When a local registered process dies, the registry removes all its entries and sends one
   #   `unreg` per entry.
   # - Receiving `reg` from a member whose node is not `node(Pid)` is a protocol violation:
-  #   ignored. Receiving `unreg` for an entry that is not the current one (another holder,
+  #   ignored. A `reg` from a registry not known yet (impossible between correct peers, whose
+  #   `discover`/`sync` come first on the ordered link) may be applied or dropped; either way the
+  #   receiver sends `discover` to it and the `sync` that answers converges. Receiving `unreg` for an entry that is not the current one (another holder,
   #   another pid) changes nothing.
   #
   # ## Conflicts (unique names)
@@ -88,11 +90,16 @@ defmodule Pynode.Registry.Impl do
   # > text, byte-wise on UTF-8); for two holders on one node (cannot happen with correct peers),
   # > the smaller pid.
   #
-  # So a mirror that learns of a second holder, by `reg` or by `sync`, keeps the winner and drops
-  # the loser. When the **loser is local**, its owning registry also:
+  # So a mirror that learns of a second holder, by `reg` or by `sync`, answers reads with the
+  # winner only. It keeps the losing claim hidden (it is not a holder) until that claim's owner
+  # sends `unreg` for it or its node is purged; if the winner goes away first, the best remaining
+  # claim becomes the holder. That way every mirror agrees even when nodes learnt of the claims in
+  # different orders. When the **loser is local**, its owning registry also:
   #
   # 1. removes the loser's entry and sends `unreg` for it to every member;
-  # 2. sends the losing process the exit signal `{name_conflict, Key, WinnerPid}` (as
+  # 2. sends the losing process the exit signal `{name_conflict, Key, WinnerPid}`, where
+  #    `WinnerPid` is the holder that beat it in this registry (with three or more claims, not
+  #    necessarily the final winner) (as
   #    `exit(LoserPid, {name_conflict, Key, WinnerPid})`): a process that does not trap exits dies
   #    with that reason; one that traps exits receives `{'EXIT', RegistryPid, {name_conflict, Key,
   #    WinnerPid}}` and keeps running without the name.

@@ -57,10 +57,21 @@ defmodule Pynode.Jobs.Host do
   # | `{client, Op, Args}` | the result of the client operation `Op` run on that node (see "Client") |
   # | `list` | `[{Id, Kind, Pid}]` for the jobs this host runs |
   #
+  # `{client, Op, Args}` operations (each answers what the client function of that name answers
+  # on the host's node): `start` `[Kind, Id, StartArgs]` (also `[Id]`, `[Kind, Id]`), `otp_start`
+  # `[Id]`, `update` `[Id, Event]`, `finish` `[Id]`, `check_results` `[Id]`, `get_state` `[Id]`,
+  # `op` `[Id, Request]` and `op` `[Id, Request, OpId]` (the raw `{ok, Result}`; the 3-argument
+  # form carries the client's own `OpId`, so that a retry through another host is recognised as
+  # a repeat; a host that does not know it answers `{error, {unknown_client_op, op, 3}}`), and
+  # `list_jobs` `[]`. A host that is stopping leaves new `client` calls unanswered (the caller's
+  # call ends with the node and it retries elsewhere, with nothing applied) and waits for the ones
+  # already running before its node exits.
+  #
   # `Portable` is the map `#{kind => Kind, id => Id, state => State, recent => Recent, seq => Seq}`:
   # `State` is the kind's portable state; `Recent` is the bounded list (newest first, at most 64)
-  # of `{OpId, Reply}` of the last operations, so a retried operation is answered, not applied
-  # twice; `Seq` counts acknowledged changes.
+  # of `{OpId, Reply}` of the last operations that changed the state (`Reply` is the whole
+  # `{ok, Result}`), so a retried operation is answered, not applied twice; `Seq` counts
+  # acknowledged changes.
   #
   # ## Calls to a job (`gen_server:call(JobPid, {pynode_job_op, OpId, Request})`)
   #
