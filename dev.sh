@@ -20,7 +20,14 @@ ensure_beam() {
 ensure_venv() {  # $1: pip extras
   if [ ! -x "$VENV/bin/python" ]; then
     echo "== creating $VENV" >&2
-    "$PY" -m venv "$VENV"
+    if ! "$PY" -m venv "$VENV" 2>/dev/null; then
+      # Debian/Ubuntu ship venv and ensurepip separately from python3.
+      rm -rf "$VENV"
+      echo "== installing python3-venv with apt-get" >&2
+      need_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+      need_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+      "$PY" -m venv "$VENV"
+    fi
   fi
   local stamp="$VENV/.installed-$1" sum
   sum=$(cat pyproject.toml | md5sum | cut -d' ' -f1)

@@ -29,7 +29,7 @@ from typing import Any, Callable
 from erl_interop.terms import Atom, Pid
 
 from .errors import ErlangError, RpcError, Throw
-from .process import NORMAL, Exit, Process, exception_reason
+from .process import Exit, Process, exception_reason
 
 __all__ = ["apply_exposed", "erpc_call", "rpc_call", "handle_spawn_request"]
 

@@ -25,7 +25,7 @@ from typing import Any, Callable, Sequence
 
 from erl_interop import decode
 
-__all__ = ["BeamNode", "BeamError", "unique_name", "wait_until", "require_erl"]
+__all__ = ["BeamNode", "BeamError", "unique_name", "wait_until", "require_erl", "compile_mix_project"]
 
 _ERL_LOOP = (
     "fun Loop() ->"
@@ -92,6 +92,30 @@ def wait_until(cond: Callable[[], Any], timeout: float = 10.0, interval: float =
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+def compile_mix_project(project: str, mix_env: str = "dev", timeout: float = 300.0) -> str:
+    """``mix compile`` in ``project`` (for :meth:`BeamNode.start` with ``mix_project``).
+
+    A file lock in the project's ``_build`` serializes concurrent compiles (pytest-xdist
+    workers, benchmarks); a compile with nothing to do returns in about a second. Raises
+    ``RuntimeError`` with mix's output when the compile fails. Returns ``project``.
+    """
+    import fcntl
+    from pathlib import Path
+
+    lock_path = Path(project) / "_build" / ".pynode-compile.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, MIX_ENV=mix_env)
+    with open(lock_path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            r = subprocess.run(["mix", "compile"], cwd=project, env=env, capture_output=True, text=True, timeout=timeout)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    if r.returncode != 0:
+        raise RuntimeError(f"mix compile failed in {project}:\n{r.stdout}\n{r.stderr}")
+    return project
 
 
 class BeamError(Exception):

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import fcntl
 import os
 import signal
 import subprocess
@@ -39,7 +38,7 @@ from pynode.errors import CallError
 from pynode.genserver import GenServer
 from pynode.jobs import HOST_KEY, PYNODE_JOB, job_key
 from pynode.node import Node
-from pynode.testing import BeamNode, unique_name
+from pynode.testing import BeamNode, compile_mix_project, unique_name
 
 from node_helpers import ev, run, wait_for
 
@@ -62,18 +61,8 @@ SETTINGS = "{work_ms, 300}, {result_ttl, 60000}, {replicas, 1}"
 # -- fixtures ---------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def mix_compiled() -> str:
-    """``mix compile`` once per session; a file lock serializes it across xdist workers."""
-    lock_path = Path(MIX_PROJECT) / "_build" / ".pynode-compile.lock"
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, MIX_ENV="dev")
-    with open(lock_path, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            r = subprocess.run(["mix", "compile"], cwd=MIX_PROJECT, env=env, capture_output=True, text=True, timeout=300)
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-    assert r.returncode == 0, f"mix compile failed:\n{r.stdout}\n{r.stderr}"
-    return MIX_PROJECT
+    """``mix compile`` once per session (serialized across xdist workers)."""
+    return compile_mix_project(MIX_PROJECT)
 
 
 class PyCli:
