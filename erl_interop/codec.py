@@ -212,7 +212,7 @@ def _decode(data: bytes, pos: int, depth: int, refs: Sequence[Any] | None) -> tu
         if depth >= MAX_DEPTH:
             raise DecodeError(pos, f"terms nested deeper than {MAX_DEPTH} levels")
         depth += 1
-        items = []
+        items: list[Any] = []
         append = items.append
         for _ in range(n):
             v, pos = _decode(data, pos, depth, refs)
@@ -265,7 +265,7 @@ def _decode(data: bytes, pos: int, depth: int, refs: Sequence[Any] | None) -> tu
         if depth >= MAX_DEPTH:
             raise DecodeError(pos, f"terms nested deeper than {MAX_DEPTH} levels")
         depth += 1
-        pairs = []
+        pairs: list[tuple[Any, Any]] = []
         append = pairs.append
         for _ in range(n):
             k, pos = _decode(data, pos, depth, refs)

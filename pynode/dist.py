@@ -29,6 +29,7 @@ import logging
 from typing import Any, Callable
 
 from erl_interop import aio
+from erl_interop.handshake import Status
 from erl_interop.connection import TICK, BadMessage, Connection, ConnectionClosed, NeedData, TickTimer
 from erl_interop import control as C
 from erl_interop.control import MISSING
@@ -267,7 +268,7 @@ class Distribution:
         return [n for n, c in self.conns.items() if c.state == "up"]
 
     # -- handshake policy (erl_interop.handshake.HandshakePolicy) ---------------------------
-    def accept_pending(self, peer_name: str, peer_flags: Any, peer_creation: int) -> str:
+    def accept_pending(self, peer_name: str, peer_flags: DistFlags, peer_creation: int) -> Status:
         peer = Atom(peer_name)
         c = self.conns.get(peer)
         if c is None or c.state == "closed":

@@ -499,7 +499,7 @@ class Node:
     # -- lifetime --------------------------------------------------------------------------
     def create_task(self, coro: Awaitable[Any], name: str | None = None) -> asyncio.Task[Any]:
         """A task owned by the node: cancelled when the node stops."""
-        t = asyncio.get_running_loop().create_task(coro, name=name)  # type: ignore[arg-type]
+        t: asyncio.Task[Any] = asyncio.get_running_loop().create_task(coro, name=name)  # type: ignore[arg-type]
         self._tasks.add(t)
         t.add_done_callback(self._tasks.discard)
         return t

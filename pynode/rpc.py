@@ -22,6 +22,7 @@ The legacy ``rex`` server answers ``{'$gen_call', From, {call, M, F, A, GL}}`` a
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 from typing import Any, Callable
@@ -164,7 +165,7 @@ async def rex_server(proc: Process) -> None:
         if msg[0] == Atom("$gen_call") and len(msg) == 3 and type(msg[1]) is tuple:
             from_, req = msg[1], msg[2]
             if type(req) is tuple and len(req) >= 4 and req[0] == Atom("call"):
-                node.create_task(_rex_call(proc, req[1], req[2], req[3], lambda r, f=from_: _gen_reply(proc, f, r)))
+                node.create_task(_rex_call(proc, req[1], req[2], req[3], functools.partial(_gen_reply, proc, from_)))
             elif req == Atom("features_request") or (type(req) is tuple and req[:1] == (Atom("features_request"),)):
                 _gen_reply(proc, from_, (Atom("features_reply"), node.name, [ERPC]))
         elif msg[0] == Atom("$gen_cast") and type(msg[1]) is tuple and msg[1][:1] == (Atom("cast"),) and len(msg[1]) >= 4:
@@ -173,9 +174,13 @@ async def rex_server(proc: Process) -> None:
         elif type(msg[0]) is Pid and type(msg[1]) is tuple and len(msg[1]) >= 4 and msg[1][0] == Atom("call"):
             caller = msg[0]
             _, m, f, a = msg[1][:4]
-            node.create_task(_rex_call(proc, m, f, a, lambda r, c=caller: proc.send(c, (Atom("rex"), r))))
+            node.create_task(_rex_call(proc, m, f, a, functools.partial(_rex_reply, proc, caller)))
         elif type(msg[0]) is Pid and msg[1] == Atom("features_request"):
             proc.send(msg[0], (Atom("features_reply"), node.name, [ERPC]))
+
+
+def _rex_reply(proc: Process, caller: Pid, value: Any) -> None:
+    proc.send(caller, (Atom("rex"), value))
 
 
 def _gen_reply(proc: Process, from_: Any, value: Any) -> None:
