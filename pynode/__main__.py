@@ -45,7 +45,11 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m pynode",
         description="Start a Python node that joins an Erlang/Elixir cluster (a hidden node, "
         "like erl -hidden). It answers Node.ping, GenServer.call({:pynode, node}, :info) and "
-        ":rpc.call(node, :pynode, :info, []). Stop it with Ctrl-C or SIGTERM.",
+        ":rpc.call(node, :pynode, :info, []). Stop it with Ctrl-C or SIGTERM: its jobs move "
+        "to another node first.",
+        epilog="other commands: 'python -m pynode run_job N' (the seed's job check against "
+        "n1..n3@localhost) and 'python -m pynode jobs --node NODE' (where every job runs); "
+        "each has its own --help.",
     )
     who = p.add_mutually_exclusive_group(required=True)
     who.add_argument("--sname", metavar="NAME[@HOST]", help="short node name, e.g. n1@localhost (as erl -sname)")
