@@ -50,7 +50,13 @@ sender); they never crash a registry.
   A node that runs no registry simply never answers: it is not a member.
 - On `discover` from `From` (a peer registry pid): the receiver monitors `From` if it does
   not know it yet (and then also sends its own `discover` to `From`), and answers with
-  `sync` carrying its own entries and its member list.
+  `sync` carrying its own entries and its member list, **once per peer registry**: it
+  records that `From` has its snapshot, and a later `discover` from that same `From` is not
+  answered (every change made after the snapshot reaches `From` after it, on the same
+  ordered link, as `reg`/`unreg`). The record is cleared whenever `From` is (re)learnt:
+  after its `DOWN` (after a lost connection `From` has purged the receiver's entries too, so
+  its next `discover` gets a fresh `sync`), and when a new pid becomes the registry of
+  `node(From)`.
 - On `sync` from `From`: the receiver records `From` as the registry of `node(From)`
   (monitoring it if new), **replaces** every mirrored entry owned by `node(From)` with
   `Entries` (applying the conflict rule below to unique names), and sends `discover` to
@@ -77,7 +83,9 @@ Only the owning node writes its own processes' entries.
 - Receiving `reg` from a member whose node is not `node(Pid)` is a protocol violation:
   ignored. A `reg` from a registry not known yet (impossible between correct peers, whose
   `discover`/`sync` come first on the ordered link) may be applied or dropped; either way the
-  receiver sends `discover` to it and the `sync` that answers converges. Receiving `unreg` for an entry that is not the current one (another holder,
+  receiver sends `discover` to it and the `sync` that answers converges (that registry has
+  not answered a `discover` from this receiver since it last learnt it, or the receiver would
+  know it). Receiving `unreg` for an entry that is not the current one (another holder,
   another pid) changes nothing.
 
 ## Conflicts (unique names)
@@ -396,6 +404,9 @@ class Registry(GenServer):
     mirror: Mirror
     #: peer node -> (its registry pid, our monitor ref on it)
     peers: dict[Atom, tuple[Pid, Reference]]
+    #: peer node -> its registry pid that has our snapshot (protocol, "Membership and
+    #: discovery": a ``discover`` is answered once per peer registry, until it is relearnt)
+    synced: dict[Atom, Pid]
 
     @classmethod
     async def start_for(cls, node: "Node") -> "Registry":
@@ -407,6 +418,7 @@ class Registry(GenServer):
     async def init(self, *args: Any) -> None:
         self.mirror = Mirror()
         self.peers = {}
+        self.synced = {}
         self._peer_refs: dict[Reference, Atom] = {}
         self._local_mons: dict[Pid, Reference] = {}
         self._waiters: dict[bytes, list[asyncio.Future[tuple[Pid, Any]]]] = {}
@@ -564,12 +576,14 @@ class Registry(GenServer):
             # Another registry for that node: the old one is gone, whatever its DOWN says.
             self._forget(frm.node)
         ref = self.process.monitor(frm)
+        self.synced.pop(frm.node, None)  # (re)learnt: it gets a fresh snapshot
         self.peers[frm.node] = (frm, ref)
         self._peer_refs[ref] = frm.node
         return True
 
     def _forget(self, node: Atom) -> None:
         pid, ref = self.peers.pop(node)
+        self.synced.pop(node, None)
         self._peer_refs.pop(ref, None)
         self.process.demonitor(ref, flush=True)
         self._settle(self.mirror.drop_node(node))
@@ -581,6 +595,11 @@ class Registry(GenServer):
     def _on_discover(self, frm: Pid) -> None:
         if self._know(frm):
             self.process.send(frm, (TAG, PROTOCOL_VERSION, DISCOVER, self.pid))
+        if self.synced.get(frm.node) == frm:
+            # It has our snapshot already, and every change since went to it after that
+            # snapshot on the same ordered link: another one would only repeat it.
+            return
+        self.synced[frm.node] = frm
         own = [(k, p, v) for k, p, v in self.mirror.entries_of_node(self.process.node.name)]
         self.process.send(frm, (TAG, PROTOCOL_VERSION, SYNC, self.pid, own, self.members()))
 
@@ -640,6 +659,7 @@ class Registry(GenServer):
             cur = self.peers.get(node)
             if cur is not None and cur[1] == ref:
                 del self.peers[node]
+                self.synced.pop(node, None)  # it purged our entries too (or is gone)
                 log.info("%s: registry of %s is gone (%s); purging its entries", self.process.node.name, node, reason)
                 self._settle(self.mirror.drop_node(node))
             return

@@ -516,9 +516,12 @@ def test_reg_from_a_non_member_asks_for_its_snapshot():
             hb = Holder(b)
             assert await hb.reg(n("via_snapshot"), 5) == OK
             await wait_for(lambda: a.registry.where(n("via_snapshot")) == hb.pid, what="visible")
-            # Make a forget b without a disconnect (as if b's registry were unknown).
+            # Make a forget b without a disconnect (as if b's registry were unknown), and b
+            # forget that it answered a's discover (so that b answers the next one, as a
+            # correct peer that a does not know yet has not sent a its snapshot).
             srv = a.registry.server
             srv._forget(b.name)
+            b.registry.server.synced.pop(a.name)
             assert a.registry.where(n("via_snapshot")) == UNDEF
             # b announces something: a answers with discover, b syncs, a learns everything.
             assert await hb.reg(n("second"), 6) == OK

@@ -50,7 +50,13 @@ defmodule Pynode.Registry.Impl do
   #   A node that runs no registry simply never answers: it is not a member.
   # - On `discover` from `From` (a peer registry pid): the receiver monitors `From` if it does
   #   not know it yet (and then also sends its own `discover` to `From`), and answers with
-  #   `sync` carrying its own entries and its member list.
+  #   `sync` carrying its own entries and its member list, **once per peer registry**: it
+  #   records that `From` has its snapshot, and a later `discover` from that same `From` is not
+  #   answered (every change made after the snapshot reaches `From` after it, on the same
+  #   ordered link, as `reg`/`unreg`). The record is cleared whenever `From` is (re)learnt:
+  #   after its `DOWN` (after a lost connection `From` has purged the receiver's entries too, so
+  #   its next `discover` gets a fresh `sync`), and when a new pid becomes the registry of
+  #   `node(From)`.
   # - On `sync` from `From`: the receiver records `From` as the registry of `node(From)`
   #   (monitoring it if new), **replaces** every mirrored entry owned by `node(From)` with
   #   `Entries` (applying the conflict rule below to unique names), and sends `discover` to
@@ -77,7 +83,9 @@ defmodule Pynode.Registry.Impl do
   # - Receiving `reg` from a member whose node is not `node(Pid)` is a protocol violation:
   #   ignored. A `reg` from a registry not known yet (impossible between correct peers, whose
   #   `discover`/`sync` come first on the ordered link) may be applied or dropped; either way the
-  #   receiver sends `discover` to it and the `sync` that answers converges. Receiving `unreg` for an entry that is not the current one (another holder,
+  #   receiver sends `discover` to it and the `sync` that answers converges (that registry has
+  #   not answered a `discover` from this receiver since it last learnt it, or the receiver would
+  #   know it). Receiving `unreg` for an entry that is not the current one (another holder,
   #   another pid) changes nothing.
   #
   # ## Conflicts (unique names)
@@ -145,6 +153,8 @@ defmodule Pynode.Registry.Impl do
   # The process state keeps what only the writer needs:
   #
   #   peers    %{node => {registry_pid, monitor_ref}}  the members (also in the ETS table)
+  #   synced   %{node => registry_pid}   peers that have our snapshot: a `discover` is answered
+  #            once per peer registry; cleared when the peer is (re)learnt or goes DOWN
   #   locals   %{pid => {monitor_ref, %{key => true}}}  local registered pids and their keys
   #   refs     %{monitor_ref => {:peer, node} | {:local, pid} | {:waiter, key}}
   #   waiters  %{key => %{monitor_ref => {from, timer_ref | nil}}}   callers of await/2
@@ -183,7 +193,13 @@ defmodule Pynode.Registry.Impl do
 
   defmodule State do
     @moduledoc false
-    defstruct peers: %{}, locals: %{}, refs: %{}, waiters: %{}, shadows: %{}, logged: MapSet.new()
+    defstruct peers: %{},
+              synced: %{},
+              locals: %{},
+              refs: %{},
+              waiters: %{},
+              shadows: %{},
+              logged: MapSet.new()
   end
 
   defguardp is_key(k)
@@ -307,8 +323,18 @@ defmodule Pynode.Registry.Impl do
   @impl true
   def handle_info({@tag, @version, :discover, from}, state) when is_peer(from) do
     state = know_peer(state, from, true)
-    send(from, {@tag, @version, :sync, self(), local_entries(state), members()})
-    {:noreply, state}
+    node = node(from)
+
+    case state.synced do
+      %{^node => ^from} ->
+        # It has our snapshot already, and every change since went to it after that
+        # snapshot on the same ordered link: another one would only repeat it.
+        {:noreply, state}
+
+      _ ->
+        send(from, {@tag, @version, :sync, self(), local_entries(state), members()})
+        {:noreply, %{state | synced: Map.put(state.synced, node, from)}}
+    end
   end
 
   def handle_info({@tag, @version, :sync, from, entries, members} = msg, state)
@@ -368,7 +394,15 @@ defmodule Pynode.Registry.Impl do
         end
 
         :ets.delete(@members, node)
-        state = %{state | refs: refs, peers: Map.delete(state.peers, node)}
+
+        # It purged our entries too (or is gone): when relearnt it gets a fresh snapshot.
+        state = %{
+          state
+          | refs: refs,
+            peers: Map.delete(state.peers, node),
+            synced: Map.delete(state.synced, node)
+        }
+
         {:noreply, purge_node(state, node)}
 
       {{:local, local}, refs} ->
@@ -648,6 +682,7 @@ defmodule Pynode.Registry.Impl do
     %{
       state
       | peers: Map.put(state.peers, node, {from, ref}),
+        synced: Map.delete(state.synced, node),
         refs: Map.put(state.refs, ref, {:peer, node})
     }
   end
