@@ -77,10 +77,12 @@ Replication (sudden death)
 Graceful shutdown (handoff)
 ---------------------------
 1. The host unregisters ``{p, g, pynode_job_host}`` and answers ``{error, stopping}`` to ``start``.
-2. For each job, in turn: pick a target (round-robin over the other hosts that know the kind);
-   tell the job ``{pynode_job_handoff, Target}``. The job stops serving, unregisters its name,
-   calls ``{adopt, Kind, Id, Portable}`` on the target (remaining durations computed now), then
-   exits ``normal``. Calls it had not answered end with an exit; the client retries them.
+2. For each job, at most ``handoff_concurrency`` (config, default 16) at a time: pick a target
+   (round-robin over the other hosts that know the kind); tell the job
+   ``{pynode_job_handoff, Target}``. The job stops serving, unregisters its name, calls
+   ``{adopt, Kind, Id, Portable}`` on the target (remaining durations computed now), then exits
+   ``normal``. Calls it had not answered end with an exit; the client retries them. A failed
+   handoff is tried at the next target.
 3. Only then does the node stop. With no other host, jobs die with the node.
 
 Client
@@ -124,6 +126,7 @@ Python implementation notes
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import inspect
 import itertools
@@ -137,7 +140,7 @@ from erl_interop.terms import Atom, Pid, Reference
 
 from .errors import CallError
 from .genserver import GEN_CALL, NOREPLY as _NOREPLY, From, GenServer, reply as gen_reply
-from .process import DOWN_TAG, NORMAL, NOCONNECTION, NOPROC, Exit, Process, exception_reason
+from .process import DOWN_TAG, NORMAL, NOCONNECTION, NOPROC, Exit, Process, ReceiveTimeout, exception_reason
 from .registry import key_bytes
 
 if TYPE_CHECKING:
@@ -234,6 +237,7 @@ DEFAULTS: dict[str, Any] = {
     "adopt_timeout": 10_000,  # one {adopt, ...} during a handoff
     "adopt_reg_timeout": 5_000,  # protocol, "Replication": retry registration until the purge
     "handoff_timeout": 60_000,  # the whole graceful handoff of one node
+    "handoff_concurrency": 16,  # protocol, "Graceful shutdown": handoffs in flight at once
 }
 
 #: exit reasons after which the client retries (protocol, "Client")
@@ -1081,9 +1085,9 @@ class JobHost(GenServer):
         async def driver(proc: Process) -> None:
             try:
                 tried: set[Pid] = set()
-                await host._hand_off_all(proc, tried)
+                await host._hand_off_all(proc, tried, deadline)
                 await host._wait_client_workers(deadline)
-                await host._hand_off_all(proc, tried)  # any job adopted from a replica meanwhile
+                await host._hand_off_all(proc, tried, deadline)  # any job adopted from a replica meanwhile
             finally:
                 host.handoff_driver = None
                 host.closed = True
@@ -1104,45 +1108,89 @@ class JobHost(GenServer):
                 return
             await asyncio.wait(tasks, timeout=left)
 
-    async def _hand_off_all(self, proc: Process, tried: set[Pid]) -> None:
+    def _handoff_order(self, e: _Entry) -> tuple[Atom, ...]:
+        """The targets for one job: the other hosts that know its kind, sorted, rotated by
+        the host's round-robin counter (empty when there is none)."""
         node = self.node
+        targets = sorted(
+            {pid.node for pid, ks in node.registry.lookup_values(HOST_KEY)
+             if pid.node != node.name and isinstance(ks, list) and e.job.kind in ks},
+            key=_node_order,
+        )
+        if not targets:
+            return ()
+        k = self._rr % len(targets)
+        self._rr += 1
+        return tuple(targets[k:] + targets[:k])
+
+    async def _hand_off_all(self, proc: Process, tried: set[Pid], deadline: float) -> None:
+        """Hand every ready job off, at most ``handoff_concurrency`` at a time (protocol,
+        "Graceful shutdown"), until ``deadline``. ``proc`` (the driver) monitors the jobs in
+        flight and receives their ``DOWN`` (moved) or ``handoff_failed`` (next target)."""
+        node = self.node
+        loop = asyncio.get_running_loop()
+        limit = max(1, int(_cfg(node, "handoff_concurrency")))
+        #: monitor ref -> (job entry, the targets not tried yet)
+        inflight: dict[Reference, tuple[_Entry, tuple[Atom, ...]]] = {}
+        by_pid: dict[Pid, Reference] = {}
+        queue: collections.deque[_Entry] = collections.deque()
+
+        def give_up(ref: Reference) -> None:
+            e, _ = inflight.pop(ref)
+            del by_pid[e.pid]
+            proc.demonitor(ref, flush=True)
+            log.warning("%s: job %r could not be handed off; it dies with the node", node.name, e.job.id)
+
+        def ours(m: Any) -> bool:
+            if type(m) is not tuple:
+                return False
+            if len(m) == 5 and m[0] == DOWN_TAG:
+                return m[1] in inflight
+            return len(m) == 3 and m[0] == "handoff_failed" and m[1] in by_pid
+
         while True:
-            pending = [e for e in self.jobs.values() if e.pid not in tried and e.job.ready]
-            if not pending:
-                busy = [e for e in self.jobs.values() if e.pid not in tried]
-                if not busy:
+            while len(inflight) < limit and loop.time() < deadline:
+                if not queue:
+                    queue.extend(e for e in self.jobs.values() if e.pid not in tried and e.job.ready)
+                    if not queue:
+                        break
+                e = queue.popleft()
+                if e.pid in tried or e.pid not in self.jobs:
+                    continue
+                tried.add(e.pid)
+                order = self._handoff_order(e)
+                if not order:
+                    log.warning("%s: no other host knows %s; job %r dies with the node", node.name, e.job.kind, e.job.id)
+                    continue
+                mref = proc.monitor(e.pid)
+                inflight[mref] = (e, order[1:])
+                by_pid[e.pid] = mref
+                proc.send(e.pid, (HANDOFF, order[0]))
+            left = deadline - loop.time()
+            if not inflight:
+                if left <= 0 or all(p in tried for p in self.jobs):
+                    if left <= 0 and any(p not in tried for p in self.jobs):
+                        log.warning("%s: handoff time is up; the remaining jobs die with the node", node.name)
                     return
                 await asyncio.sleep(0.01)  # jobs still starting or adopting: let them settle
                 continue
-            for e in pending:
-                tried.add(e.pid)
-                targets = sorted(
-                    {pid.node for pid, ks in node.registry.lookup_values(HOST_KEY)
-                     if pid.node != node.name and isinstance(ks, list) and e.job.kind in ks},
-                    key=_node_order,
-                )
-                if not targets:
-                    log.warning("%s: no other host knows %s; job %r dies with the node", node.name, e.job.kind, e.job.id)
-                    continue
-                k = self._rr
-                self._rr += 1
-                order = targets[k % len(targets):] + targets[:k % len(targets)]
-                mref = proc.monitor(e.pid)
-                moved = False
-                for t in order:
-                    proc.send(e.pid, (HANDOFF, t))
-                    m = await proc.receive(
-                        lambda m: type(m) is tuple and (
-                            (len(m) == 5 and m[0] == DOWN_TAG and m[1] == mref)
-                            or (len(m) == 3 and m[0] == "handoff_failed" and m[1] == e.pid)
-                        )
-                    )
-                    if m[0] == DOWN_TAG:
-                        moved = True
-                        break
-                if not moved:
-                    proc.demonitor(mref, flush=True)
-                    log.warning("%s: job %r could not be handed off; it dies with the node", node.name, e.job.id)
+            try:
+                m = await proc.receive(ours, timeout=max(left, 0))
+            except ReceiveTimeout:
+                for ref in list(inflight):
+                    give_up(ref)
+                continue
+            if m[0] == DOWN_TAG:
+                e, _ = inflight.pop(m[1])
+                del by_pid[e.pid]
+                continue
+            ref = by_pid[m[1]]
+            e, rest = inflight[ref]
+            if rest:
+                inflight[ref] = (e, rest[1:])
+                proc.send(e.pid, (HANDOFF, rest[0]))
+            else:
+                give_up(ref)
 
     async def shutdown(self) -> None:
         """Graceful handoff (protocol, "Graceful shutdown"): stop taking jobs, move each job

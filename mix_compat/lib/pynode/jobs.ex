@@ -43,6 +43,7 @@ defmodule Pynode.Jobs do
   | `adopt_timeout` | 10000 | one `adopt` call during a handoff |
   | `adopt_reg_timeout` | 5000 | an adopting job retries its name while a dead owner still holds it |
   | `handoff_timeout` | 60000 | the whole handoff of one node at shutdown |
+  | `handoff_concurrency` | 16 | job handoffs in flight at once at shutdown |
   | `job_kinds` | `[Job, Job.Otp]` | the kind modules this node's host runs |
   """
 
@@ -58,6 +59,7 @@ defmodule Pynode.Jobs do
     adopt_timeout: 10_000,
     adopt_reg_timeout: 5_000,
     handoff_timeout: 60_000,
+    handoff_concurrency: 16,
     job_kinds: [Job, Job.Otp]
   }
 

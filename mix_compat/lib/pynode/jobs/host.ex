@@ -110,11 +110,12 @@ defmodule Pynode.Jobs.Host do
   # SIGTERM/Ctrl-C to `python -m pynode`):
   #
   # 1. It unregisters `{p, g, pynode_job_host}` and answers `{error, stopping}` to `start`.
-  # 2. For each job it runs, in turn: pick a target host (round-robin over the other hosts that
-  #    know the kind); tell the job `{pynode_job_handoff, Target}`. The job stops serving,
-  #    unregisters its name, calls `{adopt, Kind, Id, Portable}` on the target (with remaining
-  #    durations computed now), then exits `normal`. Calls that reached the old process and were
-  #    not answered end with an exit, and the client retries them at the new owner.
+  # 2. For each job it runs, at most `handoff_concurrency` (config, default 16) at a time: pick a
+  #    target host (round-robin over the other hosts that know the kind); tell the job
+  #    `{pynode_job_handoff, Target}`. The job stops serving, unregisters its name, calls
+  #    `{adopt, Kind, Id, Portable}` on the target (with remaining durations computed now), then
+  #    exits `normal`. Calls that reached the old process and were not answered end with an exit,
+  #    and the client retries them at the new owner. A failed handoff is tried at the next target.
   # 3. Only then does the host (and the node) stop. With no other host, jobs die with the node.
   #
   # ## Client
@@ -168,10 +169,14 @@ defmodule Pynode.Jobs.Host do
   # replica waited here is taken off its remaining durations (measured on this node's
   # monotonic clock, so no clock is compared across nodes).
   #
-  # Shutdown (terminate/2): unreg {p, g, pynode_job_host}; then for each job in turn pick a
-  # target host (round-robin over the other hosts whose kinds include the job's), send the
-  # job {pynode_job_handoff, Target} and wait for it to exit (moved) or to report
-  # {pynode_job_handoff_failed, Pid, Target} (next target). While waiting, the host keeps
+  # Shutdown (terminate/2): unreg {p, g, pynode_job_host}; then hand the jobs off, at most
+  # handoff_concurrency at a time: for each, pick a target host (round-robin over the other
+  # hosts whose kinds include the job's), monitor the job, send it
+  # {pynode_job_handoff, Target}, and count it in flight until it exits (moved) or has
+  # reported {pynode_job_handoff_failed, Pid, Target} for every target (each failure sends
+  # it to the next one). A freed slot takes the next job. Past handoff_timeout the jobs
+  # still in flight or not started are given up (they die with the node). While waiting,
+  # the host keeps
   # answering calls: start/adopt/replicate -> {error, stopping}, list -> the jobs; client
   # calls are left unanswered (the caller gets `shutdown` when the host exits and retries
   # elsewhere, having changed nothing). Client operations already running are given the
@@ -514,10 +519,11 @@ defmodule Pynode.Jobs.Host do
   def terminate(reason, s) do
     s = %{s | stopping: true}
     deadline = System.monotonic_time(:millisecond) + Jobs.config(:handoff_timeout)
+    limit = max(Jobs.config(:handoff_concurrency), 1)
 
     try do
       Registry.unreg(Jobs.host_key())
-      s = Enum.reduce(Map.keys(s.jobs), s, &hand_off(&2, &1, deadline))
+      s = hand_off_all(s, Map.keys(s.jobs), %{}, limit, deadline)
       wait_clients(s, deadline)
     catch
       # The registry is gone (it crashed, and :rest_for_one is restarting us): no handoff
@@ -531,7 +537,39 @@ defmodule Pynode.Jobs.Host do
     :ok
   end
 
-  defp hand_off(s, pid, deadline) do
+  # `queue`: the jobs not handed off yet; `inflight`: %{pid => {id, ref, targets_left}}.
+  defp hand_off_all(s, queue, inflight, limit, deadline) do
+    {s, queue, inflight} = fill(s, queue, inflight, limit, deadline)
+
+    if map_size(inflight) == 0 do
+      if queue != [] do
+        Logger.warning(
+          "pynode jobs: handoff time is up; #{length(queue)} job(s) die with the node"
+        )
+      end
+
+      s
+    else
+      {s, inflight} = await_handoff(s, inflight, deadline)
+      hand_off_all(s, queue, inflight, limit, deadline)
+    end
+  end
+
+  # Starts handoffs until `limit` are in flight, the queue is empty or the time is up.
+  defp fill(s, [pid | queue] = all, inflight, limit, deadline) do
+    cond do
+      map_size(inflight) >= limit or System.monotonic_time(:millisecond) >= deadline ->
+        {s, all, inflight}
+
+      true ->
+        {s, inflight} = start_handoff(s, pid, inflight)
+        fill(s, queue, inflight, limit, deadline)
+    end
+  end
+
+  defp fill(s, [], inflight, _limit, _deadline), do: {s, [], inflight}
+
+  defp start_handoff(s, pid, inflight) do
     case s.jobs do
       %{^pid => {id, kind, _}} ->
         targets =
@@ -547,66 +585,72 @@ defmodule Pynode.Jobs.Host do
               "pynode jobs: no other host runs #{kind}; job #{inspect(id)} dies with the node"
             )
 
-            s
+            {s, inflight}
 
           sorted ->
             k = rem(s.rr, length(sorted))
             {a, b} = Enum.split(sorted, k)
+            [target | rest] = b ++ a
             ref = Process.monitor(pid)
-            s = %{s | rr: s.rr + 1}
-            try_targets(s, pid, id, ref, b ++ a, deadline)
+            send(pid, {:pynode_job_handoff, target})
+            {%{s | rr: s.rr + 1}, Map.put(inflight, pid, {id, ref, rest})}
         end
 
       _ ->
-        s
+        {s, inflight}
     end
   end
 
-  defp try_targets(s, _pid, id, ref, [], _deadline) do
+  defp give_up(inflight, pid) do
+    {{id, ref, _}, inflight} = Map.pop(inflight, pid)
     Process.demonitor(ref, [:flush])
 
     Logger.warning(
       "pynode jobs: job #{inspect(id)} could not be handed off; it dies with the node"
     )
 
-    s
+    inflight
   end
 
-  defp try_targets(s, pid, id, ref, [target | rest], deadline) do
-    send(pid, {:pynode_job_handoff, target})
-
-    case await_handoff(s, pid, ref, deadline) do
-      {:moved, s} -> s
-      {:failed, s} -> try_targets(s, pid, id, ref, rest, deadline)
-      {:timeout, s} -> try_targets(s, pid, id, ref, [], deadline)
-    end
-  end
-
-  # Waits for the job to exit or report a failed handoff, answering calls meanwhile.
-  defp await_handoff(s, pid, ref, deadline) do
+  # Waits for one job in flight to exit or report a failed handoff, answering calls
+  # meanwhile; at the deadline every job still in flight is given up.
+  defp await_handoff(s, inflight, deadline) do
     left = max(deadline - System.monotonic_time(:millisecond), 0)
 
     receive do
-      {:DOWN, ^ref, :process, ^pid, _reason} ->
-        {:moved, %{s | jobs: Map.delete(s.jobs, pid)}}
+      {:DOWN, ref, :process, pid, _reason} when is_map_key(inflight, pid) ->
+        case inflight do
+          %{^pid => {_, ^ref, _}} ->
+            {%{s | jobs: Map.delete(s.jobs, pid)}, Map.delete(inflight, pid)}
 
-      {:pynode_job_handoff_failed, ^pid, _target} ->
-        {:failed, s}
+          _ ->
+            await_handoff(s, inflight, deadline)
+        end
+
+      {:pynode_job_handoff_failed, pid, _target} when is_map_key(inflight, pid) ->
+        case inflight do
+          %{^pid => {id, ref, [next | rest]}} ->
+            send(pid, {:pynode_job_handoff, next})
+            {s, Map.put(inflight, pid, {id, ref, rest})}
+
+          _ ->
+            {s, give_up(inflight, pid)}
+        end
 
       {:"$gen_call", from, request}
       when is_tuple(request) and tuple_size(request) > 0 and
              elem(request, 0) in [:start, :adopt, :replicate] ->
         GenServer.reply(from, {:error, :stopping})
-        await_handoff(s, pid, ref, deadline)
+        await_handoff(s, inflight, deadline)
 
       {:"$gen_call", from, :list} ->
         GenServer.reply(from, list(s))
-        await_handoff(s, pid, ref, deadline)
+        await_handoff(s, inflight, deadline)
 
       {:DOWN, _, :process, cpid, _} when is_map_key(s.clients, cpid) ->
-        await_handoff(%{s | clients: Map.delete(s.clients, cpid)}, pid, ref, deadline)
+        await_handoff(%{s | clients: Map.delete(s.clients, cpid)}, inflight, deadline)
     after
-      left -> {:timeout, s}
+      left -> {s, Enum.reduce(Map.keys(inflight), inflight, &give_up(&2, &1))}
     end
   end
 
