@@ -145,6 +145,10 @@ live, and means that if the winner's node dies before the loser's node has heard
 winner, every mirror falls back to the same surviving holder. :class:`Registry` is the
 GenServer that speaks the protocol; :class:`RegistryAPI` (``node.registry``) is the public
 API, reading the mirror directly (same event loop, so reads are consistent snapshots).
+Its ``reg``/``unreg`` still go through the registry process's mailbox (that is what orders
+a node's writes), but as a :class:`_LocalWrite` carrying the already checked and encoded key
+and a future for the reply, not as a ``$gen_call`` with its monitor, alias and selective
+receive; the server still accepts the plain ``{reg, Key, Value}`` / ``{unreg, Key}`` calls.
 """
 
 from __future__ import annotations
@@ -158,8 +162,8 @@ from erl_interop.errors import EncodeError
 from erl_interop.flags import DistFlags
 from erl_interop.terms import Atom, Map, Pid, Reference
 
-from .errors import ErlangError
-from .genserver import From, GenServer
+from .errors import CallError, ErlangError
+from .genserver import TIMEOUT, From, GenServer
 from .process import DOWN_TAG, Process
 
 if TYPE_CHECKING:
@@ -242,18 +246,58 @@ def key_bytes(key: Any) -> bytes:
 
 
 def _has_map(t: Any) -> bool:
+    tt = type(t)
+    if tt is dict or tt is Map:
+        return True
+    if tt is not tuple and tt is not list:
+        return False
     stack = [t]
     while stack:
-        x = stack.pop()
-        tx = type(x)
-        if tx is dict or tx is Map:
-            return True
-        if tx is tuple or tx is list:
-            stack.extend(x)
+        for x in stack.pop():  # only containers are pushed: scalars cost one type check
+            tx = type(x)
+            if tx is dict or tx is Map:
+                return True
+            if tx is tuple or tx is list:
+                stack.append(x)
     return False
 
 
 _kb = key_bytes
+
+
+class _LocalWrite:
+    """A ``reg``/``unreg`` call made by :class:`RegistryAPI` from a process of this node.
+
+    It is the Python twin of ``{'$gen_call', From, {reg, Key, Value}}`` without the
+    monitor/alias/selective-receive machinery: the object is put in the registry process's
+    mailbox (so it is served in mailbox order, serialized with every other write), and the
+    server resolves ``fut`` with the reply. The key arrives checked and encoded (``kb``; None
+    when it could not be encoded, and the server answers ``{error, badarg}`` as before). It is
+    a Python object, so it never comes off the wire: remote callers can only send the plain
+    ``{reg, Key, Value}`` / ``{unreg, Key}`` requests, which the server checks and encodes.
+    A registry that dies with calls pending fails them with its exit reason
+    (:meth:`Registry._fail_pending`), as ``gen_server:call``'s monitor would."""
+
+    __slots__ = ("unreg", "key", "kb", "value", "pid", "fut", "timeout")
+
+    def __init__(self, unreg: bool, key: Any, kb: bytes | None, value: Any, pid: Pid,
+                 fut: "asyncio.Future[Any]", timeout: float | None) -> None:
+        self.unreg = unreg
+        self.key = key
+        self.kb = kb
+        self.value = value
+        self.pid = pid
+        self.fut = fut
+        self.timeout = timeout
+
+    def plain(self) -> tuple[Any, ...]:
+        """The request as ``gen_server:call`` carries it (for :class:`CallError`)."""
+        return (UNREG, self.key) if self.unreg else (REG, self.key, self.value)
+
+
+def _expire(fut: "asyncio.Future[Any]", w: _LocalWrite, dest: Pid) -> None:
+    if not fut.done():
+        fut.set_exception(CallError(TIMEOUT, dest, w.plain(), w.timeout))
 
 
 # -- the conflict rule ---------------------------------------------------------------------
@@ -423,6 +467,11 @@ class Registry(GenServer):
         self._local_mons: dict[Pid, Reference] = {}
         self._waiters: dict[bytes, list[asyncio.Future[tuple[Pid, Any]]]] = {}
         self._warned: set[Any] = set()
+        #: local calls in flight (:class:`_LocalWrite`), failed if this process dies
+        self._pending: dict[asyncio.Future[Any], _LocalWrite] = {}
+        task = self.process.task
+        assert task is not None
+        task.add_done_callback(self._fail_pending)
         node = self.process.node
         node.monitor_nodes(self.process)
         for peer in list(node.connected_nodes):
@@ -462,12 +511,15 @@ class Registry(GenServer):
 
     def _local_reg(self, pid: Pid, key: Any, value: Any) -> Any:
         key = check_key(key)
+        return self._reg_kb(pid, key, _kb(key), value)
+
+    def _reg_kb(self, pid: Pid, key: tuple[Atom, Atom, Any], kb: bytes, value: Any) -> Any:
+        """``reg`` of a checked ``key`` whose mirror bytes are ``kb``."""
         if type(pid) is not Pid or pid.node != self.process.node.name:
             return (ERROR, Atom("not_local"))
         proc = self.process.node.process(pid)
         if proc is None or not proc.alive:
             return (ERROR, Atom("noproc"))
-        kb = _kb(key)
         if key[0] == N:
             h = self.mirror.holder(kb)
             if h is not None and h[0] != pid:
@@ -481,7 +533,10 @@ class Registry(GenServer):
 
     def _local_unreg(self, pid: Pid, key: Any) -> Any:
         key = check_key(key)
-        kb = _kb(key)
+        return self._unreg_kb(pid, key, _kb(key))
+
+    def _unreg_kb(self, pid: Pid, key: tuple[Atom, Atom, Any], kb: bytes) -> Any:
+        """``unreg`` of a checked ``key`` whose mirror bytes are ``kb``."""
         if self.mirror.remove(kb, pid):
             self._broadcast((TAG, PROTOCOL_VERSION, UNREG, self.pid, key, pid))
             self._maybe_demonitor(pid)
@@ -494,7 +549,35 @@ class Registry(GenServer):
                 self.process.demonitor(ref, flush=True)
 
     # -- everything else (info) ------------------------------------------------------------
+    def _fail_pending(self, _task: Any) -> None:
+        """The registry process is gone: fail the calls still waiting for it."""
+        reason = self.process.exit_reason
+        pending, self._pending = self._pending, {}
+        for fut, w in pending.items():
+            if not fut.done():
+                fut.set_exception(CallError(reason, self.process.pid, w.plain(), w.timeout))
+
+    def _local_write(self, w: _LocalWrite) -> None:
+        # As handle_call for the plain request; an unexpected error crashes the registry
+        # (and _fail_pending answers the caller with the exit reason), as there.
+        try:
+            if w.kb is None:
+                result: Any = (ERROR, BADARG)
+            elif w.unreg:
+                result = self._unreg_kb(w.pid, w.key, w.kb)
+            else:
+                result = self._reg_kb(w.pid, w.key, w.kb, w.value)
+        except (ValueError, EncodeError):
+            result = (ERROR, BADARG)
+        fut = w.fut
+        self._pending.pop(fut, None)
+        if not fut.done():  # else the caller timed out or was killed: the write stands
+            fut.set_result(result)
+
     async def handle_info(self, msg: Any) -> None:
+        if type(msg) is _LocalWrite:
+            self._local_write(msg)
+            return
         try:
             self._info(msg)
         except Exception:  # a bad message must never take the registry down
@@ -736,13 +819,42 @@ class RegistryAPI:
         ``(error, (already_registered, HolderPid))`` for a name someone else holds.
         Raises :class:`ValueError` for a malformed key."""
         key = check_key(key)
-        _kb(key)  # raise EncodeError here, in the caller, for an unencodable key
-        return await proc.call(self.server.pid, (REG, key, value), timeout)
+        kb = _kb(key)  # raises EncodeError here, in the caller, for an unencodable key
+        return await self._call(proc, False, key, kb, value, timeout)
 
     async def unreg(self, proc: Process, key: Any, timeout: float | None = 5.0) -> Any:
         """Remove ``proc``'s entry for ``key``; returns ``Atom('ok')``."""
         key = check_key(key)
-        return await proc.call(self.server.pid, (UNREG, key), timeout)
+        try:
+            kb: bytes | None = _kb(key)
+        except EncodeError:
+            kb = None  # the server answers {error, badarg}, as for the plain request
+        return await self._call(proc, True, key, kb, None, timeout)
+
+    async def _call(self, proc: Process, unreg: bool, key: Any, kb: bytes | None, value: Any,
+                    timeout: float | None) -> Any:
+        """The registry call for ``proc``: through the registry's mailbox, as a
+        :class:`_LocalWrite` when ``proc`` is a process of this node and the registry is
+        running, else as a plain ``gen_server:call`` (which reports ``noproc`` etc.)."""
+        server = self.server
+        sp = server.process
+        task = sp.task
+        if (proc.node is not self.node or sp.exit_reason is not None or task is None or task.done()
+                or (timeout is not None and timeout <= 0)):
+            return await proc.call(server.pid, (UNREG, key) if unreg else (REG, key, value), timeout)
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        w = _LocalWrite(unreg, key, kb, value, proc.pid, fut, timeout)
+        pending = server._pending
+        pending[fut] = w
+        sp.deliver(w)
+        h = None if timeout is None else loop.call_later(timeout, _expire, fut, w, server.pid)
+        try:
+            return await fut
+        finally:
+            if h is not None:
+                h.cancel()
+            pending.pop(fut, None)
 
     def where(self, key: Any) -> Pid | Atom:
         """The holder of a name (the first holder of a property), or ``Atom('undefined')``."""

@@ -58,7 +58,7 @@ defmodule Pynode.Test.Cluster do
   end
 
   @doc "Polls `fun` until it returns a truthy value (returned), failing after `timeout` ms."
-  def wait_until(fun, timeout \\ 10_000, what \\ "condition") do
+  def wait_until(fun, timeout \\ 30_000, what \\ "condition") do
     deadline = System.monotonic_time(:millisecond) + timeout
     do_wait(fun, deadline, what)
   end
