@@ -419,20 +419,14 @@ class Distribution:
 
         def build(f: DistFlags) -> tuple[tuple[Any, ...], Any]:
             if not f & DistFlags.ALIAS:
-                return ((2, EMPTY, frm), MISSING) if False else _DROP
+                return _DROP  # OTP drops alias sends on a link without ALIAS
             return (33, frm, alias), msg
 
         self._submit(alias.node, build)
 
     def _submit(self, node: Atom, build: Builder) -> None:
-        c = self._conn(node)
-        if c.state == "up":
-            control, payload = build(c.flags)
-            if control is None:
-                return
-            c._write(c.conn.send_terms(control, payload))  # type: ignore[union-attr]
-        else:
-            c.queue.append(lambda f: build(f))
+        """A signal for ``node``: dial it if there is no link yet."""
+        self._conn(node).submit(build)
 
     def link(self, frm: Pid, to: Pid) -> None:
         self._submit(to.node, lambda f: ((1, frm, to), MISSING))
@@ -493,13 +487,8 @@ class Distribution:
     def _submit_existing(self, node: Atom, build: Builder) -> None:
         """Signals that only make sense on a live link (exits, DOWNs, demonitors): never dial."""
         c = self.conns.get(node)
-        if c is None or c.state == "closed":
-            return
-        if c.state == "up":
-            control, payload = build(c.flags)
-            c._write(c.conn.send_terms(control, payload))  # type: ignore[union-attr]
-        else:
-            c.queue.append(build)
+        if c is not None:
+            c.submit(build)
 
     # -- rpc out ----------------------------------------------------------------------------
     async def erpc_call(self, proc: Process, node: Atom, m: Atom, f: Atom, args: list[Any], timeout: float | None) -> Any:
