@@ -3,7 +3,7 @@
     python scripts/sync_protocol_docs.py          # rewrite the embedded copies
     python scripts/sync_protocol_docs.py --check  # exit 1 if any copy is stale
 
-The tests (tests/test_registry_unit.py, mix_compat/test/**/*protocol_doc_test.exs) fail when
+The tests (tests/test_registry_unit.py, mix_compat/test/protocol_doc_test.exs) fail when
 a copy drifts; this script is how a change to a protocol document reaches the code.
 """
 

@@ -2,7 +2,7 @@ defmodule Pynode.Registry.Impl do
   @moduledoc false
   # The registry process behind `Pynode.Registry`. The protocol it speaks is
   # docs/REGISTRY_PROTOCOL.md, repeated verbatim between the markers below
-  # (test/pynode/registry_protocol_doc_test.exs fails when the two drift apart).
+  # (test/protocol_doc_test.exs fails when the two drift apart).
   #
   # --- BEGIN docs/REGISTRY_PROTOCOL.md ---
   # # The pynode registry protocol (version 1)

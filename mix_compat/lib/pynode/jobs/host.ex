@@ -2,7 +2,7 @@ defmodule Pynode.Jobs.Host do
   @moduledoc false
   # The job host `:pynode_jobs` behind `Pynode.Jobs`. The protocol it speaks is
   # docs/JOBS_PROTOCOL.md, repeated verbatim between the markers below
-  # (test/job_protocol_doc_test.exs fails when the two drift apart).
+  # (test/protocol_doc_test.exs fails when the two drift apart).
   #
   # --- BEGIN docs/JOBS_PROTOCOL.md ---
   # # The pynode job protocol (version 1)
