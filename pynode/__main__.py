@@ -61,7 +61,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--listen", default="127.0.0.1", metavar="ADDR", help="address for distribution connections (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=0, help="distribution port (default: any free port)")
     p.add_argument("--ticktime", type=float, default=60.0, help="net_ticktime in seconds (default 60)")
-    p.add_argument("--connect", action="append", default=[], metavar="NODE", help="node to connect to at start (repeatable)")
+    p.add_argument("--connect", action="append", default=[], metavar="NODE",
+                   help="node to connect to, retried until reached and whenever lost (repeatable; "
+                   "added to the config's connect list)")
+    p.add_argument("--no-discovery", action="store_true",
+                   help="connect to nobody by itself (config key discovery=false); by default the node "
+                   "finds every node in its own host's EPMD, the connect list, hosts and dns (docs/DISCOVERY.md)")
     p.add_argument("--no-jobs", action="store_true", help="do not host background jobs (no pynode_jobs process)")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return p
@@ -94,6 +99,10 @@ async def run(args: argparse.Namespace) -> int:
     node.config = dict(config)
     if args.no_jobs:
         node.config["host_jobs"] = False
+    if args.connect:
+        node.config["connect"] = list(node.config.get("connect", [])) + list(args.connect)
+    if args.no_discovery:
+        node.config["discovery"] = False
     await node.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -104,9 +113,6 @@ async def run(args: argparse.Namespace) -> int:
         f"creation {node.creation}, epmd port {node.epmd_port or os.environ.get('ERL_EPMD_PORT', 4369)}, pid {os.getpid()}",
         flush=True,
     )
-    for peer in list(args.connect) + [str(n) for n in config.get("connect", [])]:
-        ok = await node.dist.connect(peer)
-        logging.getLogger("pynode").info("connect %s: %s", peer, "ok" if ok else "failed")
     await stop.wait()
     logging.getLogger("pynode").info("%s shutting down", node.name)
     await node.stop()

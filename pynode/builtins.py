@@ -7,6 +7,7 @@ from typing import Any
 from erl_interop.terms import Atom
 
 from .genserver import GenServer
+from .discovery import Discovery
 from .registry import Registry, RegistryAPI
 from .rpc import rex_server
 
@@ -66,6 +67,7 @@ async def start(node: Any) -> None:
     await PynodeInfo.start(node, name="pynode")
     server = await Registry.start_for(node)
     node.registry = RegistryAPI(node, server)
+    node.discovery = Discovery.start_for(node)
     if node.config.get("host_jobs", True):
         from .jobs import start_host
 

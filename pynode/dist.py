@@ -67,6 +67,11 @@ class PeerConnection:
         self._flush_scheduled = False
         self._timer: TickTimer | None = None
         self._closed = asyncio.get_running_loop().create_future()
+        self._up = asyncio.get_running_loop().create_future()
+        #: the error that ended an outgoing attempt before the link came up
+        self.failure: BaseException | None = None
+        #: a failed dial logs at DEBUG (discovery's attempts: discovery logs them itself)
+        self.quiet = False
 
     def __repr__(self) -> str:
         return f"<PeerConnection {self.peer} {self.state}>"
@@ -117,6 +122,8 @@ class PeerConnection:
         queued, self.queue = self.queue, []
         for build in queued:
             self.submit(build)
+        if not self._up.done():
+            self._up.set_result(None)
 
     async def run(self, reader: asyncio.StreamReader) -> None:
         """Read and dispatch until the link ends; tick meanwhile."""
@@ -318,6 +325,28 @@ class Distribution:
         c = self.conns.get(peer_a, c)
         return c.state == "up"
 
+    async def attempt(self, peer: str, quiet: bool = False) -> tuple[bool, BaseException | None]:
+        """One connection attempt (for discovery): ``(True, None)`` once the link is up,
+        ``(False, error)`` when it failed, ``error`` being what ended it (``None`` when the
+        dial yielded to a simultaneous connect that never arrived). ``quiet``: a failure is
+        logged at DEBUG only (the caller logs it)."""
+        peer_a = Atom(peer)
+        if peer_a == self.node.name:
+            return True, None
+        c = self._conn(peer_a)
+        if quiet and c.state == "connecting":
+            c.quiet = True
+        while True:
+            if c.state == "up":
+                return True, None
+            cur = self.conns.get(peer_a)
+            if cur is not None and cur is not c and cur.state != "closed":
+                c = cur  # the peer's own attempt took over (simultaneous connect)
+                continue
+            if c.state in ("closed", "superseded"):
+                return False, c.failure
+            await asyncio.wait([c._up, c._closed], return_when=asyncio.FIRST_COMPLETED)
+
     async def _dial(self, c: PeerConnection) -> None:
         node = self.node
         try:
@@ -345,11 +374,13 @@ class Distribution:
                         log.warning("%s: %s won the simultaneous connect but never connected", node.name, c.peer)
                         c.close()
                 return
-            log.warning("%s could not connect to %s: %s", node.name, c.peer, e)
+            log.log(logging.DEBUG if c.quiet else logging.WARNING, "%s could not connect to %s: %s", node.name, c.peer, e)
+            c.failure = e
             c.close()
             return
         except (OSError, EpmdError, LocalProtocolError, asyncio.TimeoutError) as e:
-            log.warning("%s could not connect to %s: %s", node.name, c.peer, e)
+            log.log(logging.DEBUG if c.quiet else logging.WARNING, "%s could not connect to %s: %s", node.name, c.peer, e)
+            c.failure = e
             c.close()
             return
         except asyncio.CancelledError:

@@ -56,6 +56,8 @@ class Node:
     :param setup_timeout: handshake time limit (``net_setuptime``, default 7 s).
     :param hidden: connect as a hidden node (default; ``PUBLISHED`` is not advertised).
     :param dist_flags: the distribution flags to advertise (default ``DEFAULT_FLAGS``).
+    :param config: settings of the built-in services, the ``available_processes`` keys of
+        ``sys.config`` (``pynode.config.load_config``): discovery (docs/DISCOVERY.md), jobs.
     """
 
     def __init__(
@@ -70,6 +72,7 @@ class Node:
         setup_timeout: float = 7.0,
         hidden: bool = True,
         dist_flags: int | None = None,
+        config: dict[str, Any] | None = None,
     ) -> None:
         if "@" not in name:
             raise ValueError(f"node name must be alive@host, got {name!r}")
@@ -99,10 +102,11 @@ class Node:
         self._node_watchers: dict[Pid, set[Atom] | None] = {}
         self.dist: Any = None  # pynode.dist.Distribution, set by start()
         self.registry: Any = None  # pynode.registry.RegistryAPI, set by start()
+        self.discovery: Any = None  # pynode.discovery.Discovery, set by start()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopping = False
         #: settings read by built-in services (the ``available_processes`` env of sys.config)
-        self.config: dict[str, Any] = {}
+        self.config: dict[str, Any] = dict(config or {})
         self._stop_hooks: list[Callable[[], Awaitable[Any]]] = []
 
     def __repr__(self) -> str:

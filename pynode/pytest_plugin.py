@@ -9,16 +9,32 @@ Fixtures
 ``elixir_node`` one Elixir node for the test.
 ``node_name``   a unique ``alive@localhost`` name for anything else the test starts.
 
+Every test gets a cookie of its own (``pynode.testing.test_cookie()``, the default of
+``beam_node``): discovery connects every node of a host that shares a cookie, so tests
+running side by side must not share one.
+
 ``erl`` missing is an error, never a skip: a suite that cannot reach a real peer has not passed.
 """
 
 from __future__ import annotations
 
+import uuid
 from typing import Any, Callable, Iterator
 
 import pytest
 
+from . import testing
 from .testing import BeamNode, unique_name
+
+
+@pytest.fixture(autouse=True)
+def _pynode_test_cookie() -> Iterator[str]:
+    """A cookie of its own for every test (``pynode.testing.test_cookie()``): nodes of tests
+    that run side by side must not discover each other and form one cluster."""
+    old = testing._cookie
+    testing._cookie = "pt" + uuid.uuid4().hex[:16]
+    yield testing._cookie
+    testing._cookie = old
 
 
 @pytest.fixture
@@ -30,7 +46,7 @@ def node_name(request: pytest.FixtureRequest) -> str:
 def beam_node() -> Iterator[Callable[..., BeamNode]]:
     started: list[BeamNode] = []
 
-    def start(lang: str = "erlang", cookie: str = "test", name: str | None = None, **kw: Any) -> BeamNode:
+    def start(lang: str = "erlang", cookie: str | None = None, name: str | None = None, **kw: Any) -> BeamNode:
         n = BeamNode.start(name or (unique_name("ex" if lang == "elixir" else "erl") + "@localhost"),
                            cookie, lang=lang, **kw)
         started.append(n)

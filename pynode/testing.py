@@ -25,7 +25,7 @@ from typing import Any, Callable, Sequence
 
 from erl_interop import decode
 
-__all__ = ["BeamNode", "BeamError", "unique_name", "wait_until", "require_erl", "compile_mix_project"]
+__all__ = ["BeamNode", "BeamError", "unique_name", "test_cookie", "wait_until", "require_erl", "compile_mix_project"]
 
 _ERL_LOOP = (
     "fun Loop() ->"
@@ -67,6 +67,17 @@ loop.(loop)
 
 
 _counter = itertools.count()
+
+#: the cookie of the running test; the pytest plugin sets a fresh one for every test
+_cookie = "test"
+
+
+def test_cookie() -> str:
+    """The cookie for the nodes of the running test: unique per test under the pytest plugin
+    (``"test"`` elsewhere). Discovery connects every node of a host that shares a cookie
+    (docs/DISCOVERY.md), so tests that run side by side must not share one, exactly as two
+    clusters on one host would not."""
+    return _cookie
 
 
 def unique_name(prefix: str = "n") -> str:
@@ -159,7 +170,7 @@ class BeamNode:
     def start(
         cls,
         name: str,
-        cookie: str = "test",
+        cookie: str | None = None,
         *,
         lang: str = "erlang",
         args: Sequence[str] = (),
@@ -175,6 +186,8 @@ class BeamNode:
         ``mix_project``: a mix project folder (``lang="elixir"`` only); the node then runs
         ``elixir -S mix run --no-compile`` there, so the project's application is started,
         as ``iex -S mix`` does. Compile the project first (``mix compile``)."""
+        if cookie is None:
+            cookie = test_cookie()
         flag = name_flag or ("-sname" if "." not in name.split("@")[-1] else "-name")
         full_env = dict(os.environ)
         full_env.update(env or {})

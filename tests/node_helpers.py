@@ -16,7 +16,7 @@ import pytest
 
 from erl_interop.terms import Atom
 from pynode.node import Node
-from pynode.testing import BeamNode, unique_name
+from pynode.testing import BeamNode, unique_name, test_cookie
 
 A = Atom
 
@@ -49,9 +49,9 @@ async def wait_for(cond: Callable[[], Any], timeout: float = 10.0, what: str = "
 
 
 @contextlib.asynccontextmanager
-async def py_node(cookie: str = "test", prefix: str = "py", **kw: Any) -> AsyncIterator[Node]:
+async def py_node(cookie: str | None = None, prefix: str = "py", **kw: Any) -> AsyncIterator[Node]:
     """A started Python node with a unique name, stopped on exit."""
-    node = Node(unique_name(prefix) + "@localhost", cookie, **kw)
+    node = Node(unique_name(prefix) + "@localhost", cookie if cookie is not None else test_cookie(), **kw)
     await node.start()
     try:
         yield node

@@ -38,7 +38,7 @@ from pynode.errors import CallError
 from pynode.genserver import GenServer
 from pynode.jobs import HOST_KEY, PYNODE_JOB, job_key
 from pynode.node import Node
-from pynode.testing import BeamNode, compile_mix_project, unique_name
+from pynode.testing import BeamNode, compile_mix_project, unique_name, test_cookie
 
 from node_helpers import ev, run, wait_for
 
@@ -72,7 +72,7 @@ class PyCli:
     def __init__(self, name: str, config: str) -> None:
         self.name = name
         self.lang = "python"
-        args = [sys.executable, "-m", "pynode", "--sname", name, "--cookie", "test", "--config", config]
+        args = [sys.executable, "-m", "pynode", "--sname", name, "--cookie", test_cookie(), "--config", config]
         self.proc = subprocess.Popen(args, cwd=str(ROOT), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline().decode()
@@ -117,7 +117,7 @@ class Mixed:
     def start_one(self, i: int) -> Any:
         name, lang = self.names[i], self.spec[i]
         if lang == "e":
-            n: Any = BeamNode.start(name, "test", lang="elixir", mix_project=MIX_PROJECT, args=["-config", str(self.config)])
+            n: Any = BeamNode.start(name, test_cookie(), lang="elixir", mix_project=MIX_PROJECT, args=["-config", str(self.config)])
         else:
             n = PyCli(name, str(self.config))
         self.nodes[name] = n
@@ -131,7 +131,7 @@ class Mixed:
     def client_only_elixir(self) -> BeamNode:
         """An Elixir node with the project's code on its path and no application (no
         registry, no host), like the seed's ``c1``; connected to every cluster node."""
-        n = BeamNode.start(unique_name("z") + "@localhost", "test", lang="elixir", args=["-pa", EBIN, "-config", str(self.config)])
+        n = BeamNode.start(unique_name("z") + "@localhost", test_cookie(), lang="elixir", args=["-pa", EBIN, "-config", str(self.config)])
         self.started.append(n)
         n.eval("Application.load(:available_processes)")
         return n
@@ -166,7 +166,7 @@ def mixed(tmp_path: Path, mix_compiled: str):
 async def observer(cluster: Mixed, hosts: int | None = None) -> AsyncIterator[Node]:
     """An in-process Python node that hosts no jobs (a client), connected to the cluster;
     returns once it and every Elixir node see ``hosts`` job hosts (default: all)."""
-    node = Node(unique_name("y") + "@localhost", "test")
+    node = Node(unique_name("y") + "@localhost", test_cookie())
     node.config = {"host_jobs": False, "work_ms": 300, "result_ttl": 60000}
     await node.start()
     try:
@@ -258,7 +258,7 @@ def test_seed_run_job_against_mixed_cluster(mixed, spec):
             seen = record_job_nodes(obs)
             connect = [x for n in cluster.names for x in ("--connect", n)]
             client = unique_name("c") + "@localhost"
-            rc, out, err = await cmd("elixir", "--sname", client, "--cookie", "test", "-S", "mix", "run_job", "10",
+            rc, out, err = await cmd("elixir", "--sname", client, "--cookie", test_cookie(), "-S", "mix", "run_job", "10",
                                      *connect, cwd=MIX_PROJECT)
             assert rc == 0, out + err + cluster.tails()
             want = [f"job {i}: ok" for i in range(1, 11)] + ["run_job: 10 ok, 0 failed"]
@@ -267,14 +267,14 @@ def test_seed_run_job_against_mixed_cluster(mixed, spec):
             assert set().union(*(seen[i] for i in range(1, 11))) == set(cluster.names), seen
 
             seen.clear()
-            rc, out, err = await cmd(sys.executable, "-m", "pynode", "run_job", "10", "--cookie", "test", *connect,
+            rc, out, err = await cmd(sys.executable, "-m", "pynode", "run_job", "10", "--cookie", test_cookie(), *connect,
                                      cwd=str(ROOT))
             assert rc == 0, out + err + cluster.tails()
             assert out.splitlines() == want, out
             await wait_for(lambda: set(range(1, 11)) <= set(seen), what="every job seen by the observer")
             assert set().union(*(seen[i] for i in range(1, 11))) == set(cluster.names), seen
             # the same through a host's {client, ...} (client path), from the Python CLI
-            rc, out, err = await cmd(sys.executable, "-m", "pynode", "run_job", "6", "--cookie", "test", "--via",
+            rc, out, err = await cmd(sys.executable, "-m", "pynode", "run_job", "6", "--cookie", test_cookie(), "--via",
                                      "client", *connect, cwd=str(ROOT))
             assert rc == 0 and out.splitlines()[-1] == "run_job: 6 ok, 0 failed", out + err
 
@@ -282,7 +282,7 @@ def test_seed_run_job_against_mixed_cluster(mixed, spec):
             for i in range(6):
                 assert (await jobs.start(obs, f"t{i}"))[0] == OK
             rc, out, err = await cmd(sys.executable, "-m", "pynode", "jobs", "--node", cluster.elixir()[0].name,
-                                     "--cookie", "test", cwd=str(ROOT))
+                                     "--cookie", test_cookie(), cwd=str(ROOT))
             assert rc == 0, out + err
             lines = out.splitlines()
             assert lines[0].split() == ["ID", "KIND", "NODE", "PID"]
@@ -498,10 +498,10 @@ class OldHost(GenServer):
 
 def test_client_path_sends_its_op_id_and_falls_back_for_an_old_host():
     async def main():
-        old = Node(unique_name("o") + "@localhost", "test")
+        old = Node(unique_name("o") + "@localhost", test_cookie())
         old.config = {"host_jobs": False}
         await old.start()
-        cl = Node(unique_name("q") + "@localhost", "test")
+        cl = Node(unique_name("q") + "@localhost", test_cookie())
         cl.config = {"host_jobs": False}
         await cl.start()
         try:
@@ -521,11 +521,11 @@ def test_client_path_sends_its_op_id_and_falls_back_for_an_old_host():
 def test_stopping_python_host_leaves_new_client_calls_and_finishes_running_ones():
     async def main():
         conf = {"missing_grace": 800, "work_ms": 300}
-        a = Node(unique_name("a") + "@localhost", "test")
+        a = Node(unique_name("a") + "@localhost", test_cookie())
         a.config = dict(conf)
-        b = Node(unique_name("b") + "@localhost", "test")
+        b = Node(unique_name("b") + "@localhost", test_cookie())
         b.config = dict(conf)
-        cl = Node(unique_name("q") + "@localhost", "test")
+        cl = Node(unique_name("q") + "@localhost", test_cookie())
         cl.config = dict(conf, host_jobs=False)
         for nd in (a, b, cl):
             await nd.start()

@@ -18,7 +18,7 @@ from pynode import jobs
 from pynode.jobs import HOST_KEY, JobKind, Reply, job_key, job_kind
 from pynode.node import Node
 from pynode.process import KILLED
-from pynode.testing import unique_name
+from pynode.testing import unique_name, test_cookie
 
 from node_helpers import run, wait_for
 
@@ -50,7 +50,7 @@ class Counter(JobKind):
 
 
 async def _start_node(prefix: str, config: dict[str, Any] | None = None) -> Node:
-    node = Node(unique_name(prefix) + "@localhost", "test")
+    node = Node(unique_name(prefix) + "@localhost", test_cookie())
     node.config = dict(FAST, **(config or {}))
     return await node.start()
 
@@ -405,7 +405,7 @@ class PyNodeProc:
 
     def __init__(self, name: str, *extra: str, config: str | None = None) -> None:
         self.name = name
-        args = [sys.executable, "-m", "pynode", "--sname", name, "--cookie", "test", *extra]
+        args = [sys.executable, "-m", "pynode", "--sname", name, "--cookie", test_cookie(), *extra]
         if config:
             args += ["--config", config]
         self.proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -449,16 +449,16 @@ def _cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
 def test_cli_run_job_and_jobs_against_three_python_nodes(py_nodes):
     ns = py_nodes(3)
     connect = [x for p in ns for x in ("--connect", p.name)]
-    r = _cli("run_job", "10", "--cookie", "test", *connect)
+    r = _cli("run_job", "10", "--cookie", test_cookie(), *connect)
     assert r.returncode == 0, r.stdout + r.stderr
     lines = r.stdout.splitlines()
     assert lines == [f"job {i}: ok" for i in range(1, 11)] + ["run_job: 10 ok, 0 failed"]
     # through a host's {client, Op, Args}, from a node that only knows one host
-    r = _cli("run_job", "4", "--cookie", "test", "--via", "client", "--connect", ns[1].name)
+    r = _cli("run_job", "4", "--cookie", test_cookie(), "--via", "client", "--connect", ns[1].name)
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.splitlines()[-1] == "run_job: 4 ok, 0 failed"
     # unreachable cluster: exit 2
-    r = _cli("run_job", "1", "--cookie", "test", "--connect", unique_name("nobody") + "@localhost")
+    r = _cli("run_job", "1", "--cookie", test_cookie(), "--connect", unique_name("nobody") + "@localhost")
     assert r.returncode == 2
 
 
@@ -474,7 +474,7 @@ def test_cli_sigterm_hands_off_and_sigkill_takes_over(py_nodes):
             for i in range(9):
                 assert (await jobs.start(c, i))[0] == OK
                 assert await jobs.update(c, i, A("before")) == OK
-            r = await asyncio.to_thread(_cli, "jobs", "--node", ns[0].name, "--cookie", "test")
+            r = await asyncio.to_thread(_cli, "jobs", "--node", ns[0].name, "--cookie", test_cookie())
             assert r.returncode == 0, r.stderr
             assert r.stdout.splitlines()[-1].startswith("9 job(s) on 3 host(s)")
             rows = [ln.split() for ln in r.stdout.splitlines()[1:-1]]

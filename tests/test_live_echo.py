@@ -15,7 +15,7 @@ import pytest
 
 from erl_interop import Atom, DistFlags, DEFAULT_FLAGS
 from pynode import Node
-from pynode.testing import BeamNode, unique_name
+from pynode.testing import BeamNode, unique_name, test_cookie
 
 from test_codec_interop import EXPRESSIONS
 
@@ -33,7 +33,7 @@ async def _echo(proc):
 @pytest.mark.parametrize("flags", [DEFAULT_FLAGS, HEADER_MODE], ids=["pass-through", "atom-cache+fragments"])
 def test_erl_terms_echo_back_identical(flags):
     py_name = unique_name("echo") + "@localhost"
-    erl = BeamNode.start(unique_name("erl") + "@localhost", "test")
+    erl = BeamNode.start(unique_name("erl") + "@localhost", test_cookie())
 
     # One Erlang list of every expression (the codec interop table), echoed one by one.
     names = [n for n, _ in EXPRESSIONS]
@@ -53,7 +53,7 @@ def test_erl_terms_echo_back_identical(flags):
     """
 
     async def main():
-        node = Node(py_name, "test", dist_flags=flags)
+        node = Node(py_name, test_cookie(), dist_flags=flags)
         await node.start()
         node.spawn(_echo, name="echo")
         try:

@@ -12,6 +12,7 @@ import pytest
 from pynode.errors import ErlangError, RpcError, Throw
 from pynode.process import Exit, Process
 from pynode.rpc import erpc_call, rpc_call
+from pynode.testing import test_cookie
 
 from node_helpers import A, beam, ev, py_node, run, wait_for  # noqa: F401  (beam is a fixture)
 
@@ -177,7 +178,7 @@ def test_legacy_rex(beam):
                 for args, want in (("pynode info []", b"runtime => python"),
                                    ("lists sum [[1,2,3]]", b"6"),
                                    ('os cmd ["ls"]', b"{badrpc, {'EXIT', {undef, [{os, cmd, [\"ls\"], []}]}}}")):
-                    p = await asyncio.create_subprocess_exec(found[0], "-c", "test", "-sname", str(n), "-a", args,
+                    p = await asyncio.create_subprocess_exec(found[0], "-c", test_cookie(), "-sname", str(n), "-a", args,
                                                              stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
                     out, err = await asyncio.wait_for(p.communicate(), 15)
                     assert p.returncode == 0, (args, out, err)

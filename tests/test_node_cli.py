@@ -12,7 +12,7 @@ import time
 import pytest
 
 from erl_interop.terms import Atom
-from pynode.testing import unique_name
+from pynode.testing import unique_name, test_cookie
 
 from node_helpers import beam  # noqa: F401  (fixture)
 
@@ -23,7 +23,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def start_cli(name: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "pynode", "--sname", name, "--cookie", "test"],
+        [sys.executable, "-m", "pynode", "--sname", name, "--cookie", test_cookie()],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         cwd=ROOT,

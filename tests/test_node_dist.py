@@ -13,6 +13,10 @@ from pynode.genserver import GenServer
 
 from node_helpers import A, beam, Mailbox, erl_recv, ev, py_node, run, wait_for  # noqa: F401  (beam is a fixture)
 
+#: These tests watch the connection layer itself (which signal sets a link up, what nodeup
+#: follows what): discovery connecting on its own would add nodeups they do not expect.
+NO_DISCOVERY = {"discovery": False}
+
 pytestmark = pytest.mark.interop
 
 
@@ -107,7 +111,7 @@ def test_reconnect_after_disconnect_and_monitor_nodes(beam):
     erl = beam("erlang")
 
     async def main():
-        async with py_node() as py:
+        async with py_node(config=NO_DISCOVERY) as py:
             watcher = Mailbox(py)
             py.monitor_nodes(watcher.proc)
             box = Mailbox(py, name="inbox")
@@ -144,7 +148,7 @@ def test_monitor_nodes_sees_beam_nodeup_nodedown(beam):
     erl = beam("erlang")
 
     async def main():
-        async with py_node() as py:
+        async with py_node(config=NO_DISCOVERY) as py:
             watcher = Mailbox(py)
             py.monitor_nodes(watcher.proc)
             assert await ev(erl, f"net_adm:ping('{py.name}').") == A("pong")

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from erl_interop import Atom
-from pynode.testing import unique_name
+from pynode.testing import unique_name, test_cookie
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_counter_example_from_elixir(beam_node):
     name = unique_name("py") + "@localhost"
     proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "examples" / "counter.py"), name, "test"],
+        [sys.executable, str(ROOT / "examples" / "counter.py"), name, test_cookie()],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         cwd=ROOT,
@@ -26,7 +26,7 @@ def test_counter_example_from_elixir(beam_node):
     try:
         line = proc.stdout.readline().decode()
         assert line.startswith("ready "), line
-        ex = beam_node("elixir", cookie="test")
+        ex = beam_node("elixir", cookie=test_cookie())
         n = f':"{name}"'
         assert ex.eval(f"Node.ping({n})") == Atom("pong")
         assert ex.eval(f"GenServer.call({{:counter, {n}}}, {{:add, 5}})") == 5

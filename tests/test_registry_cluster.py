@@ -24,7 +24,7 @@ import pytest
 
 from erl_interop.terms import Atom, Pid
 from pynode.node import Node
-from pynode.testing import BeamNode, compile_mix_project, unique_name
+from pynode.testing import BeamNode, compile_mix_project, unique_name, test_cookie
 
 from node_helpers import A, Mailbox, ev, run, wait_for
 
@@ -72,7 +72,7 @@ async def py_nodes(*prefixes: str) -> AsyncIterator[list[Node]]:
     nodes: list[Node] = []
     try:
         for pre in prefixes:
-            nodes.append(await Node(unique_name(pre) + "@localhost", "test").start())
+            nodes.append(await Node(unique_name(pre) + "@localhost", test_cookie()).start())
         yield nodes
     finally:
         for nd in nodes:

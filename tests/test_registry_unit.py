@@ -22,7 +22,7 @@ from pynode.registry import (
     key_bytes,
     winner,
 )
-from pynode.testing import unique_name
+from pynode.testing import unique_name, test_cookie
 
 from node_helpers import A, Mailbox, run, wait_for
 
@@ -45,7 +45,7 @@ async def cluster(*prefixes: str) -> AsyncIterator[list[Node]]:
     nodes: list[Node] = []
     try:
         for pre in prefixes:
-            nodes.append(await Node(unique_name(pre) + "@localhost", "test").start())
+            nodes.append(await Node(unique_name(pre) + "@localhost", test_cookie()).start())
         # Each node only pings the first; the registry's member lists complete the mesh.
         for nd in nodes[1:]:
             assert await nd.ping(nodes[0].name) == A("pong")
@@ -326,7 +326,7 @@ def test_late_joiner_gets_snapshot_and_full_mesh():
             assert await hb.reg(n("from_b"), 2) == OK
             assert await hb.reg(p("prop"), 3) == OK
             await wait_for(lambda: everywhere(nodes, lambda r: len(user_entries(r)) == 3), what="3 entries")
-            late = await Node(unique_name("late") + "@localhost", "test").start()
+            late = await Node(unique_name("late") + "@localhost", test_cookie()).start()
             try:
                 # The late node only knows a; the member list brings it to b as well.
                 assert await late.ping(a.name) == A("pong")
