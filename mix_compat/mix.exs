@@ -18,8 +18,20 @@ defmodule AvailableProcesses.MixProject do
     [
       mod: {AvailableProcesses.Application, []},
       extra_applications: [:logger],
-      # Defaults; sys.config (`--erl "-config ../sys.config"`) overrides them.
-      env: [connect: [], result_ttl: 600_000, replicas: 1]
+      # Defaults (the same as in sys.config); sys.config (`--erl "-config sys.config"` from
+      # this directory) overrides them. The discovery keys are documented in docs/DISCOVERY.md.
+      env: [
+        discovery: true,
+        connect: [],
+        hosts: [],
+        dns: :undefined,
+        poll_interval: 5_000,
+        result_ttl: 600_000,
+        replicas: 1,
+        replica_check: 500,
+        host_jobs: true,
+        job_kinds: :all
+      ]
     ]
   end
 

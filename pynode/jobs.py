@@ -1,102 +1,228 @@
-"""Background jobs held in memory across the cluster: the job host ``pynode_jobs``, the job
+r"""Background jobs held in memory across the cluster: the job host ``pynode_jobs``, the job
 processes, the kinds ``'Job'`` and ``'Job.Otp'``, and the client API.
 
-The pynode job protocol (version 1)
-===================================
-This header repeats docs/JOBS_PROTOCOL.md, which is the contract; the Elixir side
-(``mix_compat/lib/job*.ex``, ``mix_compat/lib/pynode/jobs*.ex``) repeats it too. Change all
-three together. Built on the registry (docs/REGISTRY_PROTOCOL.md, :mod:`pynode.registry`).
+The protocol is docs/JOBS_PROTOCOL.md, repeated verbatim between the markers below
+(tests/test_jobs_unit.py fails when the two drift apart; scripts/sync_protocol_docs.py
+rewrites the copy); the Elixir twin, ``mix_compat/lib/pynode/jobs/host.ex``, repeats it the
+same way. Built on the registry (docs/REGISTRY_PROTOCOL.md, :mod:`pynode.registry`).
 
-Vocabulary
-----------
-- **Job**: a process with a job **id** (any term), a **kind** (an atom naming the behaviour,
-  the same in both languages) and a **portable state** (a term, the same shape in both).
-- **Host**: the process ``pynode_jobs``, locally registered on every node that hosts jobs (a
-  Python node unless started with hosting disabled). It starts, adopts, lists and replicates jobs.
+--- BEGIN docs/JOBS_PROTOCOL.md ---
+# The pynode job protocol (version 1)
+
+Background jobs held only in memory across a cluster of Elixir and Python nodes, that move
+off a node that shuts down and survive the sudden death of a node. Built on the registry
+(`docs/REGISTRY_PROTOCOL.md`). The Elixir side (`mix_compat/lib/job*.ex`,
+`mix_compat/lib/pynode/jobs*.ex`) and the Python side (`pynode/jobs.py`) repeat this text
+in their headers and must stay in lockstep with it; the rules are also checked in both
+languages against the shared vectors `docs/vectors/jobs.terms`.
+
+## Vocabulary
+
+- **Job**: a process with a job **id** (any term; the seed uses strings and integers), a
+  **kind** (an atom naming the behaviour, the same in both languages) and a **portable
+  state** (a term, the same shape in both languages).
+- **Host**: the process `pynode_jobs`, locally registered on every node that hosts jobs
+  (a BEAM node running the `:available_processes` application; a Python node unless started
+  with hosting disabled). It starts, adopts, lists and replicates jobs.
 - **Kinds** defined in both languages:
+  - `'Job'` — Elixir `Job`. State: a list, `[Id]` at start; `update(Event)` makes it
+    `[Event | State]`; `finish` returns the state (`[last_event, ..., Id]`) and ends the job.
+  - `'Job.Otp'` — Elixir `Job.Otp`. State: a map
+    `#{id => Id, results => nil | Binary, work_left_ms => Int | nil, ttl_left_ms => Int | nil}`.
+    At start the simulated work takes `work_ms` (config, default 2000); when it is done,
+    `results` becomes `<<"results of ", Id/binary>>` (an integer id is written in decimal),
+    `work_left_ms` becomes `nil`, and the results are kept for `result_ttl` (config,
+    default 600000 ms), after which the job ends. `check_results` answers `results`
+    (`nil` until the work is done).
+  - A Python program can define more kinds (`@job_kind("my_kind")` class); a kind exists
+    only on the nodes whose host knows it.
+- Durations travel as **remaining milliseconds**, never as absolute times: no clock is
+  trusted across nodes.
 
-  - ``'Job'``: state is a list, ``[Id]`` at start; ``{update, Event}`` makes it
-    ``[Event | State]``; ``finish`` returns the state (``[last_event, ..., Id]``) and ends the job.
-  - ``'Job.Otp'``: state is the map ``#{id => Id, results => nil | Binary,
-    work_left_ms => Int | nil, ttl_left_ms => Int | nil}``. The simulated work takes
-    ``work_ms`` (config, default 2000); then ``results`` becomes ``<<"results of ", Id/binary>>``
-    (an integer id in decimal), ``work_left_ms`` becomes ``nil`` and the results are kept for
-    ``result_ttl`` (config, default 600000 ms), after which the job ends. ``check_results``
-    answers ``results`` (``nil`` until the work is done).
-  - A Python program defines more kinds with ``@job_kind("my_kind")`` on a :class:`JobKind`
-    subclass; a kind exists only on the nodes whose host knows it.
-- Durations travel as **remaining milliseconds**, never as absolute times.
+## Registry keys
 
-Registry keys
--------------
-``{p, g, pynode_job_host}`` is held by each host process, value the list of kinds it hosts;
-``{n, g, {pynode_job, Id}}`` by the job process, value its kind. A host that starts shutting
-down unregisters ``{p, g, pynode_job_host}`` first: no client places a new job on it after that.
+| key | holder | value |
+| --- | --- | --- |
+| `{p, g, pynode_job_host}` | each host process | the list of kinds it hosts |
+| `{n, g, {pynode_job, Id}}` | the job process | its kind |
 
-Calls to a host (``gen_server:call({pynode_jobs, Node}, Request)``)
--------------------------------------------------------------------
-- ``{start, Kind, Id, Args}`` -> ``{ok, Pid}`` / ``{error, job_already_started}`` /
-  ``{error, unknown_kind}`` / ``{error, stopping}``
-- ``{adopt, Kind, Id, Portable}`` -> ``{ok, Pid}`` once the new job process holds the name /
-  ``{error, Reason}``
-- ``{replicate, Id, Kind, Portable, Seq, OwnerPid, Replicas}`` -> ``ok`` once stored
-- ``{drop_replica, Id, OwnerPid}`` (cast)
-- ``{client, Op, Args}`` -> the result of the client operation ``Op`` run on that node
-- ``list`` -> ``[{Id, Kind, Pid}]`` for the jobs this host runs
+A host that starts shutting down unregisters `{p, g, pynode_job_host}` first: no client
+places a new job on it after that.
 
-``Portable`` is ``#{kind => Kind, id => Id, state => State, recent => Recent, seq => Seq}``;
-``Recent`` is the bounded list (newest first, at most 64) of ``{OpId, Reply}`` of the last
-operations, so a retried operation is answered, not applied twice; ``Seq`` counts
+## Calls to a host (`gen_server:call({pynode_jobs, Node}, Request)`)
+
+| request | reply |
+| --- | --- |
+| `{start, Kind, Id, Args}` | `{ok, Pid}` / `{error, job_already_started}` / `{error, unknown_kind}` / `{error, stopping}` |
+| `{adopt, Kind, Id, Portable}` | `{ok, Pid}` once the new job process holds the name / `{error, Reason}` |
+| `{replicate, Id, Kind, Portable, Seq, OwnerPid, Replicas}` | `ok` once stored (the ack a job waits for) |
+| `{drop_replica, Id, OwnerPid}` (cast) | — |
+| `{client, Op, Args}` | the result of the client operation `Op` run on that node (see "Client") |
+| `list` | `[{Id, Kind, Pid}]` for the jobs this host runs |
+
+`{client, Op, Args}` operations (each answers what the client function of that name answers
+on the host's node): `start` `[Kind, Id, StartArgs]` (also `[Id]`, `[Kind, Id]`), `otp_start`
+`[Id]`, `update` `[Id, Event]`, `finish` `[Id]`, `check_results` `[Id]`, `get_state` `[Id]`,
+`op` `[Id, Request]` and `op` `[Id, Request, OpId]` (the raw `{ok, Result}`; the 3-argument
+form carries the client's own `OpId`, so that a retry through another host is recognised as
+a repeat; a host that does not know it answers `{error, {unknown_client_op, op, 3}}`), and
+`list_jobs` `[]`. A host that is stopping leaves new `client` calls unanswered (the caller's
+call ends with the node and it retries elsewhere, with nothing applied) and waits for the ones
+already running before its node exits.
+
+`Portable` is the map `#{kind => Kind, id => Id, state => State, recent => Recent, seq => Seq}`:
+`State` is the kind's portable state; `Recent` is the bounded list (newest first, at most 64)
+of `{OpId, Reply}` of the last operations that changed the state (`Reply` is the whole
+`{ok, Result}`), so a retried operation is answered, not applied twice; `Seq` counts
 acknowledged changes.
 
-Calls to a job (``gen_server:call(JobPid, {pynode_job_op, OpId, Request})``)
-----------------------------------------------------------------------------
-``OpId`` is unique to one client operation (here a ref); retries reuse it. ``Request``:
-``'Job'``: ``{update, Event}``, ``finish``; ``'Job.Otp'``: ``check_results``; every kind:
-``get_state``. The reply is ``{ok, Result}``. Before replying to anything that changed the
-portable state, the job replicates it.
+## Calls to a job (`gen_server:call(JobPid, {pynode_job_op, OpId, Request})`)
 
-Replication (sudden death)
---------------------------
-- Each job keeps its portable state on ``replicas`` other hosts (config, default 1): the next
-  ones after the owner's node in the sorted list of host nodes, skipping the owner.
-- On every change (start, update, finish's removal, results produced, adoption) the job calls
-  ``{replicate, ...}`` on each replica host and only then acknowledges; with no other host it
-  acknowledges at once.
-- A replica host stores ``{Id, Kind, Portable, Seq, OwnerPid, Replicas}`` (a higher ``Seq`` or
-  a new ``OwnerPid`` replaces an older one) and monitors ``OwnerPid``.
-- When the job finishes, the owner casts ``drop_replica`` to its replica hosts.
-- ``OwnerPid`` ``DOWN`` with ``noconnection``: the holder whose node comes first in term order
-  among the surviving nodes of ``Replicas`` adopts the job from its replica; the others keep
-  theirs until the new owner replicates to them or tells them to drop it. Registration retries
-  while the registry still lists the dead owner (at most 5 s). Any other reason: the replica is
-  dropped, unless a newer replicate with another ``OwnerPid`` already replaced it.
+`OpId` is a term unique to one client operation (a ref, or `{Node, Counter}`); retries of
+the same operation reuse it. `Request` is kind-specific: `'Job'`: `{update, Event}`,
+`finish`; `'Job.Otp'`: `check_results`; every kind: `get_state`. The reply is
+`{ok, Result}`. Before replying to anything that changed the portable state, the job
+replicates it (below).
+
+One more call reaches a job from another copy of itself (see "Partitions"):
+`gen_server:call(JobPid, {pynode_job_merge, Portable})` answers `ok` once the receiver has
+merged `Portable` into its own state and replicated the result, or `{error, Reason}`
+(`{error, not_this_job}` when `Portable` holds another id or kind).
+
+## Replication (sudden death)
+
+- Each job keeps its portable state on `replicas` other hosts (config `replicas`, default 1):
+  the replica hosts are the next ones after the owner's node in the sorted list of host
+  nodes (`{p, g, pynode_job_host}` holders), skipping the owner, wrapping around (vectors:
+  `replica_targets`).
+- **Replicas follow membership.** Every host looks at the set of host nodes on every
+  `nodeup`/`nodedown` and at least every `replica_check` ms (config, default 500). When the
+  set differs from the one it last saw, it sends each of its jobs
+  `pynode_job_membership`; a job then recomputes its targets and, when they differ from the
+  hosts holding its current state, replicates its current state (the same `Seq`) to the
+  new targets and casts `drop_replica` to the hosts that are no longer targets. So a job
+  that was alone when it started, was adopted, or has not changed since (a `Job.Otp` with
+  results) gets its copies as soon as a host joins, and a graceful leave or a death moves
+  them to the next host. A replica host accepts a `replicate` with the same `Seq` from the
+  same owner (a refresh).
+- On every change (start, update, finish's removal, results produced, adoption) the job
+  calls `{replicate, ...}` on each replica host and only then acknowledges. With no other
+  host available it acknowledges at once (nothing can be replicated).
+- A replica host stores `{Id, Kind, Portable, Seq, OwnerPid, Replicas}` (a higher `Seq`
+  or a new `OwnerPid` replaces an older one) and monitors `OwnerPid`.
+- When the job finishes, the owner casts `drop_replica` to its replica hosts.
+- When `OwnerPid` goes `DOWN`:
+  - reason `noconnection` (its node died or was cut off): the replica holder whose node
+    comes first in term order among the surviving nodes of `Replicas` adopts the job from
+    its replica (`adopt` on itself). A holder that is not named in `Replicas` holds a stale
+    copy (the owner moved its replicas and the drop was lost): it adopts only when no node
+    of `Replicas` survives (vectors: `adopts`). A holder adopts only when the registry
+    shows no live holder of the job's name. The other holders keep their replica until the
+    new owner replicates to them or tells them to drop it. Registration retries while the
+    registry still lists the dead owner (until the nodedown purge, `adopt_reg_timeout`).
+  - **Waited time**: before adopting, the holder takes the milliseconds its replica waited
+    (from when it was stored to now, on the holder's own monotonic clock) off the remaining
+    durations of the state, through the kind's `elapse` (vectors: `elapse`): the owner's
+    clocks stopped when it died, the work did not.
+  - any other reason (finished, handed off, crashed): the replica is dropped, unless a newer
+    replicate with another `OwnerPid` already replaced it.
 - A job that was cut off but is alive keeps running; if the adopted copy registers the name
-  too, the registry's conflict rule kills one with ``{name_conflict, Key, Winner}``.
+  too, the registry's conflict rule keeps one (see "Partitions").
 
-Graceful shutdown (handoff)
----------------------------
-1. The host unregisters ``{p, g, pynode_job_host}`` and answers ``{error, stopping}`` to ``start``.
-2. For each job, at most ``handoff_concurrency`` (config, default 16) at a time: pick a target
-   (round-robin over the other hosts that know the kind); tell the job
-   ``{pynode_job_handoff, Target}``. The job stops serving, unregisters its name, calls
-   ``{adopt, Kind, Id, Portable}`` on the target (remaining durations computed now), then exits
-   ``normal``. Calls it had not answered end with an exit; the client retries them. A failed
-   handoff is tried at the next target.
-3. Only then does the node stop. With no other host, jobs die with the node.
+## Partitions (two copies of one job)
 
-Client
-------
-:func:`start`, :func:`update`, :func:`finish`, :func:`otp_start`, :func:`check_results`
-(and :func:`get_state`, :func:`list_jobs`) run on any node. With a registry they read it
-locally: ``start`` picks a host by round-robin over the sorted hosts that know the kind;
-operations find the job with ``where({n, g, {pynode_job, Id}})``. Without one, they send
-``{client, Op, Args}`` to ``pynode_jobs`` on a connected node that runs a host. Retries:
-while the name is missing, or the call ends with an exit (``noproc``, ``normal``,
-``shutdown``, ``noconnection``, ``nodedown``, ``killed``, ``timeout``, ``{name_conflict, ...}``),
-retry with the same ``OpId`` (backoff 10 ms doubling to 200 ms) until ``job_timeout``
-(default 15 s). A name missing for longer than ``missing_grace`` (default 3 s) means the
-job does not exist: ``{error, no_such_job}`` (``check_results`` answers ``nil``).
+While the cluster is split, each side may run a copy of the same job (availability first):
+the owner's side keeps the original, the other side adopts from its replica. Both accept
+and acknowledge operations. When the sides meet again the registry sees two holders of
+`{n, g, {pynode_job, Id}}` and keeps the one on the smaller node name; the loser's registry
+sends the loser the exit signal `{name_conflict, Key, WinnerPid}`. Nothing acknowledged is
+lost:
+
+1. A job process traps exits. On `{'EXIT', _, {name_conflict, Key, WinnerPid}}` for its own
+   key, it stops serving, and calls `{pynode_job_merge, Portable}` on `WinnerPid` (its
+   portable with remaining durations computed now; `call_timeout`). Any other exit signal
+   acts as it would on a process that does not trap exits (`normal` is ignored, anything
+   else ends the job with that reason).
+2. On `ok`, the loser casts `drop_replica` to its replica hosts and exits `normal`; calls
+   that reached it unanswered end with that exit and the client retries them at the winner.
+   On `{error, _}` or an exit (`noproc`, `noconnection`, `timeout`), the loser registers its
+   name again: when that succeeds it serves again as the job (the winner is gone); when the
+   registry names another holder it merges into that one. It gives up after `job_timeout`
+   and ends, logging its state at ERROR.
+3. The winner merges: `State = Kind:merge(Mine, Theirs)` (both whole `Portable` maps, the
+   winner's first); `Recent` = the winner's entries followed by the loser's entries whose
+   `OpId` the winner's do not hold, at most 64; `Seq = max(SeqW, SeqL) + 1`. It replicates,
+   then answers `ok`, and logs at WARNING `pynode jobs: job <Id> merged the copy from <Node>
+   after a partition: <what the kind reports>`. A kind without `merge` keeps the winner's
+   state and says so in the same WARNING.
+
+Kinds' merges (vectors: `merge`):
+
+- `'Job'`: the loser's new events are its first `min(length(RecentL), length(StateL) - 1)`
+  events whose `OpId` (the `OpId` of `RecentL` at the same position: each acknowledged
+  `update` adds one event and one `Recent` entry) is not among the winner's `Recent`; the
+  merged state is those events (in the loser's order) followed by the winner's state. So
+  every event acknowledged on either side is kept, in each side's order, and an operation
+  retried on both sides (same `OpId`) is kept once. Exact while each side acknowledged at
+  most 64 operations of the job during the split (the `Recent` bound).
+- `'Job.Otp'`: the winner's state when it has results; else the loser's when it has;
+  else the winner's with `work_left_ms` the smaller of the two.
+
+## Configuration
+
+Keys of the `available_processes` application environment (`sys.config`), the same in both
+languages, with these defaults (vectors: `defaults`):
+
+| key | default | meaning |
+| --- | --- | --- |
+| `work_ms` | 2000 | `Job.Otp`'s simulated work |
+| `result_ttl` | 600000 | how long `Job.Otp` results stay readable |
+| `replicas` | 1 | other hosts holding each job's state (0: none) |
+| `replica_check` | 500 | a host looks at the set of hosts at least this often (ms) |
+| `job_timeout` | 15000 | a client operation gives up after this long |
+| `missing_grace` | 3000 | a job name missing this long means "no such job" |
+| `call_timeout` | 5000 | one attempt of a call to a job or a host |
+| `adopt_timeout` | 10000 | one `adopt` call during a handoff |
+| `adopt_reg_timeout` | 5000 | an adopting job retries its name while a dead owner still holds it |
+| `handoff_timeout` | 60000 | the whole handoff of one node at shutdown |
+| `handoff_concurrency` | 16 | job handoffs in flight at once at shutdown |
+| `host_jobs` | `true` | `false`: this node runs no job host (a client only) |
+| `job_kinds` | `all` | the kinds this node's host runs: `all` (every kind the node knows) or a list of kind atoms (`'Job'`, `'Job.Otp'`; Elixir also accepts the modules `Job`, `Job.Otp`) |
+
+## Graceful shutdown (handoff)
+
+When a host is asked to stop (`Application.stop(:available_processes)`, `:init.stop()`,
+SIGTERM/Ctrl-C to `python -m pynode`):
+
+1. It unregisters `{p, g, pynode_job_host}` and answers `{error, stopping}` to `start`.
+2. For each job it runs, at most `handoff_concurrency` (config, default 16) at a time: pick a
+   target host (round-robin over the other hosts that know the kind); tell the job
+   `{pynode_job_handoff, Target}`. The job stops serving, unregisters its name, calls
+   `{adopt, Kind, Id, Portable}` on the target (with remaining durations computed now), then
+   exits `normal`. Calls that reached the old process and were not answered end with an exit,
+   and the client retries them at the new owner. A failed handoff is tried at the next target.
+3. Only then does the host (and the node) stop. With no other host, jobs die with the node.
+
+## Client
+
+The client API (`Job.start/1`, `Job.update/2`, `Job.finish/1`, `Job.Otp.start/1`,
+`Job.Otp.check_results/1`, and the Python `pynode.jobs` functions of the same names) runs
+on any node:
+
+- On a node with a running registry, it reads the registry locally: `start` picks a host by
+  round-robin over the sorted hosts that know the kind; operations find the job with
+  `where({n, g, {pynode_job, Id}})`.
+- On a node without one (only the code loaded, like the seed's `c1`), it sends
+  `{client, Op, Args}` to `pynode_jobs` on a connected node that runs a host (visible and
+  hidden nodes) and returns what that node answers.
+- Retries: while the job's name is missing, or the call ends with an exit (`noproc`,
+  `normal`, `shutdown`, `noconnection`, `nodedown`, `killed`, `timeout`,
+  `{name_conflict, ...}`, `{nodedown, Node}`), it retries with the same `OpId` (backoff
+  10 ms doubling to 200 ms) until `job_timeout` (default 15 s); any other exit reason is
+  the answer (vectors: `retryable`). A name missing for longer than
+  `missing_grace` (default 3 s) means the job does not exist: `start`-less operations then
+  answer `{error, no_such_job}` (`Job.Otp.check_results/1` answers `nil`).
+--- END docs/JOBS_PROTOCOL.md ---
 
 Python implementation notes
 ---------------------------
@@ -132,6 +258,7 @@ import inspect
 import itertools
 import logging
 import re
+import time
 import weakref
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, ClassVar, Iterable
 
@@ -140,7 +267,7 @@ from erl_interop.terms import Atom, Pid, Reference
 
 from .errors import CallError
 from .genserver import GEN_CALL, NOREPLY as _NOREPLY, From, GenServer, reply as gen_reply
-from .process import DOWN_TAG, NORMAL, NOCONNECTION, NOPROC, Exit, Process, ReceiveTimeout, exception_reason
+from .process import DOWN_TAG, EXIT_TAG, NORMAL, NOCONNECTION, NOPROC, Exit, Process, ReceiveTimeout, exception_reason
 from .registry import key_bytes
 
 if TYPE_CHECKING:
@@ -166,7 +293,8 @@ __all__ = [
     "HOST_KEY",
     "job_key",
     "replica_targets",
-    "adopter",
+    "adopts",
+    "merge_recent",
     "results_binary",
     "DEFAULTS",
 ]
@@ -193,6 +321,9 @@ CLIENT = Atom("client")
 LIST = Atom("list")
 JOB_OP = Atom("pynode_job_op")
 HANDOFF = Atom("pynode_job_handoff")
+MERGE = Atom("pynode_job_merge")
+MEMBERSHIP = Atom("pynode_job_membership")
+NOT_THIS_JOB = Atom("not_this_job")
 UPDATE = Atom("update")
 FINISH = Atom("finish")
 CHECK_RESULTS = Atom("check_results")
@@ -224,20 +355,22 @@ K_RESULTS, K_WORK_LEFT, K_TTL_LEFT = Atom("results"), Atom("work_left_ms"), Atom
 #: ``Recent`` holds at most this many operations (protocol, "Calls to a host")
 RECENT_MAX = 64
 
-#: Defaults, in milliseconds where they are durations. ``work_ms``, ``result_ttl``,
-#: ``replicas``, ``job_timeout`` and ``missing_grace`` are the protocol's; the rest are this
-#: implementation's own time limits (every remote operation has one).
+#: The configuration keys and their defaults (protocol, "Configuration"; the vector
+#: ``defaults`` of docs/vectors/jobs.terms), in milliseconds where they are durations.
 DEFAULTS: dict[str, Any] = {
-    "work_ms": 2000,  # protocol, Job.Otp
-    "result_ttl": 600_000,  # protocol, Job.Otp
-    "replicas": 1,  # protocol, "Replication"
-    "job_timeout": 15_000,  # protocol, "Client"
-    "missing_grace": 3_000,  # protocol, "Client"
-    "call_timeout": 5_000,  # one attempt of a call to a job or a host
-    "adopt_timeout": 10_000,  # one {adopt, ...} during a handoff
-    "adopt_reg_timeout": 5_000,  # protocol, "Replication": retry registration until the purge
-    "handoff_timeout": 60_000,  # the whole graceful handoff of one node
-    "handoff_concurrency": 16,  # protocol, "Graceful shutdown": handoffs in flight at once
+    "work_ms": 2000,
+    "result_ttl": 600_000,
+    "replicas": 1,
+    "replica_check": 500,
+    "job_timeout": 15_000,
+    "missing_grace": 3_000,
+    "call_timeout": 5_000,
+    "adopt_timeout": 10_000,
+    "adopt_reg_timeout": 5_000,
+    "handoff_timeout": 60_000,
+    "handoff_concurrency": 16,
+    "host_jobs": True,
+    "job_kinds": Atom("all"),
 }
 
 #: exit reasons after which the client retries (protocol, "Client")
@@ -268,7 +401,7 @@ def _node_order(n: str) -> bytes:
 
 def _cfg(node: Any, key: str) -> Any:
     conf = getattr(node, "config", None) or {}
-    return conf.get(key, DEFAULTS.get(key))
+    return conf.get(key, DEFAULTS[key])
 
 
 def _secs(ms: Any) -> float:
@@ -302,14 +435,17 @@ def replica_targets(hosts: Iterable[str], owner: str, replicas: int) -> list[Ato
     return (after + before)[:replicas]
 
 
-def adopter(replicas: Iterable[str], me: str, alive: Iterable[str]) -> Atom | None:
-    """Which replica holder adopts a job whose owner went ``DOWN`` with ``noconnection``: the
-    first in term order among the surviving nodes of ``Replicas`` (``me`` counts as surviving
-    and as a holder)."""
-    alive_s = set(alive)
-    survivors = {Atom(n) for n in replicas if n == me or n in alive_s}
-    survivors.add(Atom(me))
-    return min(survivors, key=_node_order)
+def adopts(me: str, replicas: Iterable[str], alive: Iterable[str]) -> bool:
+    """Whether the replica holder ``me`` adopts a job whose owner went ``DOWN`` with
+    ``noconnection`` (protocol, "Replication"): the first in term order among the surviving
+    nodes of ``Replicas`` adopts; a holder not named there (a stale copy) adopts only when
+    no named holder survives. ``alive``: the nodes ``me`` is connected to."""
+    named = [Atom(n) for n in replicas]
+    alive_s = {Atom(n) for n in alive}
+    survivors = [n for n in named if n == me or n in alive_s]
+    if Atom(me) in named:
+        return min(survivors, key=_node_order) == me
+    return not survivors
 
 
 def results_binary(job_id: Any) -> bytes:
@@ -463,6 +599,44 @@ class JobKind:
         """Rebuild the live state from a portable one (adoption, or a failed handoff)."""
         self.state = state
 
+    @classmethod
+    def elapse(cls, state: Any, ms: int) -> Any:
+        """A portable ``state`` with ``ms`` milliseconds taken off its remaining durations
+        (protocol, "Waited time"). Kinds without durations keep the default."""
+        return state
+
+    @classmethod
+    def merge(cls, mine: dict[Any, Any], theirs: dict[Any, Any]) -> Any:
+        """The state after two copies of one job met (protocol, "Partitions"): ``mine`` is
+        the surviving copy's whole ``Portable`` map, ``theirs`` the other's. Return the
+        merged portable state, or ``NotImplemented`` to keep ``mine``'s (the default)."""
+        return NotImplemented
+
+
+def merge_recent(mine: dict[Any, Any], theirs: dict[Any, Any]) -> tuple[list[tuple[Any, Any]], int]:
+    """``Recent`` and ``Seq`` of a merge (protocol, "Partitions" step 3): the winner's
+    entries, then the loser's whose OpId the winner's lack, at most ``RECENT_MAX``; the
+    greater ``Seq`` plus one."""
+    rw, rl = _recent_of(mine), _recent_of(theirs)
+    seen = [o for o, _ in rw]
+    out = list(rw) + [(o, r) for o, r in rl if not _has_op(seen, o)]
+    sw, sl = mine.get(K_SEQ), theirs.get(K_SEQ)
+    seq = max(sw if type(sw) is int else 0, sl if type(sl) is int else 0) + 1
+    return out[:RECENT_MAX], seq
+
+
+def _recent_of(portable: dict[Any, Any]) -> list[tuple[Any, Any]]:
+    r = portable.get(K_RECENT)
+    if not isinstance(r, list):
+        return []
+    return [(x[0], x[1]) for x in r if type(x) is tuple and len(x) == 2]
+
+
+def _has_op(op_ids: list[Any], op: Any) -> bool:
+    # exact equality (=:=): 1 and 1.0 are different OpIds, as are a tuple and a list
+    kb = encode(op)
+    return any(encode(o) == kb for o in op_ids)
+
 
 _KINDS: dict[Atom, type[JobKind]] = {}
 
@@ -504,6 +678,19 @@ class SimpleJob(JobKind):
         if type(state) is not list:
             raise ValueError(f"'Job' state must be a list, got {state!r}")
         self.state = list(state)
+
+    @classmethod
+    def merge(cls, mine: dict[Any, Any], theirs: dict[Any, Any]) -> Any:
+        """The loser's events that the winner lacks (by the OpId at the same position of its
+        ``Recent``), in the loser's order, then the winner's state (protocol, "Partitions")."""
+        sw, sl = mine.get(K_STATE), theirs.get(K_STATE)
+        if type(sw) is not list or type(sl) is not list:
+            raise ValueError("'Job' states must be lists")
+        rl = _recent_of(theirs)
+        known = [o for o, _ in _recent_of(mine)]
+        n = min(len(rl), len(sl) - 1)
+        new = [sl[i] for i in range(n) if not _has_op(known, rl[i][0])]
+        return new + list(sw)
 
 
 @job_kind("Job.Otp")
@@ -556,6 +743,32 @@ class OtpJob(JobKind):
         if request == CHECK_RESULTS and type(request) is Atom:
             return Reply(self.results)
         return super().handle(request)
+
+    @classmethod
+    def elapse(cls, state: Any, ms: int) -> Any:
+        if not isinstance(state, dict):
+            return state
+        out = dict(state)
+        key = K_WORK_LEFT if state.get(K_RESULTS) is None else K_TTL_LEFT
+        left = state.get(key)
+        if type(left) is int:
+            out[key] = max(left - int(ms), 0)
+        return out
+
+    @classmethod
+    def merge(cls, mine: dict[Any, Any], theirs: dict[Any, Any]) -> Any:
+        """The results of either copy (the winner's first); with none, the copy further along."""
+        sw, sl = mine.get(K_STATE), theirs.get(K_STATE)
+        if not isinstance(sw, dict) or not isinstance(sl, dict):
+            raise ValueError("'Job.Otp' states must be maps")
+        if sw.get(K_RESULTS) is not None:
+            return sw
+        if sl.get(K_RESULTS) is not None:
+            return sl
+        lw, ll = sw.get(K_WORK_LEFT), sl.get(K_WORK_LEFT)
+        if type(lw) is int and type(ll) is int and ll < lw:
+            return {**sw, K_WORK_LEFT: ll}
+        return sw
 
     def handle_timer(self, tag: Any) -> Reply | None:
         if tag == "work_done" and self.results is None:
@@ -726,6 +939,10 @@ class _Job:
             elif tag == HANDOFF and len(msg) == 2:
                 if await self._handoff(msg[1]):
                     return
+            elif tag == MEMBERSHIP and len(msg) == 1:
+                await self._follow_membership()
+            elif tag == EXIT_TAG and len(msg) == 3:
+                await self._exit_signal(msg[1], msg[2])
             elif tag == DOWN_TAG and len(msg) == 5 and msg[1] in self._replica_mons:
                 gone = self._replica_mons.pop(msg[1])
                 log.info("job %r: replica host %s is gone (%s); replicating again", self.id, gone, msg[4])
@@ -734,6 +951,9 @@ class _Job:
                 await self.replicate()
 
     async def _call(self, request: Any, from_: From) -> None:
+        if type(request) is tuple and len(request) == 2 and request[0] == MERGE and type(request[0]) is Atom:
+            self._answer(from_, await self._merge_from(request[1], from_[0]))
+            return
         if not (type(request) is tuple and len(request) == 3 and request[0] == JOB_OP):
             self._answer(from_, (ERROR, (Atom("unknown_call"), request)))
             return
@@ -819,6 +1039,95 @@ class _Job:
             self.proc.demonitor(ref, flush=True)
         self._replica_mons = {self.proc.monitor(pids[t]): t for t in targets}
 
+    async def _follow_membership(self) -> None:
+        """The set of hosts changed (protocol, "Replicas follow membership"): replicate the
+        current state (same Seq) when the targets are not the hosts holding it."""
+        node = self.host.node
+        targets = replica_targets(self._hosts(), node.name, int(_cfg(node, "replicas")))
+        if targets != self.replica_nodes:
+            await self.replicate()
+
+    # -- partitions: two copies of one job --------------------------------------------------
+    async def _exit_signal(self, sender: Any, reason: Any) -> None:
+        """A trapped exit signal. ``{name_conflict, Key, Winner}`` for this job's key merges
+        this copy into the winner (protocol, "Partitions"); any other reason acts as it would
+        on a process that does not trap exits."""
+        if (type(reason) is tuple and len(reason) == 3 and reason[0] == NAME_CONFLICT
+                and type(reason[0]) is Atom and encode(reason[1]) == encode(self.key) and type(reason[2]) is Pid):
+            await self._merge_into(reason[2])
+            return
+        if reason == NORMAL and type(reason) is Atom:
+            return
+        self.cancel_timers()
+        raise Exit(reason)
+
+    async def _merge_into(self, winner: Pid) -> None:
+        """Hand this copy's state to ``winner`` and end; take the name back if the winner is
+        gone; give up after ``job_timeout``."""
+        node = self.host.node
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _secs(_cfg(node, "job_timeout"))
+        timeout = _secs(_cfg(node, "call_timeout"))
+        delay = BACKOFF_FIRST
+        target: Pid = winner
+        while True:
+            portable = self.portable()
+            try:
+                r = await self.proc.call(target, (MERGE, portable), timeout)
+            except CallError as e:
+                r = (ERROR, e.reason)
+            if r == OK and type(r) is Atom:
+                log.info("%s: job %r merged into its copy %s; this copy ends", node.name, self.id, format_term(target))
+                self.cancel_timers()
+                for n in self.replica_nodes:
+                    self.proc.cast((Atom(HOST_NAME), n), (DROP_REPLICA, self.id, self.proc.pid))
+                self.replica_nodes = []
+                raise Exit(NORMAL)
+            log.info("%s: job %r could not merge into %s (%r); taking the name back", node.name, self.id, format_term(target), r)
+            reg = await node.registry.reg(self.proc, self.key, self.kind)
+            if reg == OK:
+                log.warning("%s: job %r serves again (its other copy %s is gone)", node.name, self.id, format_term(target))
+                return
+            holder = reg[1][1] if type(reg) is tuple and len(reg) == 2 and type(reg[1]) is tuple and len(reg[1]) == 2 else None
+            if type(holder) is Pid:
+                target = holder
+            if loop.time() >= deadline:
+                log.error("%s: job %r could neither merge nor take its name back; it ends with state %s",
+                          node.name, self.id, format_term(portable))
+                self.cancel_timers()
+                raise Exit(NORMAL)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, BACKOFF_MAX)
+
+    async def _merge_from(self, theirs: Any, sender: Pid) -> Any:
+        """This copy won: merge the loser's ``Portable`` in, replicate, answer ``ok``."""
+        node = self.host.node
+        theirs = wire(theirs)
+        if (not isinstance(theirs, dict) or theirs.get(K_KIND) != self.kind
+                or encode(theirs.get(K_ID)) != encode(wire(self.id))):
+            return (ERROR, NOT_THIS_JOB)
+        mine = self.portable()
+        try:
+            merged = type(self.impl).merge(mine, theirs)
+        except Exception:
+            log.exception("job %r: merge of the copy from %s failed; keeping this copy's state", self.id, sender.node)
+            merged = NotImplemented
+        recent, seq = merge_recent(mine, theirs)
+        if merged is NotImplemented:
+            log.warning("pynode jobs: job %s met its copy from %s after a partition; kind %s has no merge: kept this "
+                        "copy's state %s, dropped %s", format_term(self.id), sender.node, self.kind,
+                        _short(mine.get(K_STATE)), _short(theirs.get(K_STATE)))
+        else:
+            self.cancel_timers()
+            self.impl.restore(merged)
+            log.warning("pynode jobs: job %s merged the copy from %s after a partition: %s + %s -> %s",
+                        format_term(self.id), sender.node, _short(mine.get(K_STATE)), _short(theirs.get(K_STATE)),
+                        _short(merged))
+        self.recent = recent
+        self.seq = seq
+        await self.replicate()
+        return OK
+
     # -- handoff --------------------------------------------------------------------------
     async def _handoff(self, target: Any) -> bool:
         """Move to ``target``; True when the job has moved (the caller then exits normal)."""
@@ -854,6 +1163,8 @@ class _Replica:
     seq: int
     owner: Pid
     replicas: list[Atom]
+    #: when it was stored, on this node's monotonic clock (seconds): "Waited time"
+    stored_at: float = 0.0
 
 
 @dataclasses.dataclass(slots=True)
@@ -870,10 +1181,11 @@ class JobHost(GenServer):
 
     async def init(self, *args: Any) -> None:
         node = self.process.node
-        conf_kinds = _cfg(node, "kinds")
+        conf_kinds = _cfg(node, "job_kinds")
         known = kinds()
-        if conf_kinds is not None:
-            known = {k: v for k, v in known.items() if k in {Atom(str(x)) for x in conf_kinds}}
+        if conf_kinds != Atom("all"):
+            wanted = {Atom(str(x).removeprefix("Elixir.")) for x in (conf_kinds if isinstance(conf_kinds, list) else [conf_kinds])}
+            known = {k: v for k, v in known.items() if k in wanted}
         self.kinds: list[Atom] = sorted(known)
         self.stopping = False
         #: the handoff is over: nothing more is adopted here (the node is about to go)
@@ -893,6 +1205,10 @@ class JobHost(GenServer):
         r = await node.registry.reg(self.process, HOST_KEY, list(self.kinds))
         if r != OK:
             raise RuntimeError(f"job host could not register {HOST_KEY}: {r!r}")
+        #: the host nodes last seen (protocol, "Replicas follow membership")
+        self._hosts_seen: frozenset[Atom] = frozenset()
+        self._check_timer: asyncio.TimerHandle | None = None
+        self._check_membership()
 
     @property
     def node(self) -> "Node":
@@ -979,6 +1295,29 @@ class JobHost(GenServer):
                 self._owner_down(owner, reason)
         elif msg[0] == NODEDOWN and len(msg) == 2:
             self._review_orphans()
+            self._check_membership()
+        elif msg[0] == NODEUP and len(msg) == 2:
+            self._check_membership()
+        elif msg[0] == _CHECK and len(msg) == 1:
+            self._check_timer = None
+            self._check_membership()
+
+    def _check_membership(self) -> None:
+        """Tell every job when the set of host nodes changed; look again in ``replica_check`` ms."""
+        hosts = frozenset(p.node for p in self.node.registry.lookup_pids(HOST_KEY))
+        if hosts != self._hosts_seen:
+            self._hosts_seen = hosts
+            for pid, e in self.jobs.items():
+                if e.job.ready:
+                    self.process.send(pid, (MEMBERSHIP,))
+        if self._check_timer is None:
+            loop = asyncio.get_running_loop()
+            self._check_timer = loop.call_later(_secs(_cfg(self.node, "replica_check")), self.process.deliver, (_CHECK,))
+
+    async def terminate(self, reason: Any) -> None:
+        if self._check_timer is not None:
+            self._check_timer.cancel()
+            self._check_timer = None
 
     # -- jobs -----------------------------------------------------------------------------
     def _spawn_job(self, kind: Atom, job_id: Any, run: Callable[[_Job, Process], Awaitable[None]]) -> _Job:
@@ -987,7 +1326,8 @@ class JobHost(GenServer):
         async def body(proc: Process) -> None:
             await run(job, proc)
 
-        proc = self.node.spawn(body)
+        # Jobs trap exits: a name_conflict signal merges the copy instead of killing it.
+        proc = self.node.spawn(body, trap_exit=True)
         ref = self.process.monitor(proc.pid)
         self.jobs[proc.pid] = _Entry(job, proc.pid, ref)
         self._job_refs[ref] = proc.pid
@@ -1005,7 +1345,8 @@ class JobHost(GenServer):
             old_owner = cur.owner if cur is not None else None
             if old_owner is not None and old_owner != owner:
                 self._unindex(old_owner, kb)
-            self.replicas[kb] = _Replica(job_id, kind, portable, seq, owner, [Atom(n) for n in replicas])
+            self.replicas[kb] = _Replica(job_id, kind, portable, seq, owner, [Atom(n) for n in replicas],
+                                         time.monotonic())
             self._by_owner.setdefault(owner, set()).add(kb)
             self.orphans.discard(kb)
             if owner not in self._owner_mons:
@@ -1057,7 +1398,7 @@ class JobHost(GenServer):
         alive = set(node.connected_nodes)
         for kb in list(self.orphans):
             rep = self.replicas[kb]
-            if adopter(rep.replicas, node.name, alive) != node.name:
+            if not adopts(node.name, rep.replicas, alive):
                 continue
             holder = node.registry.where(job_key(rep.id))
             if type(holder) is Pid and holder != rep.owner and (holder.node == node.name or holder.node in alive):
@@ -1067,7 +1408,13 @@ class JobHost(GenServer):
                 log.error("%s: cannot adopt job %r of unknown kind %s", node.name, rep.id, rep.kind)
                 continue
             log.info("%s: owner %s of job %r is gone; adopting it from the replica (seq %d)", node.name, rep.owner, rep.id, rep.seq)
-            portable, owner, olds = rep.portable, rep.owner, rep.replicas
+            waited = int((time.monotonic() - rep.stored_at) * 1000)
+            portable = dict(rep.portable)
+            try:
+                portable[K_STATE] = _KINDS[rep.kind].elapse(portable.get(K_STATE), max(waited, 0))
+            except Exception:
+                log.exception("job %r: elapse(%d ms) failed; adopting the state as stored", rep.id, waited)
+            owner, olds = rep.owner, rep.replicas
             self._spawn_job(rep.kind, rep.id, lambda job, proc: job.run_adopt(proc, portable, None, owner, olds))
 
     # -- graceful shutdown ----------------------------------------------------------------
@@ -1204,6 +1551,13 @@ class JobHost(GenServer):
 
 
 _SHUTDOWN = Atom("$pynode_jobs_shutdown")
+_CHECK = Atom("$pynode_jobs_check")
+NODEUP = Atom("nodeup")
+
+
+def _short(t: Any, limit: int = 200) -> str:
+    text = format_term(t)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _id_bytes(job_id: Any) -> bytes:

@@ -25,7 +25,7 @@ from typing import Any, Callable, Sequence
 
 from erl_interop import decode
 
-__all__ = ["BeamNode", "BeamError", "unique_name", "test_cookie", "wait_until", "require_erl", "compile_mix_project"]
+__all__ = ["BeamNode", "BeamError", "unique_name", "test_cookie", "read_until", "wait_until", "require_erl", "compile_mix_project"]
 
 _ERL_LOOP = (
     "fun Loop() ->"
@@ -70,6 +70,22 @@ _counter = itertools.count()
 
 #: the cookie of the running test; the pytest plugin sets a fresh one for every test
 _cookie = "test"
+
+
+def read_until(stream: Any, needle: str, max_lines: int = 500) -> tuple[str, list[str]]:
+    """Read lines from a subprocess's output until one contains ``needle``; return it and
+    every line read. Log lines may come first (a peer of another cluster knocking, say).
+    Raises ``AssertionError`` with what was read when the output ends or ``max_lines`` pass."""
+    seen: list[str] = []
+    for _ in range(max_lines):
+        raw = stream.readline()
+        if not raw:
+            break
+        line = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+        seen.append(line)
+        if needle in line:
+            return line, seen
+    raise AssertionError(f"{needle!r} never appeared; output was:\n{''.join(seen)}")
 
 
 def test_cookie() -> str:

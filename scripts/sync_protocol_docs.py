@@ -19,6 +19,7 @@ TARGETS = [
     ("docs/REGISTRY_PROTOCOL.md", "pynode/registry.py", ""),
     ("docs/REGISTRY_PROTOCOL.md", "mix_compat/lib/pynode/registry_impl.ex", "  #"),
     ("docs/JOBS_PROTOCOL.md", "mix_compat/lib/pynode/jobs/host.ex", "  #"),
+    ("docs/JOBS_PROTOCOL.md", "pynode/jobs.py", ""),
 ]
 
 

@@ -38,7 +38,7 @@ from pynode.errors import CallError
 from pynode.genserver import GenServer
 from pynode.jobs import HOST_KEY, PYNODE_JOB, job_key
 from pynode.node import Node
-from pynode.testing import BeamNode, compile_mix_project, unique_name, test_cookie
+from pynode.testing import BeamNode, compile_mix_project, read_until, test_cookie, unique_name
 
 from node_helpers import ev, run, wait_for
 
@@ -75,9 +75,8 @@ class PyCli:
         args = [sys.executable, "-m", "pynode", "--sname", name, "--cookie", test_cookie(), "--config", config]
         self.proc = subprocess.Popen(args, cwd=str(ROOT), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         assert self.proc.stdout is not None
-        line = self.proc.stdout.readline().decode()
-        assert " up: " in line, line
-        self.output: collections.deque[str] = collections.deque([line], maxlen=2000)
+        _, seen = read_until(self.proc.stdout, " up: ")
+        self.output: collections.deque[str] = collections.deque(seen, maxlen=2000)
         threading.Thread(target=self._drain, daemon=True).start()
 
     def _drain(self) -> None:

@@ -18,7 +18,7 @@ from pynode import jobs
 from pynode.jobs import HOST_KEY, JobKind, Reply, job_key, job_kind
 from pynode.node import Node
 from pynode.process import KILLED
-from pynode.testing import unique_name, test_cookie
+from pynode.testing import read_until, test_cookie, unique_name
 
 from node_helpers import run, wait_for
 
@@ -223,7 +223,7 @@ def test_custom_kind_and_kind_known_only_where_hosted():
                 assert A("Job") in ks and A("Job.Otp") in ks and A("test_counter") in ks
 
         # a node whose host knows only 'Job' never gets another kind
-        async with cluster("d", "e", config={"kinds": ["Job"]}) as (d, e):
+        async with cluster("d", "e", config={"job_kinds": ["Job"]}) as (d, e):
             assert await jobs.start(d, "x", kind="Job.Otp", timeout=1) == (ERROR, A("unknown_kind"))
 
     run(main)
@@ -409,8 +409,7 @@ class PyNodeProc:
         if config:
             args += ["--config", config]
         self.proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        line = self.proc.stdout.readline().decode()  # type: ignore[union-attr]
-        assert " up: " in line, line
+        read_until(self.proc.stdout, " up: ")
 
     def signal(self, sig: int) -> None:
         self.proc.send_signal(sig)

@@ -17,7 +17,7 @@ from pynode.jobs import (
     OtpJob,
     Reply,
     SimpleJob,
-    adopter,
+    adopts,
     format_term,
     job_key,
     job_kind,
@@ -46,16 +46,18 @@ def test_replica_targets_are_the_next_hosts_after_the_owner_wrapping():
 def test_node_order_is_bytewise_utf8_like_atoms():
     # Erlang compares atoms by text; 'Z' (0x5a) < 'a' (0x61); 'é' sorts after 'z'
     assert replica_targets(["a@h", "Z@h", "\u00e9@h"], "y@h", 3) == ["\u00e9@h", "Z@h", "a@h"]
-    assert adopter(["b@h", "Z@h"], "b@h", {"Z@h"}) == "Z@h"
+    assert adopts("Z@h", ["b@h", "Z@h"], {"b@h"})
+    assert not adopts("b@h", ["b@h", "Z@h"], {"Z@h"})
 
 
 def test_adopter_is_first_surviving_holder_in_term_order():
-    assert adopter(["n2@h"], "n2@h", set()) == "n2@h"
-    assert adopter(["n2@h", "n3@h"], "n3@h", {"n2@h"}) == "n2@h"  # n2 is alive: it adopts
-    assert adopter(["n2@h", "n3@h"], "n3@h", set()) == "n3@h"  # n2 died too
-    assert adopter(["n2@h", "n3@h"], "n2@h", {"n3@h"}) == "n2@h"
-    # a holder missing from a stale Replicas list still counts itself
-    assert adopter(["n5@h"], "n1@h", set()) == "n1@h"
+    assert adopts("n2@h", ["n2@h"], set())
+    assert not adopts("n3@h", ["n2@h", "n3@h"], {"n2@h"})  # n2 is alive: it adopts
+    assert adopts("n3@h", ["n2@h", "n3@h"], set())  # n2 died too
+    assert adopts("n2@h", ["n2@h", "n3@h"], {"n3@h"})
+    # a holder missing from Replicas (a stale copy) adopts only when no named holder survives
+    assert adopts("n1@h", ["n5@h"], set())
+    assert not adopts("n1@h", ["n5@h"], {"n5@h"})
 
 
 def test_job_key_and_host_key_shapes():

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from erl_interop import Atom
-from pynode.testing import unique_name, test_cookie
+from pynode.testing import read_until, test_cookie, unique_name
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -24,8 +24,7 @@ def test_counter_example_from_elixir(beam_node):
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     try:
-        line = proc.stdout.readline().decode()
-        assert line.startswith("ready "), line
+        read_until(proc.stdout, "ready ")
         ex = beam_node("elixir", cookie=test_cookie())
         n = f':"{name}"'
         assert ex.eval(f"Node.ping({n})") == Atom("pong")

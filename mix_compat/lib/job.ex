@@ -58,4 +58,38 @@ defmodule Job do
   def handle_op({:update, event}, _id, state), do: {:changed, :ok, [event | state]}
   def handle_op(:finish, _id, state), do: {:stop, state}
   def handle_op(request, _id, _state), do: {:error, {:unknown_request, request}}
+
+  # Partitions: the loser's new events are its first min(length(RecentL), length(StateL) - 1)
+  # events (each acknowledged update added one event and one Recent entry, newest first, so
+  # the n-th event goes with the n-th OpId of RecentL) whose OpId the winner's Recent does
+  # not hold; they come first (in the loser's order), then the winner's state.
+  @impl true
+  def merge(%{state: mine} = winner, theirs) do
+    {new, _} = new_events(winner, theirs)
+    new ++ mine
+  end
+
+  @impl true
+  def describe_merge(winner, theirs, _merged) do
+    {new, dup} = new_events(winner, theirs)
+
+    "kept #{length(new)} event(s) of that copy #{inspect(new)}" <>
+      if(dup > 0, do: " (#{dup} retried on both sides, kept once)", else: "")
+  end
+
+  # {the loser's new events, how many of its recent events the winner also holds}
+  defp new_events(winner, theirs) do
+    known = winner |> recent_ids() |> MapSet.new()
+    state = if is_list(theirs[:state]), do: theirs[:state], else: []
+    ids = recent_ids(theirs)
+    n = min(length(ids), length(state) - 1)
+    pairs = Enum.zip(Enum.take(state, max(n, 0)), ids)
+    new = for {event, op_id} <- pairs, not MapSet.member?(known, op_id), do: event
+    {new, length(pairs) - length(new)}
+  end
+
+  defp recent_ids(%{recent: recent}) when is_list(recent),
+    do: for({op_id, _reply} <- recent, do: op_id)
+
+  defp recent_ids(_), do: []
 end

@@ -194,4 +194,96 @@ defmodule JobTest do
     assert JobServer.replica_targets(hosts, :b@h, 0) == []
     assert JobServer.replica_targets([:b@h], :b@h, 1) == []
   end
+
+  test "pynode_job_merge: the copy's events, Recent and Seq join the winner's; other jobs are refused" do
+    id = uniq("merge")
+    assert {:ok, pid} = Job.start(id)
+    assert Client.op(id, {:update, :a}, :o1) == {:ok, :ok}
+    assert Client.op(id, {:update, :w}, :o2) == {:ok, :ok}
+    assert %{seq: 3} = :sys.get_state(pid)
+
+    # the other copy saw :a (o1) too, then :l1 and :l2
+    theirs = %{
+      kind: :Job,
+      id: id,
+      state: [:l2, :l1, :a, id],
+      recent: [{:o4, {:ok, :ok}}, {:o3, {:ok, :ok}}, {:o1, {:ok, :ok}}],
+      seq: 7
+    }
+
+    assert GenServer.call(pid, {:pynode_job_merge, %{theirs | id: {:other, id}}}) ==
+             {:error, :not_this_job}
+
+    assert GenServer.call(pid, {:pynode_job_merge, %{theirs | kind: :"Job.Otp"}}) ==
+             {:error, :not_this_job}
+
+    assert GenServer.call(pid, {:pynode_job_merge, theirs}) == :ok
+    assert Jobs.get_state(id) == [:l2, :l1, :w, :a, id]
+    assert %{seq: 8, recent: recent} = :sys.get_state(pid)
+    assert Enum.map(recent, &elem(&1, 0)) == [:o2, :o1, :o4, :o3]
+    # an operation acknowledged by the other copy is answered, not applied again
+    assert Client.op(id, {:update, :l2}, :o4) == {:ok, :ok}
+    assert Job.finish(id) == [:l2, :l1, :w, :a, id]
+  end
+
+  test "pynode_job_merge on a Job.Otp: results win, else the smaller work left" do
+    Application.put_env(:available_processes, :work_ms, 60_000)
+    id = uniq("otpmerge")
+    assert {:ok, pid} = Job.Otp.start(id)
+    theirs = %{kind: :"Job.Otp", id: id, recent: [], seq: 2}
+    working = %{id: id, results: nil, work_left_ms: 100, ttl_left_ms: nil}
+    assert GenServer.call(pid, {:pynode_job_merge, Map.put(theirs, :state, working)}) == :ok
+    assert %{results: nil, work_left_ms: left} = Jobs.get_state(id)
+    assert left <= 100
+    # the timer follows the merged state: the results come after the other copy's 100 ms
+    assert wait_until(fn -> Job.Otp.check_results(id) end, 2_000) == "results of " <> id
+  end
+
+  # A process that plays the winner of a name conflict: it answers one pynode_job_merge
+  # call with `answer` and reports the portable it was given.
+  defp fake_winner(answer) do
+    test = self()
+
+    spawn(fn ->
+      receive do
+        {:"$gen_call", from, {:pynode_job_merge, portable}} ->
+          send(test, {:merged, portable})
+          GenServer.reply(from, answer)
+      end
+    end)
+  end
+
+  test "a job that loses its name merges into the winner and ends; if the merge fails it serves again" do
+    id = uniq("loser")
+    assert {:ok, pid} = Job.start(id)
+    assert Job.update(id, :e) == :ok
+    ref = Process.monitor(pid)
+
+    # the merge fails: the job takes its name back (it still holds it here) and serves
+    Process.exit(pid, {:name_conflict, Jobs.key(id), fake_winner({:error, :nope})})
+    assert_receive {:merged, %{kind: :Job, id: ^id, state: [:e, ^id], seq: 2}}, 5_000
+    assert Job.update(id, :f) == :ok
+    assert Registry.where(Jobs.key(id)) == pid
+
+    # the merge succeeds: the job ends `normal`
+    Process.exit(pid, {:name_conflict, Jobs.key(id), fake_winner(:ok)})
+    assert_receive {:merged, %{state: [:f, :e, ^id], recent: [_, _], seq: 3}}, 5_000
+    assert_receive {:DOWN, ^ref, :process, ^pid, :normal}, 5_000
+  end
+
+  test "other exit signals act on a job as on a process that does not trap exits" do
+    id = uniq("signals")
+    assert {:ok, pid} = Job.start(id)
+    ref = Process.monitor(pid)
+    Process.exit(pid, :normal)
+    assert Job.update(id, :still_here) == :ok
+    Process.exit(pid, {:name_conflict, Jobs.key({:another, id}), self()})
+    assert_receive {:DOWN, ^ref, :process, ^pid, {:name_conflict, _, _}}, 5_000
+
+    id = uniq("signals")
+    assert {:ok, pid} = Job.start(id)
+    ref = Process.monitor(pid)
+    Process.exit(pid, :boom)
+    assert_receive {:DOWN, ^ref, :process, ^pid, :boom}, 5_000
+  end
 end

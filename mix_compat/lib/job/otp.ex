@@ -95,4 +95,27 @@ defmodule Job.Otp do
 
   def handle_timeout(_id, %{ttl_left_ms: 0}), do: :stop
   def handle_timeout(_id, s), do: {:noreply, s}
+
+  # Partitions: the winner's state when it has results; else the loser's when it has; else
+  # the winner's with the smaller work_left_ms of the two.
+  @impl true
+  def merge(%{state: %{results: r} = mine}, _theirs) when r != nil, do: mine
+  def merge(_winner, %{state: %{results: r} = theirs}) when r != nil, do: theirs
+
+  def merge(%{state: mine}, %{state: theirs}) do
+    case {mine[:work_left_ms], theirs[:work_left_ms]} do
+      {a, b} when is_integer(a) and is_integer(b) -> %{mine | work_left_ms: min(a, b)}
+      {nil, b} when is_integer(b) -> Map.put(mine, :work_left_ms, b)
+      _ -> mine
+    end
+  end
+
+  @impl true
+  def describe_merge(%{state: mine}, %{state: theirs}, merged) do
+    cond do
+      mine[:results] != nil -> "kept this copy's results"
+      theirs[:results] != nil -> "took that copy's results"
+      true -> "work left #{inspect(merged[:work_left_ms])} ms (the smaller of the two)"
+    end
+  end
 end

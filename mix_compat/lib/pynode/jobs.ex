@@ -6,8 +6,9 @@ defmodule Pynode.Jobs do
   behaviour in both languages: `:Job` for `Job`, `:"Job.Otp"` for `Job.Otp`) and a
   **portable state**. Every node that runs the `:available_processes` application runs a
   job host, the GenServer `:pynode_jobs` (`Pynode.Jobs.Host`), next to the registry
-  (`Pynode.Registry`); Python nodes run the same host (`pynode/jobs.py`). The wire protocol
-  is `docs/JOBS_PROTOCOL.md`, repeated at the top of `Pynode.Jobs.Host`.
+  (`Pynode.Registry`), unless it is configured with `host_jobs: false` (a client only);
+  Python nodes run the same host (`pynode/jobs.py`). The wire protocol is
+  `docs/JOBS_PROTOCOL.md`, repeated at the top of `Pynode.Jobs.Host`.
 
     * **Placement** — a new job goes to the next host, round-robin, among the sorted nodes
       that hold the property `{:p, :g, :pynode_job_host}` with the kind in its value,
@@ -16,7 +17,14 @@ defmodule Pynode.Jobs do
       find it with `Pynode.Registry.where/1`, so a job that moved is found where it is now.
     * **Sudden death** — before a change is acknowledged, the job's portable state is stored
       on `replicas` other hosts (default 1); when its node dies, the first surviving replica
-      holder (in term order) adopts the job with the last acknowledged state.
+      holder (in term order) adopts the job with the last acknowledged state, less the time
+      the replica waited. The replicas follow the set of hosts (checked on every
+      nodeup/nodedown and every `replica_check` ms): a job started or adopted while it was
+      alone gets its copies as soon as another host joins.
+    * **Partitions** — when two sides of a split cluster meet again with a copy of the same
+      job each, the registry keeps the copy on the smaller node name, and the other copy
+      merges its state into it (`c:Pynode.Jobs.Kind.merge/2`) before it ends: nothing
+      acknowledged on either side is lost.
     * **Graceful shutdown** — `Application.stop(:available_processes)` or `:init.stop()`
       first withdraws the host from placement, then hands every job, with its state and
       remaining durations, to another host; callers never see `:no_such_job` meanwhile,
@@ -37,6 +45,7 @@ defmodule Pynode.Jobs do
   | `work_ms` | 2000 | `Job.Otp`'s simulated work |
   | `result_ttl` | 600000 | how long `Job.Otp` results stay readable |
   | `replicas` | 1 | other hosts holding each job's state (0: none) |
+  | `replica_check` | 500 | a host looks at the set of hosts at least this often (ms) |
   | `job_timeout` | 15000 | a client operation gives up after this long |
   | `missing_grace` | 3000 | a job name missing this long means "no such job" |
   | `call_timeout` | 5000 | one attempt of a call to a job or a host |
@@ -44,15 +53,20 @@ defmodule Pynode.Jobs do
   | `adopt_reg_timeout` | 5000 | an adopting job retries its name while a dead owner still holds it |
   | `handoff_timeout` | 60000 | the whole handoff of one node at shutdown |
   | `handoff_concurrency` | 16 | job handoffs in flight at once at shutdown |
-  | `job_kinds` | `[Job, Job.Otp]` | the kind modules this node's host runs |
+  | `host_jobs` | `true` | `false`: this node runs no job host (a client only) |
+  | `job_kinds` | `:all` | the kinds this node's host runs: `:all` (every kind module of `kinds/0`) or a list of kind atoms (`:Job`, `:"Job.Otp"`) or kind modules (`Job`, `Job.Otp`) |
   """
+
+  require Logger
 
   alias Pynode.Jobs.Client
 
+  # The same keys and values as the `defaults` vector of docs/vectors/jobs.terms.
   @defaults %{
     work_ms: 2_000,
     result_ttl: 600_000,
     replicas: 1,
+    replica_check: 500,
     job_timeout: 15_000,
     missing_grace: 3_000,
     call_timeout: 5_000,
@@ -60,13 +74,75 @@ defmodule Pynode.Jobs do
     adopt_reg_timeout: 5_000,
     handoff_timeout: 60_000,
     handoff_concurrency: 16,
-    job_kinds: [Job, Job.Otp]
+    host_jobs: true,
+    job_kinds: :all
   }
+
+  # Every kind module this node knows (what `job_kinds: :all` stands for).
+  @kinds [Job, Job.Otp]
 
   @doc "A setting of the `:available_processes` environment, with the defaults above."
   @spec config(atom) :: term
   def config(key) when is_map_key(@defaults, key),
     do: Application.get_env(:available_processes, key, Map.fetch!(@defaults, key))
+
+  @doc false
+  # The defaults of the settings above (tests compare them with the shared vectors).
+  def defaults, do: @defaults
+
+  @doc "Every kind module this node knows: `job_kinds: :all` means these."
+  @spec kinds() :: [module]
+  def kinds, do: @kinds
+
+  @doc """
+  The kinds this node's host runs, `%{kind_atom => module}`, from the `job_kinds` setting
+  (`:all`, or a list of kind atoms and kind modules). Entries that name no kind this node
+  knows are left out (and logged).
+  """
+  @spec host_kinds() :: %{atom => module}
+  def host_kinds, do: host_kinds(config(:job_kinds))
+
+  @doc false
+  def host_kinds(:all), do: host_kinds(@kinds)
+
+  def host_kinds(list) when is_list(list) do
+    for entry <- list, reduce: %{} do
+      acc ->
+        case kind_module(entry) do
+          nil ->
+            Logger.warning("pynode jobs: job_kinds names no known kind: #{inspect(entry)}")
+            acc
+
+          mod ->
+            Map.put(acc, mod.kind(), mod)
+        end
+    end
+  end
+
+  def host_kinds(other) do
+    Logger.warning("pynode jobs: job_kinds must be :all or a list, not #{inspect(other)}")
+    %{}
+  end
+
+  @doc """
+  The kind module for a kind atom (`:Job`, `:"Job.Otp"`) or a kind module (`Job`), among
+  `kinds/0` and any loaded module that implements `Pynode.Jobs.Kind`; `nil` when unknown.
+  """
+  @spec kind_module(atom) :: module | nil
+  def kind_module(kind) when is_atom(kind) do
+    cond do
+      kind_module?(kind) -> kind
+      mod = Enum.find(@kinds, &(&1.kind() == kind)) -> mod
+      true -> nil
+    end
+  end
+
+  def kind_module(_), do: nil
+
+  defp kind_module?(mod) do
+    match?("Elixir." <> _, Atom.to_string(mod)) and Code.ensure_loaded?(mod) and
+      function_exported?(mod, :kind, 0) and function_exported?(mod, :handle_op, 3)
+  end
 
   @doc """
   Starts a job of `kind` (an atom such as `:Job`, or a kind module such as `Job`) on a host

@@ -94,15 +94,32 @@ defmodule Pynode.RegistryClusterTest do
     for n <- nodes, do: wait_until(fn -> rpc(n, :lookup_pids, [prop]) == [ppa] end)
   end
 
-  test "sys.config at the repository root is a valid config with the documented defaults" do
-    path = Path.expand("../../../sys.config", __DIR__)
+  test "sys.config (mix_compat/sys.config, linked from the repository root) is a valid config with the documented defaults" do
+    path = Path.expand("../../sys.config", __DIR__)
     assert {:ok, [[{:available_processes, env}]]} = :file.consult(String.to_charlist(path))
-    assert Enum.sort(env) == [connect: [], replicas: 1, result_ttl: 600_000]
+
+    assert Enum.sort(env) == [
+             connect: [],
+             discovery: true,
+             dns: :undefined,
+             hosts: [],
+             poll_interval: 5_000,
+             replicas: 1,
+             result_ttl: 600_000
+           ]
+
+    # the same defaults as mix.exs gives a node started without the file
+    defaults = Mix.Project.get!().application()[:env]
+    for {key, value} <- env, do: assert({key, defaults[key]} == {key, value})
+    # and the repository root's sys.config is the same file
+    root = Path.expand("../../../sys.config", __DIR__)
+    assert File.read!(root) == File.read!(path)
   end
 
-  test "the application connects to the nodes of its `connect` key at start" do
+  test "the application connects to the nodes of its `connect` key" do
     {_, a} = start_peer("rega")
-    # b is not connected to this node; its only way into the cluster is `connect`
+    # b is not connected to this node; `connect` (or its discovery through this host's
+    # EPMD, which finds a too: docs/DISCOVERY.md, test/pynode/discovery_test.exs) reaches a
     {peer_b, b} =
       start_peer("regb",
         connection: :standard_io,
@@ -167,9 +184,12 @@ defmodule Pynode.RegistryClusterTest do
   end
 
   test "hidden nodes are members and end up connected to each other" do
-    # Like Python nodes: hidden, each connected only to this node at first.
-    {_, h1} = start_peer("hida", args: [~c"-hidden"])
-    {_, h2} = start_peer("hidb", args: [~c"-hidden"])
+    # Like Python nodes: hidden, each connected only to this node at first. Their discovery
+    # is off: it would connect them to each other through EPMD, and this test is about the
+    # registry connecting the members that another registry reports.
+    hidden = [~c"-hidden", ~c"-available_processes", ~c"discovery", ~c"false"]
+    {_, h1} = start_peer("hida", args: hidden)
+    {_, h2} = start_peer("hidb", args: hidden)
     assert h1 in Node.list(:hidden) and h2 in Node.list(:hidden)
     nodes = [node(), h1, h2]
     Enum.each(nodes, &wait_members(&1, nodes))
@@ -227,9 +247,11 @@ defmodule Pynode.RegistryClusterTest do
 
   test "a partition that heals with the name on both sides: the smaller node wins, the loser gets the exit" do
     # a and b are not connected to this node nor to each other: each registers the same
-    # names alone, then they meet.
-    {peer_a, a} = start_peer("rega", connection: :standard_io)
-    {peer_b, b} = start_peer("regb", connection: :standard_io)
+    # names alone, then they meet. Their discovery is off, or they would find each other
+    # (and this node) through EPMD at once.
+    no_discovery = [~c"-available_processes", ~c"discovery", ~c"false"]
+    {peer_a, a} = start_peer("rega", connection: :standard_io, args: no_discovery)
+    {peer_b, b} = start_peer("regb", connection: :standard_io, args: no_discovery)
     assert a < b
     refute a in Node.list(:connected) or b in Node.list(:connected)
     killed = {:n, :g, uniq()}

@@ -9,12 +9,14 @@ defmodule Pynode.Test.Cluster do
   @doc """
   Starts a peer named `<prefix><unique>@localhost` and the :available_processes application
   on it. `opts`: `:connection` (`:standard_io` for a peer not connected to this node),
-  `:args` (extra `erl` arguments, e.g. `[~c"-hidden"]`), `:start_app` (default true).
+  `:args` (extra `erl` arguments, e.g. `[~c"-hidden"]`), `:start_app` (default true),
+  `:name` (the exact name before `@`, instead of `prefix` and a unique number), `:cookie`
+  (default: this node's), `:log_level` (the peer's Logger level, default `:warning`).
   Returns `{peer_pid, node}`; the peer is stopped when the test ends.
   """
   def start_peer(prefix, opts \\ []) do
-    name = :"#{prefix}#{System.unique_integer([:positive])}"
-    cookie = Atom.to_charlist(:erlang.get_cookie())
+    name = opts[:name] || :"#{prefix}#{System.unique_integer([:positive])}"
+    cookie = Atom.to_charlist(opts[:cookie] || :erlang.get_cookie())
     paths = Enum.flat_map(:code.get_path(), &[~c"-pa", &1])
 
     peer_opts =
@@ -25,6 +27,7 @@ defmodule Pynode.Test.Cluster do
         # test kills a node; the registry copes with that, but the tests' rpc calls would not.
         args:
           [~c"-setcookie", cookie, ~c"-kernel", ~c"prevent_overlapping_partitions", ~c"false"] ++
+            log_level_args(Keyword.get(opts, :log_level, :warning)) ++
             Keyword.get(opts, :args, []) ++ paths
       }
       |> then(fn o ->
@@ -40,6 +43,11 @@ defmodule Pynode.Test.Cluster do
 
     {peer, node}
   end
+
+  # Peers print their logs on this node's output, which ExUnit does not capture: a passing
+  # run stays quiet with warnings and errors only (the discovery of every peer logs each
+  # connection at debug level). `log_level: :debug` in a test that needs a peer's logs.
+  defp log_level_args(level), do: [~c"-logger", ~c"level", Atom.to_charlist(level)]
 
   @doc "Stops a peer (already dead peers are fine)."
   def stop_peer(peer) do

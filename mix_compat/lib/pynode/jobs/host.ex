@@ -11,7 +11,8 @@ defmodule Pynode.Jobs.Host do
   # off a node that shuts down and survive the sudden death of a node. Built on the registry
   # (`docs/REGISTRY_PROTOCOL.md`). The Elixir side (`mix_compat/lib/job*.ex`,
   # `mix_compat/lib/pynode/jobs*.ex`) and the Python side (`pynode/jobs.py`) repeat this text
-  # in their headers and must stay in lockstep with it.
+  # in their headers and must stay in lockstep with it; the rules are also checked in both
+  # languages against the shared vectors `docs/vectors/jobs.terms`.
   #
   # ## Vocabulary
   #
@@ -81,11 +82,27 @@ defmodule Pynode.Jobs.Host do
   # `{ok, Result}`. Before replying to anything that changed the portable state, the job
   # replicates it (below).
   #
+  # One more call reaches a job from another copy of itself (see "Partitions"):
+  # `gen_server:call(JobPid, {pynode_job_merge, Portable})` answers `ok` once the receiver has
+  # merged `Portable` into its own state and replicated the result, or `{error, Reason}`
+  # (`{error, not_this_job}` when `Portable` holds another id or kind).
+  #
   # ## Replication (sudden death)
   #
   # - Each job keeps its portable state on `replicas` other hosts (config `replicas`, default 1):
   #   the replica hosts are the next ones after the owner's node in the sorted list of host
-  #   nodes (`{p, g, pynode_job_host}` holders), skipping the owner.
+  #   nodes (`{p, g, pynode_job_host}` holders), skipping the owner, wrapping around (vectors:
+  #   `replica_targets`).
+  # - **Replicas follow membership.** Every host looks at the set of host nodes on every
+  #   `nodeup`/`nodedown` and at least every `replica_check` ms (config, default 500). When the
+  #   set differs from the one it last saw, it sends each of its jobs
+  #   `pynode_job_membership`; a job then recomputes its targets and, when they differ from the
+  #   hosts holding its current state, replicates its current state (the same `Seq`) to the
+  #   new targets and casts `drop_replica` to the hosts that are no longer targets. So a job
+  #   that was alone when it started, was adopted, or has not changed since (a `Job.Otp` with
+  #   results) gets its copies as soon as a host joins, and a graceful leave or a death moves
+  #   them to the next host. A replica host accepts a `replicate` with the same `Seq` from the
+  #   same owner (a refresh).
   # - On every change (start, update, finish's removal, results produced, adoption) the job
   #   calls `{replicate, ...}` on each replica host and only then acknowledges. With no other
   #   host available it acknowledges at once (nothing can be replicated).
@@ -95,14 +112,80 @@ defmodule Pynode.Jobs.Host do
   # - When `OwnerPid` goes `DOWN`:
   #   - reason `noconnection` (its node died or was cut off): the replica holder whose node
   #     comes first in term order among the surviving nodes of `Replicas` adopts the job from
-  #     its replica (`adopt` on itself). The other holders keep their replica until the new
-  #     owner replicates to them or tells them to drop it. Registration retries while the
-  #     registry still lists the dead owner (until the nodedown purge, at most 5 s).
+  #     its replica (`adopt` on itself). A holder that is not named in `Replicas` holds a stale
+  #     copy (the owner moved its replicas and the drop was lost): it adopts only when no node
+  #     of `Replicas` survives (vectors: `adopts`). A holder adopts only when the registry
+  #     shows no live holder of the job's name. The other holders keep their replica until the
+  #     new owner replicates to them or tells them to drop it. Registration retries while the
+  #     registry still lists the dead owner (until the nodedown purge, `adopt_reg_timeout`).
+  #   - **Waited time**: before adopting, the holder takes the milliseconds its replica waited
+  #     (from when it was stored to now, on the holder's own monotonic clock) off the remaining
+  #     durations of the state, through the kind's `elapse` (vectors: `elapse`): the owner's
+  #     clocks stopped when it died, the work did not.
   #   - any other reason (finished, handed off, crashed): the replica is dropped, unless a newer
   #     replicate with another `OwnerPid` already replaced it.
   # - A job that was cut off but is alive keeps running; if the adopted copy registers the name
-  #   too, the registry's conflict rule keeps one and kills the other with
-  #   `{name_conflict, Key, Winner}`.
+  #   too, the registry's conflict rule keeps one (see "Partitions").
+  #
+  # ## Partitions (two copies of one job)
+  #
+  # While the cluster is split, each side may run a copy of the same job (availability first):
+  # the owner's side keeps the original, the other side adopts from its replica. Both accept
+  # and acknowledge operations. When the sides meet again the registry sees two holders of
+  # `{n, g, {pynode_job, Id}}` and keeps the one on the smaller node name; the loser's registry
+  # sends the loser the exit signal `{name_conflict, Key, WinnerPid}`. Nothing acknowledged is
+  # lost:
+  #
+  # 1. A job process traps exits. On `{'EXIT', _, {name_conflict, Key, WinnerPid}}` for its own
+  #    key, it stops serving, and calls `{pynode_job_merge, Portable}` on `WinnerPid` (its
+  #    portable with remaining durations computed now; `call_timeout`). Any other exit signal
+  #    acts as it would on a process that does not trap exits (`normal` is ignored, anything
+  #    else ends the job with that reason).
+  # 2. On `ok`, the loser casts `drop_replica` to its replica hosts and exits `normal`; calls
+  #    that reached it unanswered end with that exit and the client retries them at the winner.
+  #    On `{error, _}` or an exit (`noproc`, `noconnection`, `timeout`), the loser registers its
+  #    name again: when that succeeds it serves again as the job (the winner is gone); when the
+  #    registry names another holder it merges into that one. It gives up after `job_timeout`
+  #    and ends, logging its state at ERROR.
+  # 3. The winner merges: `State = Kind:merge(Mine, Theirs)` (both whole `Portable` maps, the
+  #    winner's first); `Recent` = the winner's entries followed by the loser's entries whose
+  #    `OpId` the winner's do not hold, at most 64; `Seq = max(SeqW, SeqL) + 1`. It replicates,
+  #    then answers `ok`, and logs at WARNING `pynode jobs: job <Id> merged the copy from <Node>
+  #    after a partition: <what the kind reports>`. A kind without `merge` keeps the winner's
+  #    state and says so in the same WARNING.
+  #
+  # Kinds' merges (vectors: `merge`):
+  #
+  # - `'Job'`: the loser's new events are its first `min(length(RecentL), length(StateL) - 1)`
+  #   events whose `OpId` (the `OpId` of `RecentL` at the same position: each acknowledged
+  #   `update` adds one event and one `Recent` entry) is not among the winner's `Recent`; the
+  #   merged state is those events (in the loser's order) followed by the winner's state. So
+  #   every event acknowledged on either side is kept, in each side's order, and an operation
+  #   retried on both sides (same `OpId`) is kept once. Exact while each side acknowledged at
+  #   most 64 operations of the job during the split (the `Recent` bound).
+  # - `'Job.Otp'`: the winner's state when it has results; else the loser's when it has;
+  #   else the winner's with `work_left_ms` the smaller of the two.
+  #
+  # ## Configuration
+  #
+  # Keys of the `available_processes` application environment (`sys.config`), the same in both
+  # languages, with these defaults (vectors: `defaults`):
+  #
+  # | key | default | meaning |
+  # | --- | --- | --- |
+  # | `work_ms` | 2000 | `Job.Otp`'s simulated work |
+  # | `result_ttl` | 600000 | how long `Job.Otp` results stay readable |
+  # | `replicas` | 1 | other hosts holding each job's state (0: none) |
+  # | `replica_check` | 500 | a host looks at the set of hosts at least this often (ms) |
+  # | `job_timeout` | 15000 | a client operation gives up after this long |
+  # | `missing_grace` | 3000 | a job name missing this long means "no such job" |
+  # | `call_timeout` | 5000 | one attempt of a call to a job or a host |
+  # | `adopt_timeout` | 10000 | one `adopt` call during a handoff |
+  # | `adopt_reg_timeout` | 5000 | an adopting job retries its name while a dead owner still holds it |
+  # | `handoff_timeout` | 60000 | the whole handoff of one node at shutdown |
+  # | `handoff_concurrency` | 16 | job handoffs in flight at once at shutdown |
+  # | `host_jobs` | `true` | `false`: this node runs no job host (a client only) |
+  # | `job_kinds` | `all` | the kinds this node's host runs: `all` (every kind the node knows) or a list of kind atoms (`'Job'`, `'Job.Otp'`; Elixir also accepts the modules `Job`, `Job.Otp`) |
   #
   # ## Graceful shutdown (handoff)
   #
@@ -132,8 +215,9 @@ defmodule Pynode.Jobs.Host do
   #   hidden nodes) and returns what that node answers.
   # - Retries: while the job's name is missing, or the call ends with an exit (`noproc`,
   #   `normal`, `shutdown`, `noconnection`, `nodedown`, `killed`, `timeout`,
-  #   `{name_conflict, ...}`), it retries with the same `OpId` (backoff 10 ms doubling to
-  #   200 ms) until `job_timeout` (default 15 s). A name missing for longer than
+  #   `{name_conflict, ...}`, `{nodedown, Node}`), it retries with the same `OpId` (backoff
+  #   10 ms doubling to 200 ms) until `job_timeout` (default 15 s); any other exit reason is
+  #   the answer (vectors: `retryable`). A name missing for longer than
   #   `missing_grace` (default 3 s) means the job does not exist: `start`-less operations then
   #   answer `{error, no_such_job}` (`Job.Otp.check_results/1` answers `nil`).
   # --- END docs/JOBS_PROTOCOL.md ---
@@ -143,6 +227,8 @@ defmodule Pynode.Jobs.Host do
   # The host is started after the registry in the application's :rest_for_one tree, so it
   # stops before the registry does: the handoff needs the registry. It traps exits, so the
   # supervisor's shutdown runs terminate/2 (child spec `shutdown` = handoff_timeout + 5 s).
+  # With `host_jobs: false` init/1 answers :ignore: no host on this node (a client only).
+  # The kinds it runs come from `job_kinds` (Pynode.Jobs.host_kinds/0).
   #
   # The host never blocks on another node. `start` and `adopt` start a job process
   # (Pynode.Jobs.JobServer, linked) whose handle_continue registers, replicates and answers
@@ -157,6 +243,7 @@ defmodule Pynode.Jobs.Host do
   #   owner_mons   %{owner_pid => ref}, owner_refs %{ref => owner_pid}  one monitor per owner
   #   by_owner     %{owner_pid => MapSet of ids}        the replicas held per owner
   #   orphans      MapSet of ids whose owner went DOWN with noconnection, not adopted yet
+  #   members      MapSet of the host pids ({p, g, pynode_job_host} holders) last seen
   #
   # Replica store. `replicate` stores when there is no replica, the owner is new, or Seq is
   # not lower (an equal Seq is the same change sent again). Owner DOWN `noconnection`: the
@@ -167,7 +254,15 @@ defmodule Pynode.Jobs.Host do
   # Any other DOWN reason drops the replica (a newer replicate from another owner has
   # already moved it to that owner's monitor). On adoption from a replica, the time the
   # replica waited here is taken off its remaining durations (measured on this node's
-  # monotonic clock, so no clock is compared across nodes).
+  # monotonic clock, so no clock is compared across nodes). The rules are adopts?/3 and
+  # elapse/3 (vectors: adopts, elapse).
+  #
+  # Membership. The host reads the holders of {p, g, pynode_job_host} on every nodeup and
+  # nodedown and every replica_check ms; when the set of host pids differs from the one it
+  # last saw (a host joined or left, or a node's host restarted), it sends each of its jobs
+  # `pynode_job_membership`, and each job moves its replicas to its new targets
+  # (Pynode.Jobs.JobServer). The registry may learn of a new host a moment after the
+  # nodeup: the periodic look catches it.
   #
   # Shutdown (terminate/2): unreg {p, g, pynode_job_host}; then hand the jobs off, at most
   # handoff_concurrency at a time: for each, pick a target host (round-robin over the other
@@ -204,6 +299,7 @@ defmodule Pynode.Jobs.Host do
             owner_refs: %{},
             by_owner: %{},
             orphans: MapSet.new(),
+            members: MapSet.new(),
             stopping: false,
             rr: 0
 
@@ -223,18 +319,21 @@ defmodule Pynode.Jobs.Host do
 
   @impl true
   def init(_opts) do
-    Process.flag(:trap_exit, true)
+    if Jobs.config(:host_jobs) == false do
+      :ignore
+    else
+      Process.flag(:trap_exit, true)
+      kinds = Jobs.host_kinds()
+      :ok = :net_kernel.monitor_nodes(true, node_type: :all)
 
-    kinds =
-      for mod <- Jobs.config(:job_kinds), Code.ensure_loaded?(mod), into: %{} do
-        {mod.kind(), mod}
+      case Registry.reg(Jobs.host_key(), kinds |> Map.keys() |> Enum.sort()) do
+        :ok ->
+          schedule_check()
+          {:ok, %__MODULE__{kinds: kinds, members: host_members()}}
+
+        other ->
+          {:stop, {:cannot_register_host, other}}
       end
-
-    :ok = :net_kernel.monitor_nodes(true, node_type: :all)
-
-    case Registry.reg(Jobs.host_key(), kinds |> Map.keys() |> Enum.sort()) do
-      :ok -> {:ok, %__MODULE__{kinds: kinds}}
-      other -> {:stop, {:cannot_register_host, other}}
     end
   end
 
@@ -344,8 +443,42 @@ defmodule Pynode.Jobs.Host do
     {:noreply, review_orphans(s)}
   end
 
-  def handle_info({:nodedown, _node, _info}, s), do: {:noreply, review_orphans(s)}
+  def handle_info({:nodedown, _node, _info}, s),
+    do: {:noreply, s |> review_orphans() |> check_members()}
+
+  def handle_info({:nodeup, _node, _info}, s), do: {:noreply, check_members(s)}
+
+  def handle_info(:pynode_replica_check, s) do
+    schedule_check()
+    {:noreply, check_members(s)}
+  end
+
   def handle_info(_msg, s), do: {:noreply, s}
+
+  ## Membership: replicas follow the set of hosts
+
+  defp schedule_check do
+    ms =
+      case Jobs.config(:replica_check) do
+        ms when is_integer(ms) and ms > 0 -> ms
+        _ -> 500
+      end
+
+    Process.send_after(self(), :pynode_replica_check, ms)
+  end
+
+  defp host_members, do: MapSet.new(Registry.lookup_pids(Jobs.host_key()))
+
+  defp check_members(s) do
+    members = host_members()
+
+    if MapSet.equal?(members, s.members) do
+      s
+    else
+      for pid <- Map.keys(s.jobs), do: send(pid, :pynode_job_membership)
+      %{s | members: members}
+    end
+  end
 
   ## Jobs
 
@@ -450,21 +583,13 @@ defmodule Pynode.Jobs.Host do
 
     Enum.reduce(s.orphans, s, fn id, s ->
       rep = Map.fetch!(s.replicas, id)
-      survivors = for n <- rep.replicas, n == node() or n in alive, do: n
-
       holder = Registry.where(Jobs.key(id))
 
       live_holder? =
         is_pid(holder) and holder != rep.owner and
           (node(holder) == node() or node(holder) in alive)
 
-      # The first surviving holder named in Replicas adopts. A holder that is not named
-      # there keeps a stale copy (the owner moved its replicas and the drop was lost): it
-      # adopts only when no named holder survives.
-      first? =
-        if node() in rep.replicas,
-          do: Enum.min(survivors) == node(),
-          else: survivors == []
+      first? = adopts?(node(), rep.replicas, alive)
 
       cond do
         not first? ->
@@ -480,7 +605,7 @@ defmodule Pynode.Jobs.Host do
             {%{} = kinds, %{} = portable} when is_map_key(kinds, rep.kind) ->
               mod = Map.fetch!(kinds, rep.kind)
               waited = System.monotonic_time(:millisecond) - rep.stored_at
-              portable = Map.update(portable, :state, nil, &waited_state(mod, &1, waited))
+              portable = Map.update(portable, :state, nil, &elapse(mod, &1, waited))
 
               Logger.info(
                 "pynode jobs: owner #{inspect(rep.owner)} of job #{inspect(id)} is gone; " <>
@@ -501,10 +626,24 @@ defmodule Pynode.Jobs.Host do
     end)
   end
 
-  defp waited_state(mod, state, waited) do
-    if function_exported?(mod, :elapse, 2) do
+  @doc false
+  # Whether the replica holder `me` adopts an orphan whose owner listed `replicas` as its
+  # replica hosts, `alive` being the nodes `me` is connected to (vectors: adopts). The first
+  # surviving holder named in Replicas adopts; a holder that is not named there keeps a
+  # stale copy (the owner moved its replicas and the drop was lost) and adopts only when no
+  # named holder survives.
+  def adopts?(me, replicas, alive) do
+    survivors = for n <- replicas, n == me or n in alive, do: n
+    if me in replicas, do: Enum.min(survivors) == me, else: survivors == []
+  end
+
+  @doc false
+  # Waited time (vectors: elapse): `ms` taken off the remaining durations of `state` through
+  # the kind's elapse/2; a kind without it (or whose elapse fails) keeps the state as it is.
+  def elapse(mod, state, ms) do
+    if Code.ensure_loaded?(mod) and function_exported?(mod, :elapse, 2) do
       try do
-        mod.elapse(state, max(waited, 0))
+        mod.elapse(state, max(ms, 0))
       rescue
         _ -> state
       end

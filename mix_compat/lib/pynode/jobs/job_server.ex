@@ -34,6 +34,28 @@ defmodule Pynode.Jobs.JobServer do
   # drop_replica cast. The job monitors its replica hosts: when one goes, it replicates to
   # the next one, so a second failure does not find it without a copy.
   #
+  # Membership. The host sends `pynode_job_membership` when the set of host processes
+  # changed (it looks on nodeup/nodedown and every replica_check ms). The job recomputes its
+  # targets; when they (or the host process on a target node) differ from the hosts that
+  # hold its current state (`replica_list`, `replica_hosts`), it replicates the current
+  # state with the same Seq (a refresh to a host that already has it) and drops the hosts
+  # that are no longer targets. So a job that was alone, was adopted, or has not changed
+  # since (a Job.Otp with results) gets its copies when a host joins. A host that already
+  # holds this Seq under the same list of replicas is not asked again.
+  #
+  # Partitions. The job traps exits. `{EXIT, _, {name_conflict, OurKey, Winner}}`: stop
+  # serving, call `{pynode_job_merge, Portable}` on Winner (durations computed now); `ok` ->
+  # drop_replica to our replica hosts, exit `normal` (queued calls end with it and are
+  # retried at the winner); an error or an exit -> reg the name again: `ok` -> serve again,
+  # held by another -> merge into that one, with backoff, until job_timeout, then log the
+  # state at ERROR and end. The exit signal of the parent (the host) is handled by
+  # gen_server itself (the job ends with that reason); any other `normal` signal is ignored
+  # and any other signal ends the job with its reason, as without trapping.
+  # The winner, on `{pynode_job_merge, Theirs}` (same id and kind, else
+  # `{error, not_this_job}`): Theirs' state is checked with kind.restore; state =
+  # kind.merge(Mine, Theirs) (or Mine's without merge/2); Recent = ours ++ theirs not in
+  # ours, at most 64; Seq = max + 1; replicate, answer `ok`, WARNING.
+  #
   # Handoff. `{pynode_job_handoff, Target}` from the host: unreg, `{adopt, Kind, Id,
   # Portable}` on Target (durations computed now), exit `normal`. Calls still queued here
   # end with an exit (`normal`) and the clients retry at the new owner. If the adopt fails,
@@ -60,6 +82,8 @@ defmodule Pynode.Jobs.JobServer do
     recent: [],
     seq: 0,
     replica_nodes: [],
+    replica_list: [],
+    replica_hosts: %{},
     replica_mons: %{},
     timer: nil
   ]
@@ -71,6 +95,8 @@ defmodule Pynode.Jobs.JobServer do
 
   @impl true
   def init({mod, id, mode, host}) do
+    # Exit signals become messages: a lost name conflict is merged into the winner.
+    Process.flag(:trap_exit, true)
     s = %__MODULE__{mod: mod, kind: mod.kind(), id: id, host: host, stamped: now()}
     {:ok, s, {:continue, mode}}
   end
@@ -189,6 +215,15 @@ defmodule Pynode.Jobs.JobServer do
     end
   end
 
+  def handle_call({:pynode_job_merge, theirs}, {from_pid, _}, s) do
+    if is_map(theirs) and theirs[:id] === s.id and theirs[:kind] === s.kind and
+         is_map_key(theirs, :state) do
+      merge_copy(s, theirs, node(from_pid))
+    else
+      {:reply, {:error, :not_this_job}, s}
+    end
+  end
+
   def handle_call(request, _from, s), do: {:reply, {:error, {:unknown_call, request}}, s}
 
   defp run_op(_op_id, :get_state, s), do: {:reply, {:ok, s.state}, s}
@@ -216,6 +251,134 @@ defmodule Pynode.Jobs.JobServer do
 
       {:error, reason} ->
         {:reply, {:error, reason}, s}
+    end
+  end
+
+  ## Partitions: the winner's side
+
+  defp merge_copy(s, theirs, from_node) do
+    s = refresh(s)
+
+    case restore(s, theirs) do
+      {:ok, their_state} ->
+        mine = portable(s)
+
+        theirs =
+          Map.merge(theirs, %{state: their_state, recent: recent_of(theirs), seq: seq_of(theirs)})
+
+        case kind_merge(s.mod, mine, theirs) do
+          {:ok, state, report} ->
+            {recent, seq} = merge_recent(mine, theirs)
+            s = %{s | state: state, recent: recent, seq: seq} |> replicate([])
+
+            Logger.warning(
+              "pynode jobs: job #{inspect(s.id)} merged the copy from #{from_node} after a partition: #{report}"
+            )
+
+            {:reply, :ok, set_timer(s)}
+
+          {:error, reason} ->
+            {:reply, {:error, reason}, s}
+        end
+
+      {:error, reason} ->
+        {:reply, {:error, reason}, s}
+    end
+  end
+
+  defp kind_merge(mod, mine, theirs) do
+    if function_exported?(mod, :merge, 2) do
+      with {:ok, state} <- safe(fn -> mod.merge(mine, theirs) end) do
+        report =
+          if function_exported?(mod, :describe_merge, 3) do
+            case safe(fn -> mod.describe_merge(mine, theirs, state) end) do
+              {:ok, text} when is_binary(text) -> text
+              _ -> "merged state #{inspect(state)}"
+            end
+          else
+            "merged state #{inspect(state)}"
+          end
+
+        {:ok, state, report}
+      end
+    else
+      {:ok, mine.state,
+       "kind #{inspect(mine.kind)} has no merge: kept this copy's state, dropped #{inspect(theirs.state)}"}
+    end
+  end
+
+  @doc false
+  # Recent and Seq of a merge (vectors: recent_merge): the winner's entries, then the
+  # loser's entries whose OpId the winner's do not hold, at most 64; max(SeqW, SeqL) + 1.
+  def merge_recent(winner, loser) do
+    mine = recent_of(winner)
+    known = MapSet.new(mine, fn {op_id, _} -> op_id end)
+    theirs = Enum.reject(recent_of(loser), fn {op_id, _} -> MapSet.member?(known, op_id) end)
+    {Enum.take(mine ++ theirs, @recent_max), max(seq_of(winner), seq_of(loser)) + 1}
+  end
+
+  defp seq_of(%{seq: seq}) when is_integer(seq), do: seq
+  defp seq_of(_), do: 0
+
+  ## Partitions: the loser's side
+
+  # We lost our name to `winner` (a copy of this job on the other side of a partition).
+  defp lose(s, winner) do
+    Logger.info(
+      "pynode jobs: job #{inspect(s.id)} lost its name to #{inspect(winner)} on #{node(winner)}; merging into it"
+    )
+
+    s = cancel_timer(s)
+    merge_into(s, winner, now() + Jobs.config(:job_timeout), @backoff_first)
+  end
+
+  defp merge_into(s, target, deadline, delay) do
+    s = refresh(s)
+    timeout = Jobs.config(:call_timeout)
+
+    reply =
+      try do
+        GenServer.call(target, {:pynode_job_merge, portable(s)}, timeout)
+      catch
+        :exit, reason -> {:exit, exit_reason(reason)}
+      end
+
+    case reply do
+      :ok ->
+        for n <- s.replica_nodes,
+            do: GenServer.cast({:pynode_jobs, n}, {:drop_replica, s.id, self()})
+
+        {:stop, :normal, %{s | replica_nodes: []}}
+
+      failed ->
+        case Registry.reg(Jobs.key(s.id), s.kind) do
+          :ok ->
+            Logger.warning(
+              "pynode jobs: job #{inspect(s.id)}: merge into #{inspect(target)} failed (#{inspect(failed)}); " <>
+                "it holds its name again and serves"
+            )
+
+            {:noreply, set_timer(s)}
+
+          other ->
+            next =
+              case other do
+                {:error, {:already_registered, holder}} -> holder
+                _ -> target
+              end
+
+            if now() >= deadline do
+              Logger.error(
+                "pynode jobs: job #{inspect(s.id)} (#{s.kind}) could not merge into the copy that holds its name " <>
+                  "(#{inspect(failed)}); it ends with state #{inspect(portable(s))}"
+              )
+
+              {:stop, {:shutdown, :merge_failed}, s}
+            else
+              Process.sleep(delay)
+              merge_into(s, next, deadline, min(delay * 2, @backoff_max))
+            end
+        end
     end
   end
 
@@ -266,9 +429,41 @@ defmodule Pynode.Jobs.JobServer do
       "pynode jobs: job #{inspect(s.id)}: replica host #{gone} is gone (#{inspect(reason)}); replicating again"
     )
 
-    s = %{s | replica_mons: mons, replica_nodes: List.delete(s.replica_nodes, gone)}
-    {:noreply, s |> refresh() |> replicate([])}
+    s = %{
+      s
+      | replica_mons: mons,
+        replica_nodes: List.delete(s.replica_nodes, gone),
+        replica_hosts: Map.delete(s.replica_hosts, gone)
+    }
+
+    {:noreply, replicate(s, [], s.replica_hosts)}
   end
+
+  def handle_info(:pynode_job_membership, s) do
+    hosts = host_pids()
+    targets = replica_targets(Map.keys(hosts), node(), Jobs.config(:replicas))
+
+    if targets == s.replica_list and Map.take(hosts, targets) == s.replica_hosts do
+      {:noreply, s}
+    else
+      Logger.debug(
+        "pynode jobs: job #{inspect(s.id)}: hosts changed; replicas #{inspect(s.replica_list)} -> #{inspect(targets)}"
+      )
+
+      {:noreply, replicate(s, [], s.replica_hosts)}
+    end
+  end
+
+  def handle_info({:EXIT, _from, {:name_conflict, key, winner} = reason}, s) do
+    if key == Jobs.key(s.id) and is_pid(winner),
+      do: lose(s, winner),
+      else: {:stop, reason, s}
+  end
+
+  # As for a process that does not trap exits (the host's own exit signal, as the parent's,
+  # never comes here: gen_server ends the job with it).
+  def handle_info({:EXIT, _from, :normal}, s), do: {:noreply, s}
+  def handle_info({:EXIT, _from, reason}, s), do: {:stop, reason, s}
 
   def handle_info({:pynode_job_handoff, target}, s) do
     s = s |> refresh() |> cancel_timer()
@@ -341,33 +536,45 @@ defmodule Pynode.Jobs.JobServer do
   ## Replication
 
   # Stores the portable state on the replica hosts (never on `exclude`), returning once each
-  # has acknowledged, or at once when no other host can take it.
-  defp replicate(s, exclude) do
+  # has acknowledged, or at once when no other host can take it. `held` (node => host pid):
+  # hosts that already hold this very Seq (an unchanged state: membership, a replica host
+  # gone); they are not asked again while the list of replicas stays the same.
+  defp replicate(s, exclude, held \\ %{}) do
     s = refresh(s)
     n = Jobs.config(:replicas)
     timeout = Jobs.config(:call_timeout)
     portable = portable(s)
-    {targets, pids} = replicate_loop(s, portable, n, timeout, MapSet.new(exclude))
+    {targets, pids} = replicate_loop(s, portable, n, timeout, MapSet.new(exclude), held)
 
     for old <- s.replica_nodes,
         old not in targets,
         do: GenServer.cast({:pynode_jobs, old}, {:drop_replica, s.id, self()})
 
     for {ref, _} <- s.replica_mons, do: Process.demonitor(ref, [:flush])
-    mons = Map.new(targets, fn t -> {Process.monitor(Map.fetch!(pids, t)), t} end)
-    %{s | replica_nodes: targets, replica_mons: mons}
+    hosts = Map.take(pids, targets)
+    mons = Map.new(hosts, fn {t, pid} -> {Process.monitor(pid), t} end)
+
+    %{
+      s
+      | replica_nodes: targets,
+        replica_list: targets,
+        replica_hosts: hosts,
+        replica_mons: mons
+    }
   end
 
-  defp replicate_loop(s, portable, n, timeout, failed) do
+  defp replicate_loop(s, portable, n, timeout, failed, held) do
     hosts = for {node, pid} <- host_pids(), node not in failed, into: %{}, do: {node, pid}
     targets = replica_targets(Map.keys(hosts), node(), n)
+    skip = if targets == s.replica_list, do: held, else: %{}
 
     failure =
       Enum.find(targets, fn t ->
+        pid = Map.fetch!(hosts, t)
         request = {:replicate, s.id, s.kind, portable, s.seq, self(), targets}
 
         try do
-          GenServer.call(Map.fetch!(hosts, t), request, timeout) != :ok
+          Map.get(skip, t) != pid and GenServer.call(pid, request, timeout) != :ok
         catch
           :exit, reason ->
             Logger.info(
@@ -380,7 +587,7 @@ defmodule Pynode.Jobs.JobServer do
 
     case failure do
       nil -> {targets, hosts}
-      t -> replicate_loop(s, portable, n, timeout, MapSet.put(failed, t))
+      t -> replicate_loop(s, portable, n, timeout, MapSet.put(failed, t), held)
     end
   end
 
@@ -390,7 +597,8 @@ defmodule Pynode.Jobs.JobServer do
   end
 
   @doc false
-  # The next `n` nodes after `owner` in the sorted list of host nodes, skipping the owner.
+  # The next `n` nodes after `owner` in the sorted list of host nodes, skipping the owner,
+  # wrapping around (vectors: replica_targets). The owner need not be in `hosts`.
   def replica_targets(hosts, owner, n) do
     ordered = hosts |> Enum.uniq() |> Enum.reject(&(&1 == owner)) |> Enum.sort()
 

@@ -13,6 +13,10 @@ defmodule Pynode.Jobs.Kind do
   handoff, `get_state`) it calls `c:elapse/2` with the milliseconds that have passed since,
   and it schedules `c:handle_timeout/2` after `c:timeout/1` milliseconds. A kind without
   timers leaves the three optional callbacks out.
+
+  When a partition heals with a copy of the job on each side, the copy that keeps the name
+  merges the other one's portable map into its own with `c:merge/2` (optional: a kind
+  without it keeps the winner's state).
   """
 
   @typedoc "A portable state: any term."
@@ -50,5 +54,31 @@ defmodule Pynode.Jobs.Kind do
   @doc "The timer of `c:timeout/1` ran out: `{:changed, state}` (replicated) or `:stop`."
   @callback handle_timeout(id :: term, state) :: {:changed, state} | {:noreply, state} | :stop
 
-  @optional_callbacks timeout: 1, elapse: 2, handle_timeout: 2
+  @typedoc """
+  The whole portable map of one copy of a job:
+  `%{kind: atom, id: term, state: state, recent: [{op_id, reply}], seq: integer}`.
+  """
+  @type portable :: %{
+          required(:kind) => atom,
+          required(:id) => term,
+          required(:state) => state,
+          required(:recent) => [{term, term}],
+          required(:seq) => integer
+        }
+
+  @doc """
+  Two copies of the job met after a partition (docs/JOBS_PROTOCOL.md, "Partitions"): the
+  merged portable state from the copy that keeps running (`mine`, the winner of the name)
+  and the copy that ends (`theirs`). Both are whole portable maps, their durations computed
+  at the time of the merge. Without this callback the winner's state is kept.
+  """
+  @callback merge(mine :: portable, theirs :: portable) :: state
+
+  @doc """
+  A short text for the WARNING that reports a merge (`mine`, `theirs` as given to
+  `c:merge/2`, and what it returned). Without it, the log shows the merged state.
+  """
+  @callback describe_merge(mine :: portable, theirs :: portable, merged :: state) :: String.t()
+
+  @optional_callbacks timeout: 1, elapse: 2, handle_timeout: 2, merge: 2, describe_merge: 3
 end

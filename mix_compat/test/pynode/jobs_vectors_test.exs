@@ -1,0 +1,101 @@
+defmodule Pynode.JobsVectorsTest do
+  # docs/JOBS_PROTOCOL.md: the pure rules of the job protocol against the shared vectors
+  # (docs/vectors/jobs.terms, also read by the Python suite, tests/test_jobs_vectors.py).
+  # The file is read when the tests run; a tag without vectors fails, and so does a tag
+  # that no test here checks (a vector nobody looks at is a rule nobody tests).
+  use ExUnit.Case, async: true
+
+  alias Pynode.Jobs
+  alias Pynode.Jobs.{Client, Host, JobServer}
+
+  @vectors Path.expand("../../../docs/vectors/jobs.terms", __DIR__)
+  @tags [:defaults, :replica_targets, :adopts, :retryable, :elapse, :merge, :recent_merge]
+
+  defp all_vectors do
+    {:ok, terms} = :file.consult(String.to_charlist(@vectors))
+    terms
+  end
+
+  defp vectors(tag) do
+    found = for term <- all_vectors(), is_tuple(term), elem(term, 0) == tag, do: term
+    assert found != [], "no #{tag} vectors in #{@vectors}"
+    found
+  end
+
+  defp kind_module!(kind) do
+    mod = Jobs.kind_module(kind)
+    assert mod, "no kind module for #{inspect(kind)}"
+    mod
+  end
+
+  test "every tag of the file is checked here" do
+    tags = all_vectors() |> Enum.map(&elem(&1, 0)) |> Enum.uniq()
+    assert tags -- @tags == [], "vectors nobody checks: #{inspect(tags -- @tags)}"
+  end
+
+  test "defaults" do
+    assert [{:defaults, expected}] = vectors(:defaults)
+    assert Jobs.defaults() == expected
+
+    # the application's own env (mix.exs, as compiled into the .app file) holds the same
+    # values for the keys it names
+    app_file = Application.app_dir(:available_processes, "ebin/available_processes.app")
+    {:ok, [{:application, :available_processes, spec}]} = :file.consult(app_file)
+    app_env = Keyword.get(spec, :env, [])
+    assert Keyword.has_key?(app_env, :replica_check)
+
+    for {key, value} <- app_env, is_map_key(expected, key) do
+      assert value == Map.fetch!(expected, key), "mix.exs env #{key}: #{inspect(value)}"
+    end
+  end
+
+  test "replica_targets" do
+    for {:replica_targets, hosts, owner, n, expected} = v <- vectors(:replica_targets) do
+      assert JobServer.replica_targets(hosts, owner, n) == expected, inspect(v)
+    end
+  end
+
+  test "adopts" do
+    for {:adopts, me, replicas, alive, expected} = v <- vectors(:adopts) do
+      assert Host.adopts?(me, replicas, alive) == expected, inspect(v)
+    end
+  end
+
+  test "retryable" do
+    for {:retryable, reason, expected} = v <- vectors(:retryable) do
+      assert Client.retryable?(reason) == expected, inspect(v)
+    end
+  end
+
+  test "elapse" do
+    for {:elapse, kind, state, ms, expected} = v <- vectors(:elapse) do
+      assert Host.elapse(kind_module!(kind), state, ms) == expected, inspect(v)
+    end
+  end
+
+  test "merge" do
+    for {:merge, %{kind: kind} = winner, %{kind: kind} = loser, expected} = v <- vectors(:merge) do
+      mod = kind_module!(kind)
+      assert function_exported?(mod, :merge, 2), "#{inspect(mod)} has no merge/2"
+      assert mod.merge(winner, loser) == expected, inspect(v)
+      assert is_binary(mod.describe_merge(winner, loser, expected))
+    end
+  end
+
+  test "recent_merge" do
+    for {:recent_merge, winner, loser, recent, seq} = v <- vectors(:recent_merge) do
+      assert JobServer.merge_recent(winner, loser) == {recent, seq}, inspect(v)
+    end
+  end
+
+  test "job_kinds: :all, kind atoms and kind modules" do
+    all = %{:Job => Job, :"Job.Otp" => Job.Otp}
+    assert Jobs.host_kinds(:all) == all
+    assert Jobs.host_kinds(Jobs.kinds()) == all
+    assert Jobs.host_kinds([:Job, :"Job.Otp"]) == all
+    assert Jobs.host_kinds([:"Job.Otp"]) == %{:"Job.Otp" => Job.Otp}
+    assert Jobs.host_kinds([Job]) == %{:Job => Job}
+    assert Jobs.host_kinds([]) == %{}
+    assert Jobs.host_kinds([:Job, :no_such_kind]) == %{:Job => Job}
+  end
+end
