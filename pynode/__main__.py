@@ -58,7 +58,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="FILE", help="cluster configuration shared with the BEAM side (sys.config)")
     p.add_argument("--epmd-port", type=int, default=None, help="EPMD port (default: $ERL_EPMD_PORT or 4369); "
                    "pynode starts its own EPMD if none answers")
-    p.add_argument("--listen", default="127.0.0.1", metavar="ADDR", help="address for distribution connections (default 127.0.0.1)")
+    p.add_argument("--listen", default=None, metavar="ADDR", help="address for distribution connections (default: "
+                   "127.0.0.1 for a localhost or loopback name, else every interface, as erl)")
     p.add_argument("--port", type=int, default=0, help="distribution port (default: any free port)")
     p.add_argument("--ticktime", type=float, default=60.0, help="net_ticktime in seconds (default 60)")
     p.add_argument("--connect", action="append", default=[], metavar="NODE",

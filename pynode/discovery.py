@@ -77,6 +77,9 @@ NO_REGISTRY = Atom("no_registry")
 POLL_NOW = Atom("poll_now")
 UNDEFINED = Atom("undefined")
 HOSTS_FILE = ".hosts.erlang"
+#: a poll may wake a little before its due time (the event loop's clock resolution): a
+#: candidate due within this many ms of a poll's start is due at that poll
+_SLACK_MS = 20.0
 
 
 def text(x: Any) -> str:
@@ -263,6 +266,7 @@ class Discovery:
         if node.dist is None or node.dist.stopped:
             return
         self.polls += 1
+        began = self._now_ms()
         interval = self._interval_ms()
         own = node.name.split("@", 1)[1]
         hosts = host_list(own, self._list("hosts"), read_hosts_file())
@@ -275,7 +279,7 @@ class Discovery:
         dns_in = None
         if dns is not None and addrs is not None:
             dns_in = (dns[0], (await addrs) or [])
-        now = self._now_ms()
+        now = began
         # EPMD ports: a restarted node ends its streak
         for h, pairs in epmd:
             for name, port in pairs:
@@ -296,9 +300,9 @@ class Discovery:
         connect_listed = {Atom(text(c)) for c in self._list("connect")}
         for c in cands:
             rec = self.records.get(c)
-            if c in self.inflight or (rec is not None and rec.due > now):
+            if c in self.inflight or (rec is not None and rec.due > now + _SLACK_MS):
                 continue
-            self.inflight[c] = node.create_task(self._attempt(c, c in connect_listed), name=f"pynode discovery {c}")
+            self.inflight[c] = node.create_task(self._attempt(c, c in connect_listed, began), name=f"pynode discovery {c}")
         self._check_members(connected, now, interval)
 
     def _list(self, key: str) -> list[Any]:
@@ -337,7 +341,9 @@ class Discovery:
             return None
         return _dedup(str(i[4][0]) for i in infos if i[0] in (socket.AF_INET, socket.AF_INET6))
 
-    async def _attempt(self, peer: Atom, listed: bool) -> None:
+    async def _attempt(self, peer: Atom, listed: bool, began: float) -> None:
+        """One attempt, launched by the poll that began at ``began`` (ms): the outcome is
+        recorded at that time, so "due at the next poll" is exactly the next poll."""
         node = self.node
         try:
             up, failure = await node.dist.attempt(peer, quiet=True)
@@ -347,7 +353,7 @@ class Discovery:
         interval = self._interval_ms()
         rec = self.records.get(peer)
         was_logged = rec is not None and rec.logged
-        rec = Retry.record(rec, self._now_ms(), outcome, interval)
+        rec = Retry.record(rec, began, outcome, interval)
         self.records[peer] = rec
         if outcome == OK:
             if was_logged:

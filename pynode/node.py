@@ -16,6 +16,7 @@ Several nodes may live in one Python process; nothing here is global.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import itertools
 import logging
 import secrets
@@ -41,6 +42,18 @@ __all__ = ["Node"]
 log = logging.getLogger("pynode.node")
 
 
+def default_listen_host(name: str) -> str:
+    """Where a node called ``name`` listens by default: loopback for a loopback name, else
+    every interface (``erl`` always listens on every interface)."""
+    host = _node_host(name)
+    if host == "localhost":
+        return "127.0.0.1"
+    try:
+        return "127.0.0.1" if ipaddress.ip_address(host).is_loopback else "0.0.0.0"
+    except ValueError:
+        return "0.0.0.0"
+
+
 def _node_host(name: str) -> str:
     return name.split("@", 1)[1] if "@" in name else "localhost"
 
@@ -52,7 +65,9 @@ class Node:
     :param cookie: the magic cookie shared with the cluster.
     :param tick_time: ``net_ticktime`` in seconds (default 60, as OTP).
     :param epmd_port: EPMD port (default ``$ERL_EPMD_PORT`` or 4369).
-    :param listen_host: address to listen on (default 127.0.0.1).
+    :param listen_host: address to listen on. Default: ``127.0.0.1`` when the host part of
+        ``name`` is ``localhost`` or a loopback address (nothing else could reach such a
+        name), else every interface (``0.0.0.0``), as ``erl`` does.
     :param setup_timeout: handshake time limit (``net_setuptime``, default 7 s).
     :param hidden: connect as a hidden node (default; ``PUBLISHED`` is not advertised).
     :param dist_flags: the distribution flags to advertise (default ``DEFAULT_FLAGS``).
@@ -67,7 +82,7 @@ class Node:
         *,
         tick_time: float = 60.0,
         epmd_port: int | None = None,
-        listen_host: str = "127.0.0.1",
+        listen_host: str | None = None,
         listen_port: int = 0,
         setup_timeout: float = 7.0,
         hidden: bool = True,
@@ -80,7 +95,7 @@ class Node:
         self.cookie = cookie
         self.tick_time = tick_time
         self.epmd_port = epmd_port
-        self.listen_host = listen_host
+        self.listen_host = listen_host if listen_host is not None else default_listen_host(name)
         self.listen_port = listen_port
         self.setup_timeout = setup_timeout
         self.hidden = hidden
