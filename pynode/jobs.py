@@ -59,6 +59,7 @@ places a new job on it after that.
 | `{drop_replica, Id, OwnerPid}` (cast) | — |
 | `{client, Op, Args}` | the result of the client operation `Op` run on that node (see "Client") |
 | `list` | `[{Id, Kind, Pid}]` for the jobs this host runs |
+| `replicas` | `[{Id, Kind, OwnerPid, Seq}]` for the replicas this host holds (for operators and tests) |
 
 `{client, Op, Args}` operations (each answers what the client function of that name answers
 on the host's node): `start` `[Kind, Id, StartArgs]` (also `[Id]`, `[Kind, Id]`), `otp_start`
@@ -319,6 +320,7 @@ REPLICATE = Atom("replicate")
 DROP_REPLICA = Atom("drop_replica")
 CLIENT = Atom("client")
 LIST = Atom("list")
+REPLICAS = Atom("replicas")
 JOB_OP = Atom("pynode_job_op")
 HANDOFF = Atom("pynode_job_handoff")
 MERGE = Atom("pynode_job_merge")
@@ -1223,6 +1225,8 @@ class JobHost(GenServer):
     async def handle_call(self, request: Any, from_: From) -> Any:
         if request == LIST and type(request) is Atom:
             return self.list()
+        if request == REPLICAS and type(request) is Atom:
+            return [(r.id, r.kind, r.owner, r.seq) for r in self.replicas.values()]
         if type(request) is not tuple or not request:
             return (ERROR, (Atom("unknown_call"), request))
         tag = request[0]

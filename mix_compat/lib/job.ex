@@ -18,6 +18,10 @@ defmodule Job do
 
   Portable state (the same in Python): `[Id]` at start; `{update, Event}` makes it
   `[Event | State]`; `finish` answers the state and ends the job.
+
+  After a partition with a copy of the job on each side, the surviving copy takes in the
+  other copy's acknowledged events (`merge/2`): they come first, in that copy's order, then
+  the survivor's state; an update retried on both sides (the same operation id) is kept once.
   """
 
   @behaviour Pynode.Jobs.Kind

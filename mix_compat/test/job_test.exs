@@ -228,6 +228,8 @@ defmodule JobTest do
 
   test "pynode_job_merge on a Job.Otp: results win, else the smaller work left" do
     Application.put_env(:available_processes, :work_ms, 60_000)
+    # the job ends soon after its results (it would outlive the test otherwise)
+    Application.put_env(:available_processes, :result_ttl, 300)
     id = uniq("otpmerge")
     assert {:ok, pid} = Job.Otp.start(id)
     theirs = %{kind: :"Job.Otp", id: id, recent: [], seq: 2}
@@ -237,6 +239,8 @@ defmodule JobTest do
     assert left <= 100
     # the timer follows the merged state: the results come after the other copy's 100 ms
     assert wait_until(fn -> Job.Otp.check_results(id) end, 2_000) == "results of " <> id
+    ref = Process.monitor(pid)
+    assert_receive {:DOWN, ^ref, :process, ^pid, :normal}, 5_000
   end
 
   # A process that plays the winner of a name conflict: it answers one pynode_job_merge

@@ -16,6 +16,10 @@ defmodule Job.Otp do
 
   Portable state (the same in Python):
   `%{id: id, results: nil | binary, work_left_ms: int | nil, ttl_left_ms: int | nil}`.
+
+  After a partition with a copy of the job on each side, the surviving copy keeps its own
+  state when it has results, else takes the other copy's when that one has, else keeps the
+  smaller work time left of the two (`merge/2`).
   """
 
   @behaviour Pynode.Jobs.Kind

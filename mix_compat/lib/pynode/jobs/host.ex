@@ -57,6 +57,7 @@ defmodule Pynode.Jobs.Host do
   # | `{drop_replica, Id, OwnerPid}` (cast) | — |
   # | `{client, Op, Args}` | the result of the client operation `Op` run on that node (see "Client") |
   # | `list` | `[{Id, Kind, Pid}]` for the jobs this host runs |
+  # | `replicas` | `[{Id, Kind, OwnerPid, Seq}]` for the replicas this host holds (for operators and tests) |
   #
   # `{client, Op, Args}` operations (each answers what the client function of that name answers
   # on the host's node): `start` `[Kind, Id, StartArgs]` (also `[Id]`, `[Kind, Id]`), `otp_start`
