@@ -96,6 +96,9 @@ def test_cookie() -> str:
     return _cookie
 
 
+test_cookie.__test__ = False  # type: ignore[attr-defined]  # not a test, though its name starts so
+
+
 def unique_name(prefix: str = "n") -> str:
     """A node alive-name unique across processes and test runs (``prefix`` + random)."""
     return f"{prefix}{os.getpid()}x{next(_counter)}{uuid.uuid4().hex[:6]}"

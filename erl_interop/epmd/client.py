@@ -234,21 +234,34 @@ async def _answers(host: str, port: int, timeout: float = 0.5) -> bool:
 
 
 async def ensure_epmd(
-    epmd_port: int | None = None, host: str = "127.0.0.1", *, pidfile: str | os.PathLike[str] | None = None
+    epmd_port: int | None = None,
+    host: str = "127.0.0.1",
+    *,
+    pidfile: str | os.PathLike[str] | None = None,
+    listen: str | None = None,
 ) -> bool:
     """Make sure an EPMD answers on ``host``:``epmd_port``.
 
     If nothing does, start ``python -m erl_interop.epmd --daemon`` detached (new session, stdio on
     ``/dev/null``) so it outlives the caller, and wait up to ~5 s until it answers. Returns
     ``True`` if it started one. ``pidfile``, if given, is where the daemon writes its pid.
+    ``listen``: the addresses it binds (comma-separated); by default ``$ERL_EPMD_ADDRESS``
+    when set, else every IPv4 interface, as OTP's ``epmd`` does, so that nodes on other
+    hosts can look names up here (discovery's ``hosts``, ``net_adm:names/1``).
     """
     port = epmd_port_from_env(epmd_port)
+    if listen is None:
+        listen = os.environ.get("ERL_EPMD_ADDRESS") or "0.0.0.0"
+    addrs = [a.strip() for a in listen.split(",") if a.strip()]
+    if "0.0.0.0" not in addrs and host not in addrs:
+        addrs.append(host)  # epmd always listens on the loopback too
+    listen = ",".join(addrs)
     if await _answers(host, port):
         return False
     package_root = str(Path(__file__).resolve().parents[2])
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
-    cmd = [sys.executable, "-m", "erl_interop.epmd", "--port", str(port), "--address", host, "--daemon"]
+    cmd = [sys.executable, "-m", "erl_interop.epmd", "--port", str(port), "--address", listen, "--daemon"]
     if pidfile is not None:
         cmd += ["--pidfile", os.fspath(pidfile)]
     proc = subprocess.Popen(
