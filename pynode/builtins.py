@@ -40,6 +40,7 @@ def node_info(node: Any) -> dict[Atom, Any]:
         Atom("connected_nodes"): list(node.connected_nodes),
         Atom("process_count"): len(node.processes),
         Atom("jobs"): list(jobs.list()) if jobs is not None else [],
+        Atom("members"): node.registry.members() if node.registry is not None else [node.name],
         Atom("registered"): sorted(node.registered),
         Atom("creation"): node.creation,
         Atom("runtime"): Atom("python"),

@@ -30,6 +30,8 @@ from erl_interop.terms import Atom
 
 ROOT = Path(__file__).resolve().parent.parent
 MIX_PROJECT = ROOT / "mix_compat"
+#: the compiled project, for nodes that load its code without starting it (``-pa``)
+EBIN = MIX_PROJECT / "_build" / "dev" / "lib" / "available_processes" / "ebin"
 _tags = itertools.count(1)
 
 
@@ -88,11 +90,12 @@ class Iex:
     """``iex <args> -S mix`` in mix_compat/ (the command line as the use case writes it)."""
 
     def __init__(self, args: Sequence[str], env: dict[str, str] | None = None, cwd: Path = MIX_PROJECT,
-                 prefix: Sequence[str] = ()) -> None:
+                 prefix: Sequence[str] = (), mix: bool = True) -> None:
+        """``mix=False``: a plain ``iex <args>`` (a driver or observer that runs no application)."""
         self.args = list(args)
         self.name = self.args[self.args.index("--sname" if "--sname" in self.args else "--name") + 1]
         self.proc = subprocess.Popen(
-            [*prefix, "iex", *self.args, "-S", "mix"], cwd=cwd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            [*prefix, "iex", *self.args, *(["-S", "mix"] if mix else [])], cwd=cwd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
         )
         self.out = _Output(self.proc)
