@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable
 
 from erl_interop.errors import HandshakeError
 from erl_interop.flags import DEFAULT_FLAGS, DistFlags
@@ -186,6 +186,7 @@ async def start_server(
     policy: HandshakePolicy | None = None,
     setup_timeout: float = DEFAULT_SETUP_TIMEOUT,
     on_error: Callable[[HandshakeError], None] | None = None,
+    handlers: set["asyncio.Task[Any]"] | None = None,
 ) -> asyncio.Server:
     """Listen on ``host:port`` (0 = any free port; read it from ``server.sockets``), run
     :func:`accept` for each incoming connection, then await ``on_connected(reader, writer,
@@ -193,10 +194,25 @@ async def start_server(
     logged and passed to ``on_error``; they never reach the server.
 
     ``creation`` may be a callable, read at each accept: a node listens first, then registers
-    the port with EPMD, and only then learns its creation.
+    the port with EPMD, and only then learns its creation. ``handlers``, if given, holds the
+    task of every connection being served (handshake included), so that the owner can cancel
+    them when it stops: closing the server does not end the connections it accepted.
     """
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if handlers is not None and task is not None:
+            handlers.add(task)
+            task.add_done_callback(handlers.discard)
+        try:
+            await serve(reader, writer)
+        except asyncio.CancelledError:
+            # The server's owner is stopping. This task belongs to asyncio's server, whose
+            # done-callback on Python 3.11 logs a cancelled task as an error with a traceback
+            # (3.12 checks task.cancelled() first): end it normally, the connection closed.
+            writer.close()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             current = creation() if callable(creation) else creation
             complete = await accept(

@@ -226,6 +226,8 @@ class Distribution:
         self._anon: Pid | None = None
         #: set by stop(): no new connections (signals to other nodes are dropped)
         self.stopped = False
+        #: the tasks serving accepted connections (incoming handshakes included): stop() ends them
+        self._handlers: set[asyncio.Task[Any]] = set()
 
     # -- start / stop -----------------------------------------------------------------------
     async def start(self) -> None:
@@ -243,6 +245,7 @@ class Distribution:
             policy=self,
             setup_timeout=node.setup_timeout,
             on_error=self._on_handshake_error,
+            handlers=self._handlers,
         )
         self.port = self.server.sockets[0].getsockname()[1]
         alive = node.name.split("@", 1)[0]
@@ -265,6 +268,11 @@ class Distribution:
             c.close()
         if self.server is not None:
             self.server.close()
+        pending = [t for t in self._handlers if not t.done()]
+        for t in pending:
+            t.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=2)
         if self.registration is not None:
             r = self.registration.close()
             if asyncio.iscoroutine(r):
@@ -412,7 +420,8 @@ class Distribution:
     def _connection_closed(self, c: PeerConnection, was_up: bool) -> None:
         if self.conns.get(c.peer) is c:
             del self.conns[c.peer]
-            log.info("%s: connection to %s closed", self.node.name, c.peer)
+            if was_up:  # a dial that failed has said why already
+                log.info("%s: connection to %s closed", self.node.name, c.peer)
             self.node._connection_lost(c.peer)
 
     # -- outgoing signals -------------------------------------------------------------------

@@ -75,7 +75,12 @@ class PyCli:
         args = [sys.executable, "-m", "pynode", "--sname", name, "--cookie", test_cookie(), "--config", config]
         self.proc = subprocess.Popen(args, cwd=str(ROOT), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         assert self.proc.stdout is not None
-        _, seen = read_until(self.proc.stdout, " up: ")
+        try:
+            _, seen = read_until(self.proc.stdout, " up: ")
+        except BaseException:
+            self.proc.kill()
+            self.proc.wait(10)
+            raise
         self.output: collections.deque[str] = collections.deque(seen, maxlen=2000)
         threading.Thread(target=self._drain, daemon=True).start()
 

@@ -409,7 +409,12 @@ class PyNodeProc:
         if config:
             args += ["--config", config]
         self.proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        read_until(self.proc.stdout, " up: ")
+        try:
+            read_until(self.proc.stdout, " up: ")
+        except BaseException:
+            self.proc.kill()
+            self.proc.wait(10)
+            raise
 
     def signal(self, sig: int) -> None:
         self.proc.send_signal(sig)

@@ -25,7 +25,7 @@ def test_hidden_node_and_connect_on_demand(beam):
     ex = beam("elixir")
 
     async def main():
-        async with py_node() as py:
+        async with py_node(config=NO_DISCOVERY) as py:
             box = Mailbox(py)
             erl_pid = await ev(erl, "self().")
             ex_pid = await ev(ex, "self()")

@@ -101,7 +101,11 @@ class Iex:
         self.out = _Output(self.proc)
         # The shell is up (and with it the application, started before the shell by -S mix)
         # once it evaluates what is typed.
-        assert self.ev("Node.self()", timeout=120) == Atom(self.name)
+        try:
+            assert self.ev("Node.self()", timeout=120) == Atom(self.name)
+        except BaseException:
+            self.kill()
+            raise
 
     def type(self, line: str) -> None:
         assert self.proc.stdin is not None
@@ -140,7 +144,11 @@ class PyServer:
         self.proc = subprocess.Popen([*prefix, sys.executable, "-m", "pynode", *self.args], cwd=cwd,
                                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         self.out = _Output(self.proc)
-        self.out.wait_for(lambda s: " up: " in s, 60, f"{self.name} start")
+        try:
+            self.out.wait_for(lambda s: " up: " in s, 60, f"{self.name} start")
+        except BaseException:
+            self.kill()
+            raise
 
     def stop(self, timeout: float = 60.0) -> int:
         """SIGTERM, as ``kill PID`` or Ctrl-C: a graceful shutdown."""

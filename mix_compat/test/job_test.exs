@@ -142,6 +142,16 @@ defmodule JobTest do
 
     assert call.(2, owner) == :ok
     assert %{seq: 2, owner: ^owner} = rep.()
+    assert {id, :Job, owner, 2} in GenServer.call(:pynode_jobs, :replicas)
+    # the same Seq again from the same owner is a refresh: stored
+    refreshed = %{portable.(2) | state: [:refreshed, id]}
+
+    assert GenServer.call(
+             :pynode_jobs,
+             {:replicate, id, :Job, refreshed, 2, owner, [node()]}
+           ) == :ok
+
+    assert %{seq: 2, portable: ^refreshed} = rep.()
     assert call.(1, owner) == :ok
     assert %{seq: 2} = rep.()
     assert call.(1, owner2) == :ok

@@ -102,15 +102,20 @@ defmodule Pynode.RegistryClusterTest do
              connect: [],
              discovery: true,
              dns: :undefined,
+             host_jobs: true,
              hosts: [],
+             job_kinds: :all,
              poll_interval: 5_000,
+             replica_check: 500,
              replicas: 1,
              result_ttl: 600_000
            ]
 
-    # the same defaults as mix.exs gives a node started without the file
+    # the same defaults as mix.exs gives a node started without the file, and every key
+    # mix.exs defaults is documented in the file
     defaults = Mix.Project.get!().application()[:env]
     for {key, value} <- env, do: assert({key, defaults[key]} == {key, value})
+    assert Enum.sort(Keyword.keys(defaults)) == Enum.sort(Keyword.keys(env))
     # and the repository root's sys.config is the same file
     root = Path.expand("../../../sys.config", __DIR__)
     assert File.read!(root) == File.read!(path)

@@ -272,11 +272,11 @@ defmodule Pynode.Jobs.Host do
   # reported {pynode_job_handoff_failed, Pid, Target} for every target (each failure sends
   # it to the next one). A freed slot takes the next job. Past handoff_timeout the jobs
   # still in flight or not started are given up (they die with the node). While waiting,
-  # the host keeps
-  # answering calls: start/adopt/replicate -> {error, stopping}, list -> the jobs; client
-  # calls are left unanswered (the caller gets `shutdown` when the host exits and retries
-  # elsewhere, having changed nothing). Client operations already running are given the
-  # rest of the handoff time to finish, then the host returns.
+  # the host keeps answering calls: start/adopt/replicate -> {error, stopping}, list -> the
+  # jobs, replicas -> the replica store; client calls are left unanswered (the caller gets
+  # `shutdown` when the host exits and retries elsewhere, having changed nothing). Client
+  # operations already running are given the rest of the handoff time to finish, then the
+  # host returns.
 
   use GenServer
   require Logger
@@ -340,6 +340,7 @@ defmodule Pynode.Jobs.Host do
 
   @impl true
   def handle_call(:list, _from, s), do: {:reply, list(s), s}
+  def handle_call(:replicas, _from, s), do: {:reply, replica_list(s), s}
 
   def handle_call({:start, _kind, _id, _args}, _from, %{stopping: true} = s),
     do: {:reply, {:error, :stopping}, s}
@@ -489,6 +490,9 @@ defmodule Pynode.Jobs.Host do
   end
 
   defp list(s), do: for({pid, {id, kind, true}} <- s.jobs, do: {id, kind, pid})
+
+  defp replica_list(s),
+    do: for({id, %Replica{} = r} <- s.replicas, do: {id, r.kind, r.owner, r.seq})
 
   ## Replica store
 
@@ -785,6 +789,10 @@ defmodule Pynode.Jobs.Host do
 
       {:"$gen_call", from, :list} ->
         GenServer.reply(from, list(s))
+        await_handoff(s, inflight, deadline)
+
+      {:"$gen_call", from, :replicas} ->
+        GenServer.reply(from, replica_list(s))
         await_handoff(s, inflight, deadline)
 
       {:DOWN, _, :process, cpid, _} when is_map_key(s.clients, cpid) ->
