@@ -28,7 +28,7 @@ defmodule AvailableProcesses.MixProject do
         poll_interval: 5_000,
         result_ttl: 600_000,
         replicas: 1,
-        replica_check: 500,
+        replica_check: 100,
         host_jobs: true,
         job_kinds: :all
       ]

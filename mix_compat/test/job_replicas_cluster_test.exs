@@ -111,7 +111,7 @@ defmodule JobReplicasClusterTest do
     t0 = System.monotonic_time(:millisecond)
     connect(pb, a)
     wait_hosts([pa, pb], [a, b])
-    # replica_check is 500 ms: the copies come within about that
+    # replica_check is 100 ms: the copies come within about that
     assert wait_replica(pb, id, [:x, id]) == pid
     otp_state = fn -> pcall(pb, :sys, :get_state, [:pynode_jobs]).replicas[otp].portable.state end
 

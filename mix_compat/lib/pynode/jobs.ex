@@ -45,7 +45,7 @@ defmodule Pynode.Jobs do
   | `work_ms` | 2000 | `Job.Otp`'s simulated work |
   | `result_ttl` | 600000 | how long `Job.Otp` results stay readable |
   | `replicas` | 1 | other hosts holding each job's state (0: none) |
-  | `replica_check` | 500 | a host looks at the set of hosts at least this often (ms) |
+  | `replica_check` | 100 | a host looks at the set of hosts at least this often (ms) |
   | `job_timeout` | 15000 | a client operation gives up after this long |
   | `missing_grace` | 3000 | a job name missing this long means "no such job" |
   | `call_timeout` | 5000 | one attempt of a call to a job or a host |
@@ -66,7 +66,7 @@ defmodule Pynode.Jobs do
     work_ms: 2_000,
     result_ttl: 600_000,
     replicas: 1,
-    replica_check: 500,
+    replica_check: 100,
     job_timeout: 15_000,
     missing_grace: 3_000,
     call_timeout: 5_000,

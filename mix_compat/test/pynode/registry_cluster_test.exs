@@ -106,7 +106,7 @@ defmodule Pynode.RegistryClusterTest do
              hosts: [],
              job_kinds: :all,
              poll_interval: 5_000,
-             replica_check: 500,
+             replica_check: 100,
              replicas: 1,
              result_ttl: 600_000
            ]

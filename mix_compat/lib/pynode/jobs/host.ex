@@ -95,7 +95,7 @@ defmodule Pynode.Jobs.Host do
   #   nodes (`{p, g, pynode_job_host}` holders), skipping the owner, wrapping around (vectors:
   #   `replica_targets`).
   # - **Replicas follow membership.** Every host looks at the set of host nodes on every
-  #   `nodeup`/`nodedown` and at least every `replica_check` ms (config, default 500). When the
+  #   `nodeup`/`nodedown` and at least every `replica_check` ms (config, default 100). When the
   #   set differs from the one it last saw, it sends each of its jobs
   #   `pynode_job_membership`; a job then recomputes its targets and, when they differ from the
   #   hosts holding its current state, replicates its current state (the same `Seq`) to the
@@ -177,7 +177,7 @@ defmodule Pynode.Jobs.Host do
   # | `work_ms` | 2000 | `Job.Otp`'s simulated work |
   # | `result_ttl` | 600000 | how long `Job.Otp` results stay readable |
   # | `replicas` | 1 | other hosts holding each job's state (0: none) |
-  # | `replica_check` | 500 | a host looks at the set of hosts at least this often (ms) |
+  # | `replica_check` | 100 | a host looks at the set of hosts at least this often (ms) |
   # | `job_timeout` | 15000 | a client operation gives up after this long |
   # | `missing_grace` | 3000 | a job name missing this long means "no such job" |
   # | `call_timeout` | 5000 | one attempt of a call to a job or a host |
