@@ -17,13 +17,14 @@ monitor and alias are dropped, so a late reply is discarded by the runtime.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
 from erl_interop.terms import Atom, ImproperList, Pid, Reference
 
 from .errors import CallError
-from .process import DOWN_TAG, NORMAL, NOCONNECTION, Exit, Process, ReceiveTimeout
+from .process import DOWN_TAG, KILLED, NORMAL, NOCONNECTION, Exit, Process, ReceiveTimeout, exception_reason
 
 __all__ = ["GenServer", "call", "cast", "reply", "NOREPLY", "Stop", "From"]
 
@@ -185,9 +186,12 @@ class GenServer:
         trap_exit: bool = False,
         **kwargs: Any,
     ) -> "GenServer":
-        """Start the server and wait for :meth:`init` (``gen_server:start/start_link``)."""
-        import asyncio
+        """Start the server and wait for :meth:`init` (``gen_server:start/start_link``).
 
+        Returns the server once ``init`` has returned. Raises on every other path: the
+        exception ``init`` raised; :class:`~pynode.errors.CallError` with the reason when
+        ``init`` raised :class:`Stop`, or when the process was killed during ``init`` or
+        before it ever ran (an exit signal, ``Node.stop`` racing the start)."""
         server = cls(**kwargs) if kwargs else cls()
         ready: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
 
@@ -198,14 +202,23 @@ class GenServer:
             except Stop as e:
                 ready.set_exception(CallError(e.reason, name))
                 raise Exit(e.reason) from None
+            except asyncio.CancelledError:
+                raise  # killed during init: the starter reads the exit reason below
             except BaseException as e:
                 ready.set_exception(e)
                 raise
             ready.set_result(None)
             await server._loop()
 
-        node.spawn(body, name=name, link=link, trap_exit=trap_exit)
-        await ready
+        proc = node.spawn(body, name=name, link=link, trap_exit=trap_exit)
+        assert proc.task is not None
+        await asyncio.wait((ready, proc.task), return_when=asyncio.FIRST_COMPLETED)
+        if not ready.done():
+            # The process ended before init returned: killed during init, or before its
+            # first step (then init never ran at all).
+            ready.cancel()
+            raise CallError(proc.exit_reason if proc.exit_reason is not None else KILLED, name)
+        ready.result()  # raises what init raised
         return server
 
     async def _loop(self) -> None:
@@ -231,8 +244,6 @@ class GenServer:
                 await self.terminate(e.reason)
                 raise Exit(e.reason) from None
             except Exception as e:
-                from .process import exception_reason
-
                 try:
                     await self.terminate(exception_reason(e))
                 finally:

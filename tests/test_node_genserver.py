@@ -293,3 +293,44 @@ def test_crashing_callback(beam, tmp_path, caplog):
             assert exc[A("__struct__")] == A("Elixir.RuntimeError") and exc[A("message")] == b"boom"
 
     run(main)
+
+
+class SlowInit(GenServer):
+    async def init(self, gate: asyncio.Event) -> None:
+        await gate.wait()
+
+
+def test_start_raises_when_the_server_is_killed_during_init():
+    """gen_server:start answers {error, Reason} when the process dies in init: here an exit
+    signal arrives while init waits. The starter gets a CallError with that reason, never a
+    CancelledError that nothing asked for."""
+
+    async def main():
+        async with py_node(config={"discovery": False}) as py:
+            gate = asyncio.Event()
+            start = asyncio.ensure_future(SlowInit.start(py, gate, name="slow"))
+            await wait_for(lambda: py.whereis("slow") is not None, what="the server process")
+            py.process(py.whereis("slow")).kill(A("shutdown"))
+            with pytest.raises(CallError) as e:
+                await asyncio.wait_for(start, 5)
+            assert e.value.reason == A("shutdown")
+
+    run(main)
+
+
+def test_start_returns_when_the_server_is_killed_before_its_first_step():
+    """A kill that lands before the new process ever ran (Node.stop racing a start) ends
+    GenServer.start with the reason instead of leaving it waiting forever."""
+
+    async def main():
+        async with py_node(config={"discovery": False}) as py:
+            start = asyncio.ensure_future(Kv.start(py, 1, name="early"))
+            await asyncio.sleep(0)  # start() has spawned the process; it has not run yet
+            proc = py.process(py.whereis("early"))
+            assert proc is not None and not proc._started
+            proc.kill(A("shutdown"))
+            with pytest.raises(CallError) as e:
+                await asyncio.wait_for(start, 5)
+            assert e.value.reason == A("shutdown")
+
+    run(main)
