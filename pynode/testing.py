@@ -12,7 +12,9 @@ Nodes are stopped by their own pid (never ``pkill``).
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import inspect
 import itertools
 import os
 import shutil
@@ -25,7 +27,7 @@ from typing import Any, Callable, Sequence
 
 from erl_interop import decode
 
-__all__ = ["BeamNode", "BeamError", "unique_name", "test_cookie", "read_until", "wait_until", "require_erl", "compile_mix_project"]
+__all__ = ["BeamNode", "BeamError", "unique_name", "test_cookie", "read_until", "wait_until", "await_until", "require_erl", "compile_mix_project"]
 
 _ERL_LOOP = (
     "fun Loop() ->"
@@ -112,7 +114,7 @@ def require_erl() -> str:
     return path
 
 
-def wait_until(cond: Callable[[], Any], timeout: float = 10.0, interval: float = 0.01, what: str = "condition") -> Any:
+def wait_until(cond: Callable[[], Any], timeout: float = 10.0, what: str = "condition", *, interval: float = 0.01) -> Any:
     """Poll ``cond`` until it returns a truthy value; raise ``TimeoutError`` naming ``what``."""
     deadline = time.monotonic() + timeout
     while True:
@@ -122,6 +124,25 @@ def wait_until(cond: Callable[[], Any], timeout: float = 10.0, interval: float =
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+async def await_until(cond: Callable[[], Any], timeout: float = 10.0, what: str = "condition", *,
+                      interval: float = 0.005) -> Any:
+    """The async twin of :func:`wait_until`: poll ``cond()`` (a plain function, or one that
+    returns an awaitable) until its value is truthy and return it, sleeping ``interval``
+    between polls so that the event loop keeps running; raise ``TimeoutError`` naming
+    ``what`` (with the last value) after ``timeout`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        v = cond()
+        if inspect.isawaitable(v):
+            v = await v
+        if v:
+            return v
+        if loop.time() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what} (last value {v!r})")
+        await asyncio.sleep(interval)
 
 
 def compile_mix_project(project: str, mix_env: str = "dev", timeout: float = 300.0) -> str:

@@ -16,7 +16,7 @@ import pytest
 
 from erl_interop.terms import Atom
 from pynode.node import Node
-from pynode.testing import BeamNode, unique_name, test_cookie
+from pynode.testing import BeamNode, await_until, test_cookie, unique_name
 
 A = Atom
 
@@ -35,17 +35,8 @@ async def ev(beam: BeamNode, src: str, timeout: float = 20.0) -> Any:
     return await asyncio.to_thread(beam.eval, src, timeout)
 
 
-async def wait_for(cond: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    """Await until ``cond()`` is truthy (polling the loop, never blocking it)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        v = cond()
-        if v:
-            return v
-        if loop.time() > deadline:
-            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.005)
+#: the async wait of pynode.testing, under the name these tests have always used
+wait_for = await_until
 
 
 @contextlib.asynccontextmanager

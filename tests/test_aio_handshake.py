@@ -14,7 +14,7 @@ from erl_interop.epmd import client as epmd_client
 from erl_interop.errors import HandshakeError
 from erl_interop.flags import DEFAULT_FLAGS, MANDATORY_25, DistFlags
 from erl_interop.handshake import DefaultPolicy, HandshakeComplete
-from pynode.testing import BeamNode, unique_name, wait_until
+from pynode.testing import BeamNode, await_until, unique_name, wait_until
 
 COOKIE = "hs_cookie"
 TICK = b"\x00\x00\x00\x00"
@@ -94,7 +94,7 @@ def test_python_pair_wrong_cookie():
                 await aio.connect(a, b, "not_the_cookie", 1, port=port)
             assert (ei.value.step, ei.value.reason) == ("recv_challenge_ack", "closed")
             assert "cookie" in ei.value.detail
-            await asyncio.to_thread(wait_until, lambda: errors, 5.0, 0.01, "acceptor error")
+            await await_until(lambda: errors, 5.0, "acceptor error", interval=0.01)
             assert (errors[0].step, errors[0].reason) == ("recv_challenge_reply", "bad_cookie")
             assert done.empty()
 
@@ -141,7 +141,7 @@ def test_acceptor_setup_timeout_dribbling_peer():
             writer.write(b"\x00")
             await writer.drain()
             assert await reader.read() == b""  # closed by the acceptor
-            await asyncio.to_thread(wait_until, lambda: errors, 5.0, 0.01, "timeout error")
+            await await_until(lambda: errors, 5.0, "timeout error", interval=0.01)
             assert (errors[0].step, errors[0].reason) == ("recv_name", "timeout")
             writer.close()
 
@@ -186,11 +186,11 @@ def test_python_initiator_to_erl(erl):
         assert c.peer_creation != 0
         writer.write(TICK)
         await writer.drain()
-        await asyncio.to_thread(wait_until, lambda: our in hidden_nodes(erl), 10.0, 0.05, "erl sees us")
+        await asyncio.to_thread(wait_until, lambda: our in hidden_nodes(erl), 10.0, "erl sees us", interval=0.05)
         assert our not in [str(x) for x in erl.eval("nodes().")]
         writer.close()
         await writer.wait_closed()
-        await asyncio.to_thread(wait_until, lambda: our not in hidden_nodes(erl), 10.0, 0.05, "erl drops us")
+        await asyncio.to_thread(wait_until, lambda: our not in hidden_nodes(erl), 10.0, "erl drops us", interval=0.05)
 
     run(main())
 
@@ -217,7 +217,7 @@ def test_erl_initiator_to_python(erl):
                 # our creation is the one EPMD gave us: erl's view of our node agrees
                 assert registration.creation != 0
                 release.set()
-        await asyncio.to_thread(wait_until, lambda: our not in hidden_nodes(erl), 10.0, 0.05, "erl drops us")
+        await asyncio.to_thread(wait_until, lambda: our not in hidden_nodes(erl), 10.0, "erl drops us", interval=0.05)
 
     run(main())
 
@@ -245,10 +245,10 @@ def test_erl_initiator_wrong_cookie_refused_by_python(erl):
             async with await epmd_client.register(alive, port):
                 ok = await asyncio.to_thread(erl.eval, f"net_kernel:connect_node('{our}').")
                 assert ok is False
-                await asyncio.to_thread(wait_until, lambda: errors, 5.0, 0.01, "our refusal")
+                await await_until(lambda: errors, 5.0, "our refusal", interval=0.01)
                 assert (errors[0].step, errors[0].reason) == ("recv_challenge_reply", "bad_cookie")
                 assert await asyncio.to_thread(erl.eval, f"net_adm:ping('{our}').") == "pang"
-                await asyncio.to_thread(wait_until, lambda: len(errors) == 2, 5.0, 0.01, "second refusal")
+                await await_until(lambda: len(errors) == 2, 5.0, "second refusal", interval=0.01)
                 assert errors[1].reason == "bad_cookie"
                 assert done.empty()
 
@@ -263,7 +263,7 @@ def test_erl_refuses_missing_mandatory_flags(erl):
         assert (ei.value.step, ei.value.reason) == ("recv_status", "not_allowed")
 
     run(main())
-    wait_until(lambda: any("BIG_CREATION" in line for line in erl.output), 5.0, 0.05, "erl logs the flag")
+    wait_until(lambda: any("BIG_CREATION" in line for line in erl.output), 5.0, "erl logs the flag", interval=0.05)
 
 
 def test_python_policy_not_allowed_refuses_erl(erl):
@@ -274,7 +274,7 @@ def test_python_policy_not_allowed_refuses_erl(erl):
             async with await epmd_client.register(our.split("@")[0], port):
                 ok = await asyncio.to_thread(erl.eval, f"net_kernel:connect_node('{our}').")
                 assert ok is False
-                await asyncio.to_thread(wait_until, lambda: errors, 5.0, 0.01, "our refusal")
+                await await_until(lambda: errors, 5.0, "our refusal", interval=0.01)
                 assert (errors[0].step, errors[0].reason) == ("send_status", "not_allowed")
 
     run(main())
@@ -287,7 +287,7 @@ def test_erl_says_alive_and_we_answer_true(erl):
 
     async def main():
         r1, w1, c1 = await aio.connect(our, erl.name, COOKIE, 1)
-        await asyncio.to_thread(wait_until, lambda: our in hidden_nodes(erl), 10.0, 0.05, "first connection up")
+        await asyncio.to_thread(wait_until, lambda: our in hidden_nodes(erl), 10.0, "first connection up", interval=0.05)
         asked: list[str] = []
 
         class Recorder(DefaultPolicy):

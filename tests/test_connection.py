@@ -28,6 +28,7 @@ from erl_interop.control import MISSING, UnknownControl
 from erl_interop.errors import DistProtocolError, EncodeError, LocalProtocolError
 from erl_interop.flags import DEFAULT_FLAGS, DistFlags
 from erl_interop.terms import Atom, Pid
+from pynode.testing import await_until
 
 from test_control import SAMPLES  # tests/ is on sys.path (pytest rootdir-relative import)
 
@@ -593,13 +594,7 @@ class CountingConnection(Connection):
 
 
 async def wait_async(cond: Any, timeout: float, what: str) -> None:
-    """``pynode.testing.wait_until`` for coroutines: the event loop keeps reading and ticking."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not await cond():
-        if loop.time() > deadline:
-            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.05)
+    await await_until(cond, timeout=timeout, interval=0.05, what=what)
 
 
 async def _live(erl: Any, py_name: str, flags: DistFlags) -> None:

@@ -51,7 +51,7 @@ from erl_interop.epmd.proto import (
     encode_stop_req,
 )
 from erl_interop.errors import EpmdError, LocalProtocolError
-from pynode.testing import BeamNode, unique_name, wait_until
+from pynode.testing import BeamNode, await_until, unique_name, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -82,15 +82,7 @@ def run(coro: Awaitable[Any], timeout: float = 30.0) -> Any:
 
 
 async def until(cond: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> Any:
-    """Async twin of wait_until: poll a (possibly async) condition."""
-    async with asyncio.timeout(timeout):
-        while True:
-            v = cond()
-            if asyncio.iscoroutine(v):
-                v = await v
-            if v:
-                return v
-            await asyncio.sleep(0.005)
+    return await await_until(cond, timeout=timeout, what=what)
 
 
 async def raw(port: int, data: bytes, *, eof: bool = True) -> bytes:

@@ -17,7 +17,7 @@ import pytest
 from erl_interop.terms import Atom, Pid
 from pynode import jobs
 from pynode.node import Node
-from pynode.testing import compile_mix_project, test_cookie, unique_name
+from pynode.testing import await_until, compile_mix_project, test_cookie, unique_name
 
 from use_case import MIX_PROJECT, Iex, PyServer, stop_all
 
@@ -38,15 +38,7 @@ def _server(lang: str, name: str, cookie: str) -> Any:
 
 
 async def _until(cond: Any, timeout: float, what: str) -> Any:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        v = await cond()
-        if v:
-            return v
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.05)
+    return await await_until(cond, timeout=timeout, interval=0.05, what=what)
 
 
 @pytest.mark.parametrize("langs", ["ep", "pe", "pp", "ee"], ids=lambda s: f"A{s[0]}-B{s[1]}")

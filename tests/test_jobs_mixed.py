@@ -38,7 +38,7 @@ from pynode.errors import CallError
 from pynode.genserver import GenServer
 from pynode.jobs import HOST_KEY, PYNODE_JOB, job_key
 from pynode.node import Node
-from pynode.testing import BeamNode, compile_mix_project, read_until, test_cookie, unique_name
+from pynode.testing import BeamNode, await_until, compile_mix_project, read_until, test_cookie, unique_name
 
 from node_helpers import ev, run, wait_for
 
@@ -350,15 +350,12 @@ def test_job_otp_from_elixir_python_and_client_only_nodes(mixed):
 
 
 async def wait_for_async(fn: Any, pred: Any, timeout: float = 10.0) -> Any:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
+    """The first value of ``await fn()`` for which ``pred`` holds."""
+    async def check() -> Any:
         v = await fn()
-        if pred(v):
-            return v
-        if loop.time() > deadline:
-            raise TimeoutError(f"last value {v!r}")
-        await asyncio.sleep(0.02)
+        return (v,) if pred(v) else None
+
+    return (await await_until(check, timeout=timeout, interval=0.02, what="the awaited value"))[0]
 
 
 # -- graceful shutdown -------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from erl_interop.terms import Atom
-from pynode.testing import compile_mix_project, test_cookie
+from pynode.testing import compile_mix_project, test_cookie, wait_until
 
 from netns import ADDR_A, ADDR_B, Hosts
 from use_case import MIX_PROJECT, Iex, PyServer, stop_all
@@ -35,14 +35,7 @@ def mix_compiled() -> None:
 
 
 def _until(fn: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        v = fn()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.1)
+    return wait_until(fn, timeout=timeout, interval=0.1, what=what)
 
 
 def _hosts(n: Iex) -> set[Atom]:
