@@ -47,6 +47,10 @@ case "$cmd" in
     ensure_beam
     ensure_venv "test,bench"
     "$VENV/bin/python" -m pytest -n 2 "$@"
+    # Once more on the pure-Python codec: what a user gets when the optional C accelerator
+    # does not build (erl_interop/codec.py, ERL_INTEROP_PURE).
+    echo "== the suite again on the pure-Python codec (ERL_INTEROP_PURE=1)" >&2
+    ERL_INTEROP_PURE=1 "$VENV/bin/python" -m pytest -n 2 "$@"
     if [ -d mix_compat ] && [ -f mix_compat/mix.exs ]; then
       (cd mix_compat && MIX_ENV=test mix test)
     fi ;;

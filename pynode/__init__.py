@@ -8,7 +8,7 @@ Start one with ``python -m pynode --sname n1@localhost --cookie test``, or from 
 
 from erl_interop.terms import Atom, BitBinary, Export, Fun, ImproperList, Map, Pid, Port, Reference
 
-from .errors import CallError, ErlangError, NodeDown, RpcError, Throw
+from .errors import BadArg, CallError, ErlangError, NotStarted, PynodeError, RpcError, Throw
 from .genserver import NOREPLY, GenServer, Stop, call, cast, reply
 from .node import Node
 from .process import Exit, Process, ReceiveTimeout
@@ -31,7 +31,9 @@ __all__ = [
     "ErlangError",
     "Throw",
     "RpcError",
-    "NodeDown",
+    "BadArg",
+    "NotStarted",
+    "PynodeError",
     "Atom",
     "Pid",
     "Reference",

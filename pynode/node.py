@@ -25,6 +25,7 @@ from typing import Any, Awaitable, Callable
 
 from erl_interop.terms import Atom, Pid, Reference
 
+from .errors import BadArg, CallError, ErlangError, NotStarted
 from .process import (
     DOWN_TAG,
     EXIT_TAG,
@@ -181,11 +182,11 @@ class Node:
         """Register ``proc`` under ``name`` (``register/2``). Fails if either is taken."""
         a = Atom(name)
         if a in self._names:
-            raise ValueError(f"name {a} is already registered")
+            raise BadArg(f"name {a} is already registered")
         if proc.name is not None:
-            raise ValueError(f"{proc} already has the name {proc.name}")
+            raise BadArg(f"{proc} already has the name {proc.name}")
         if not proc.alive:
-            raise ValueError(f"{proc} is not alive")
+            raise BadArg(f"{proc} is not alive")
         self._names[a] = proc
         proc.name = a
 
@@ -254,14 +255,14 @@ class Node:
         elif isinstance(dest, str):
             p = self._names.get(Atom(dest))
             if p is None:
-                raise ValueError(f"badarg: no process registered as {dest!r}")
+                raise BadArg(f"no process registered as {dest!r}")
             p.deliver(msg)
         else:
-            raise TypeError(f"cannot send to {dest!r}")
+            raise BadArg(f"cannot send to {dest!r}")
 
     def _dist(self) -> Any:
         if self.dist is None:
-            raise RuntimeError("the node is not started: await node.start() first")
+            raise NotStarted("the node is not started: await node.start() first")
         return self.dist
 
     # -- aliases ---------------------------------------------------------------------------
@@ -322,7 +323,7 @@ class Node:
             obj = (Atom(target), self.name)
             node = self.name
         else:
-            raise TypeError(f"cannot monitor {target!r}")
+            raise BadArg(f"cannot monitor {target!r}")
         proc.monitors[ref] = obj
         if node == self.name:
             tp = self._procs.get(obj) if type(obj) is Pid else self._names.get(obj[0])
@@ -586,8 +587,6 @@ class Node:
         p = self.spawn(body)
         await asyncio.shield(p.task)  # type: ignore[arg-type]
         if not outcome:
-            from .errors import ErlangError
-
             raise ErlangError(p.exit_reason)
         ok, value = outcome[0]
         if not ok:
@@ -596,8 +595,6 @@ class Node:
 
     async def ping(self, node: str, timeout: float | None = None) -> Atom:
         """``net_adm:ping(Node)``: ``pong`` or ``pang``."""
-        from .errors import CallError
-
         try:
             r = await self.call((Atom("net_kernel"), Atom(node)), (Atom("is_auth"), self.name), timeout=timeout or 10.0)
         except CallError:

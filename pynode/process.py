@@ -14,8 +14,8 @@ semantics are Erlang's:
   ``('EXIT', From, Reason)`` messages.
 - When a process ends, every linked process gets an exit signal carrying its reason and
   every monitor fires ``('DOWN', Ref, 'process', Object, Reason)``.
-- Killing is done by cancelling the task: :class:`ProcessExit` is a ``BaseException``, so
-  ``except Exception`` in user code cannot swallow a kill.
+- Killing is done by cancelling the task; a process ends itself with :class:`Exit`, a
+  ``BaseException``, so ``except Exception`` in user code cannot swallow either.
 
 Exit reasons are Erlang terms, never strings. A Python exception escaping a process body
 becomes the reason ``{python_error, <<"Type">>, <<"message">>}`` and is logged with its
@@ -32,12 +32,13 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from erl_interop.terms import Atom, Pid, Reference
 
+from .errors import ErlangError
+
 if TYPE_CHECKING:
     from .node import Node
 
 __all__ = [
     "Process",
-    "ProcessExit",
     "ReceiveTimeout",
     "Exit",
     "NORMAL",
@@ -68,10 +69,6 @@ class Exit(BaseException):
         self.reason = reason
 
 
-class ProcessExit(Exit):
-    """Delivered into a process that was killed by an exit signal."""
-
-
 class ReceiveTimeout(TimeoutError):
     """``receive(timeout=...)`` found no matching message in time (Erlang's ``after``)."""
 
@@ -80,8 +77,6 @@ def exception_reason(exc: BaseException) -> Any:
     """The Erlang exit reason for a Python exception that ended a process."""
     if isinstance(exc, Exit):
         return exc.reason
-    from .errors import ErlangError  # local import: errors imports nothing of ours
-
     if isinstance(exc, ErlangError):
         return exc.reason
     # Binaries, not str: the same term locally as a peer decodes it off the wire.
