@@ -25,7 +25,7 @@ of ``--repeat`` runs kept:
   Python process that never yields would block its node), which is when its frames are
   written, coalesced.
 - *GenServer.call*: a process on E makes K sequential ``GenServer.call({bench_echo, X},
-  {:echo, I})`` to an echo server on X (a :class:`pynode.genserver.GenServer` on P, an
+  {:echo, I})`` to an echo server on X (a :class:`pynode.otp.gen_server.GenServer` on P, an
   Erlang ``gen_server`` on B), timing each call with ``:erlang.monotonic_time``; p50, p99
   and calls/s (K / total time) are reported. A warm-up precedes the timed calls.
 
@@ -55,9 +55,9 @@ if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
 from erl_interop.terms import Atom, Pid  # noqa: E402
-from pynode.genserver import GenServer  # noqa: E402
+from pynode.otp.gen_server import GenServer  # noqa: E402
 from pynode.node import Node  # noqa: E402
-from pynode.process import Process  # noqa: E402
+from pynode.core.process import Process  # noqa: E402
 from pynode.testing import BeamNode, unique_name  # noqa: E402
 
 COOKIE = "distbench"

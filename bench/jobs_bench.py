@@ -236,7 +236,7 @@ def off(*_):
 signal.signal(signal.SIGUSR1, on)
 signal.signal(signal.SIGUSR2, off)
 atexit.register(off)
-from pynode.__main__ import main
+from pynode.cli import main
 raise SystemExit(main())
 """
 

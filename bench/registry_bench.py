@@ -77,7 +77,7 @@ if _ROOT not in sys.path:
 
 from erl_interop.terms import Atom  # noqa: E402
 from pynode.node import Node  # noqa: E402
-from pynode.process import Process  # noqa: E402
+from pynode.core.process import Process  # noqa: E402
 from pynode.registry import key_bytes  # noqa: E402
 from pynode.testing import BeamNode, unique_name  # noqa: E402
 

@@ -54,7 +54,7 @@ cannot overflow the C stack.
 #include <stdint.h>
 #include <string.h>
 
-/* Tags (erl_ext_dist.xml; PROTOCOL.md §5). */
+/* Tags (erl_ext_dist.xml; docs/WIRE.md §5.3). */
 #define NEW_FLOAT_EXT 70
 #define BIT_BINARY_EXT 77
 #define COMPRESSED 80

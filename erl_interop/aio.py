@@ -9,14 +9,14 @@ one loop (:func:`_drive`): write what the machine queued, ask it for the next ev
 more bytes when it says :data:`~erl_interop.handshake.NEED_DATA`.
 
 Time lives here, not in the machine. ``setup_timeout`` is OTP's ``net_setuptime`` (7 s,
-PROTOCOL.md §2): like ``dist_util``'s setup timer, which is reset after each step, it bounds
+docs/WIRE.md §2.1): like ``dist_util``'s setup timer, which is reset after each step, it bounds
 every wait for the peer's *next step*, so a peer that stalls (or dribbles bytes without
 finishing a packet) fails with ``HandshakeError(step, "timeout")``.
 
 On failure the driver flushes what the machine still queued (``snot_allowed``, ``snok``),
 closes the socket and raises the :class:`~erl_interop.errors.HandshakeError`. On success the
 stream pair is handed back open; ``HandshakeComplete.trailing`` holds bytes already read that
-belong to the connected phase (4-byte framing, PROTOCOL.md §3).
+belong to the connected phase (4-byte framing, docs/WIRE.md §3.1).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import contextlib
 import logging
 from typing import Any, Awaitable, Callable
 
+from erl_interop.epmd.client import port_please
 from erl_interop.errors import HandshakeError
 from erl_interop.flags import DEFAULT_FLAGS, DistFlags
 from erl_interop.handshake import NEED_DATA, Handshake, HandshakeComplete, HandshakePolicy
@@ -34,7 +35,7 @@ __all__ = ["connect", "accept", "start_server", "DEFAULT_SETUP_TIMEOUT", "resolv
 
 log = logging.getLogger(__name__)
 
-#: OTP's default ``net_setuptime`` in seconds (PROTOCOL.md §2).
+#: OTP's default ``net_setuptime`` in seconds (docs/WIRE.md §2.1).
 DEFAULT_SETUP_TIMEOUT = 7.0
 #: Read size while handshaking; handshake packets are at most MAX_PACKET + 2 bytes.
 _READ_SIZE = 4096
@@ -130,13 +131,13 @@ async def connect(
     ``host`` defaults to the host part of ``peer_name``; ``port`` defaults to what the EPMD on
     that host reports. Returns the open stream pair and the :class:`HandshakeComplete`.
     Raises :class:`HandshakeError` (``step="port_please"`` when EPMD does not know the name,
-    ``reason="timeout"`` when a step exceeds ``setup_timeout``), ``EpmdError`` or ``OSError``.
+    ``reason="timeout"`` when a step exceeds ``setup_timeout``), ``EpmdError`` (EPMD refused,
+    misbehaved or could not be reached), ``EpmdLocalError`` (a bad ``$ERL_EPMD_PORT``, an alive
+    name EPMD cannot carry) or ``OSError``.
     """
     hs = Handshake("initiator", our_name, cookie, creation, flags=flags, peer_name=peer_name, policy=policy)
     addr = resolve_host(host if host is not None else peer_name)
     if port is None:
-        from erl_interop.epmd.client import port_please
-
         alive = peer_name.partition("@")[0]
         try:
             info = await port_please(alive, host=addr, epmd_port=epmd_port, timeout=setup_timeout)

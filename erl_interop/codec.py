@@ -1,4 +1,4 @@
-"""External Term Format codec (erts/doc/src/erl_ext_dist.xml; PROTOCOL.md §5).
+"""External Term Format codec (erts/doc/src/erl_ext_dist.xml; docs/WIRE.md §5).
 
 Theory of operation
 -------------------
@@ -24,6 +24,7 @@ encoding a bounded table from :class:`Atom` to its encoded bytes.
 
 from __future__ import annotations
 
+import os
 import re
 import struct
 import zlib
@@ -82,7 +83,7 @@ MAX_UNCOMPRESSED_SIZE = 64 * 1024 * 1024
 #: An atom is at most 255 characters (erl_ext_dist.xml, ATOM_UTF8_EXT).
 MAX_ATOM_CHARS = 255
 
-#: References carry at most 5 words with V4_NC (PROTOCOL.md §5, NEWER_REFERENCE_EXT).
+#: References carry at most 5 words with V4_NC (docs/WIRE.md §5.3, NEWER_REFERENCE_EXT).
 MAX_REF_WORDS = 5
 
 #: Bound on the atom intern tables; the BEAM's own atom table defaults to 1,048,576.
@@ -425,7 +426,7 @@ def decode_term(
     if type(data) is not bytes:
         data = bytes(data)
     try:
-        return _decode(data, offset, 0, atom_refs)  # type: ignore[arg-type]
+        return _decode(data, offset, 0, atom_refs)
     except DecodeError:
         raise
     except (IndexError, struct.error):
@@ -787,14 +788,16 @@ _py_enc = _enc
 ACCELERATED = False
 
 
-def _accelerate() -> bool:
-    import os
+try:
+    from . import _speedups  # typed by _speedups.pyi
+except ImportError:  # not built (optional extension): pure Python
+    _SPEEDUPS_BUILT = False
+else:
+    _SPEEDUPS_BUILT = True
 
-    if os.environ.get("ERL_INTEROP_PURE", "") not in ("", "0"):
-        return False
-    try:
-        from . import _speedups  # type: ignore[attr-defined]
-    except ImportError:  # not built (optional extension): pure Python
+
+def _accelerate() -> bool:
+    if not _SPEEDUPS_BUILT or os.environ.get("ERL_INTEROP_PURE", "") not in ("", "0"):
         return False
     _speedups.init(globals())
     globals().update(_decode=_speedups.decode_at, _enc=_speedups.encode_into)

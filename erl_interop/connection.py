@@ -1,4 +1,4 @@
-"""The connected phase of a distribution link, sans-IO (PROTOCOL.md §3).
+"""The connected phase of a distribution link, sans-IO (docs/WIRE.md §3).
 
 Theory of operation
 -------------------
@@ -39,13 +39,13 @@ All body formats are accepted whatever was negotiated. Terms are decoded in plac
 offsets into the received buffer; a payload's binaries are the only copies.
 
 Sending. Without DIST_HDR_ATOM_CACHE and FRAGMENTS we send pass-through packets; with
-either of them, OTP 25 accepts only the header format (PROTOCOL.md §3 table), so we send
+either of them, OTP 25 accepts only the header format (docs/WIRE.md §3.2), so we send
 ``131, 68, 0`` (no cache refs) + terms without 131. We never fragment: the FRAGMENTS flag
 lets a sender fragment, it does not oblige it to.
 
 Ticks. :class:`TickTimer` is the accounting a driver needs, with time passed in: send
 something after ``T/4`` of write silence, drop the link after ``T`` of read silence
-(``net_ticktime``, PROTOCOL.md §3).
+(``net_ticktime``, docs/WIRE.md §3.1).
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any, Final, Iterable, Literal, NoReturn
 
+from ._events import NEED_DATA, NeedData
 from .codec import _decode, _enc, decode_term  # _decode/_enc: see _message and _encode
 from .control import _DECODERS, MISSING, ControlMessage, UnknownControl, from_terms
 from .errors import DecodeError, DistProtocolError, EncodeError, LocalProtocolError
@@ -92,7 +93,7 @@ MAX_FRAGMENTED_MESSAGES: Final = 4096
 #: messages in flight. Each sequence is also capped by ``max_message_size``.
 MAX_PENDING_FRAGMENT_BYTES: Final = 4 * MAX_MESSAGE_SIZE
 
-#: Atom cache slots per connection per direction: 8 segments × 256 (PROTOCOL.md §3).
+#: Atom cache slots per connection per direction: 8 segments × 256 (docs/WIRE.md §3.3).
 ATOM_CACHE_SIZE: Final = 2048
 
 _PASS_THROUGH = 112  # 'p'
@@ -120,11 +121,6 @@ class Tick:
 
 
 @dataclass(frozen=True, slots=True)
-class NeedData:
-    """``next_event`` needs more bytes (or, after EOF, there is nothing left)."""
-
-
-@dataclass(frozen=True, slots=True)
 class ConnectionClosed:
     """The peer closed the connection at a frame boundary (EOF was reported)."""
 
@@ -142,9 +138,9 @@ class BadMessage:
     control: UnknownControl | None = None
 
 
-#: The only instances ever returned; compare with ``is``.
+#: The only instances ever returned; compare with ``is``. (:data:`NEED_DATA` is the one
+#: sentinel of all three machines, from :mod:`erl_interop._events`.)
 TICK: Final = Tick()
-NEED_DATA: Final = NeedData()
 _CLOSED: Final = ConnectionClosed()
 
 Event = ControlMessage | Tick | NeedData | BadMessage | ConnectionClosed
@@ -237,7 +233,7 @@ class Connection:
         self._frags: dict[int, _Reassembly] = {}
         self._frag_bytes = 0
         self._utf8 = bool(self.flags & DistFlags.UTF8_ATOMS)
-        # length placeholder + body start (PROTOCOL.md §3 table)
+        # length placeholder + body start (docs/WIRE.md §3.2)
         self._frame_prefix = b"\0\0\0\0\x83D\x00" if self.header_mode else b"\0\0\0\0p\x83"
         if initial:
             self.receive_data(initial)
@@ -446,6 +442,7 @@ class Connection:
             return self._fatal("fragment header shorter than SequenceId and FragmentId")
         seq, fid = _unpack_seq(data, start + 2)
         frags = self._frags
+        r: _Reassembly | None
         if kind == _FRAG_HEADER:
             if fid == 0:
                 return self._fatal(f"fragmented message {seq} starts with FragmentId 0")
@@ -459,7 +456,7 @@ class Connection:
             r = frags[seq] = _Reassembly(refs, fid - 1, data[q:end])
             self._frag_bytes += r.size
         else:
-            r = frags.get(seq)  # type: ignore[assignment]
+            r = frags.get(seq)
             if r is None:
                 return self._fatal(f"fragment {fid} of unknown fragmented message {seq}")
             if fid != r.next_id:
@@ -553,7 +550,7 @@ class Connection:
 
 
 class TickTimer:
-    """Tick accounting with an injected clock (``net_ticktime`` semantics, PROTOCOL.md §3).
+    """Tick accounting with an injected clock (``net_ticktime`` semantics, docs/WIRE.md §3.1).
 
     The driver reports traffic with :meth:`on_data_received` / :meth:`on_data_sent` and asks
     :meth:`poll` what to do at time ``now`` (any monotonic clock, in seconds):
@@ -571,7 +568,7 @@ class TickTimer:
         if tick_time <= 0:
             raise ValueError("tick_time must be positive")
         self.tick_time = tick_time
-        #: Write silence after which we send a tick: ``net_tickintensity`` 4 (PROTOCOL.md §3).
+        #: Write silence after which we send a tick: ``net_tickintensity`` 4 (docs/WIRE.md §3.1).
         self.send_interval = tick_time / 4
         self.last_received = now
         self.last_sent = now

@@ -1,4 +1,4 @@
-"""Distribution control messages of OTP 25 (PROTOCOL.md §4; erl_dist_protocol.xml).
+"""Distribution control messages of OTP 25 (docs/WIRE.md §4; erl_dist_protocol.xml).
 
 Theory of operation
 -------------------
@@ -36,7 +36,7 @@ with no per-field loops or ``getattr``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Final
+from typing import Any, Callable, ClassVar, Final, cast
 
 from .errors import DistProtocolError
 from .terms import Atom, Pid, Reference
@@ -104,7 +104,7 @@ _PROC = (Pid, Atom, bool, type(None))
 
 
 class ControlMessage:
-    """Base of every control message. ``TAG`` is the wire tag (PROTOCOL.md §4)."""
+    """Base of every control message. ``TAG`` is the wire tag (docs/WIRE.md §4.2)."""
 
     __slots__ = ()
     TAG: ClassVar[int]
@@ -219,7 +219,7 @@ def from_terms(control: Any, payload: Any = MISSING) -> ControlMessage:
 
 
 # ----------------------------------------------------------------------------------------
-# The messages, in tag order (PROTOCOL.md §4).
+# The messages, in tag order (docs/WIRE.md §4.2).
 # ----------------------------------------------------------------------------------------
 
 
@@ -490,9 +490,9 @@ def _strict_mfa(cls: type[SpawnRequest] | type[SpawnRequestTT]) -> None:
     name = "SPAWN_REQUEST" if cls is SpawnRequest else "SPAWN_REQUEST_TT"
 
     def decode(t: tuple[Any, ...], p: Any) -> ControlMessage:
-        msg = inner(t, p)
-        if not _check_mfa(msg.mfa):  # type: ignore[attr-defined]
-            raise DistProtocolError(f"malformed {name} ({cls.TAG}) control message: {{M, F, Arity}} expected, got {msg.mfa!r:.200}")  # type: ignore[attr-defined]
+        msg = cast("SpawnRequest | SpawnRequestTT", inner(t, p))  # inner is the decoder of cls
+        if not _check_mfa(msg.mfa):
+            raise DistProtocolError(f"malformed {name} ({cls.TAG}) control message: {{M, F, Arity}} expected, got {msg.mfa!r:.200}")
         return msg
 
     _DECODERS[cls.TAG] = decode

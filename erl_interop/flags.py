@@ -1,4 +1,4 @@
-"""Distribution capability flags (PROTOCOL.md §2.3; erts/doc/src/erl_dist_protocol.xml)."""
+"""Distribution capability flags (docs/WIRE.md §2.6; erts/doc/src/erl_dist_protocol.xml)."""
 
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ MANDATORY_25 = (
 )
 assert int(MANDATORY_25) == 0x1070F94
 
-#: Flags a node may refuse even when the peer offers them (PROTOCOL.md §2.3).
+#: Flags a node may refuse even when the peer offers them (docs/WIRE.md §2.7).
 REJECTABLE = (
     DistFlags.ATOM_CACHE
     | DistFlags.HIDDEN_ATOM_CACHE

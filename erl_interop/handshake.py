@@ -1,4 +1,4 @@
-"""The distribution handshake (PROTOCOL.md §2), both roles, as one sans-IO state machine.
+"""The distribution handshake (docs/WIRE.md §2), both roles, as one sans-IO state machine.
 
 Theory of operation
 -------------------
@@ -15,9 +15,9 @@ A :class:`Handshake` is bytes in, bytes out and events out, in the h11 style::
             break                                # ev.trailing belongs to the connection
 
 Only the OTP 23+ `N` (version 6) handshake is spoken, as OTP 25 does. Every packet has a
-2-byte big-endian length (§2). The machine is a sequence of *receive steps* named as in
-``dist_util.erl``; each ``_recv_*`` method consumes one packet, checks it, queues the next
-outgoing packet(s) (``_send_*``) and names the following step::
+2-byte big-endian length (docs/WIRE.md §2.1). The machine is a sequence of *receive steps*
+named as in ``dist_util.erl``; each ``_recv_*`` method consumes one packet, checks it, queues
+the next outgoing packet(s) (``_send_*``) and names the following step::
 
     initiator: send_name -> recv_status -> recv_challenge -> send_challenge_reply
                -> recv_challenge_ack -> done
@@ -48,8 +48,9 @@ import logging
 import secrets
 import struct
 from dataclasses import dataclass
-from typing import Callable, Literal, NoReturn, Protocol
+from typing import Callable, Literal, NoReturn, Protocol, cast
 
+from erl_interop._events import NEED_DATA, NeedData
 from erl_interop.errors import HandshakeError, LocalProtocolError
 from erl_interop.flags import DEFAULT_FLAGS, MANDATORY_25, DistFlags
 
@@ -75,7 +76,7 @@ log = logging.getLogger(__name__)
 Role = Literal["initiator", "acceptor"]
 Status = Literal["ok", "ok_simultaneous", "nok", "alive", "not_allowed"]
 
-# --- wire constants (PROTOCOL.md §2.1) ----------------------------------------------------
+# --- wire constants (docs/WIRE.md §2.2) ---------------------------------------------------
 TAG_NAME = ord("N")  # send_name / send_challenge, version 6
 TAG_NAME_OLD = ord("n")  # version 5; OTP 25.0-25.2 closes on it without a status
 TAG_STATUS = ord("s")
@@ -98,24 +99,7 @@ _CHALLENGE_HDR = struct.Struct(">QIIH")  # flags, challenge, creation, name leng
 _U32 = struct.Struct(">I")
 
 
-# --- events -------------------------------------------------------------------------------
-class NeedData:
-    """Sentinel type: the machine needs more bytes before it can produce an event."""
-
-    _instance: "NeedData | None" = None
-
-    def __new__(cls) -> "NeedData":
-        if cls._instance is None:
-            cls._instance = super().__new__(cls)
-        return cls._instance
-
-    def __repr__(self) -> str:
-        return "NEED_DATA"
-
-
-NEED_DATA = NeedData()
-
-
+# --- events (NEED_DATA is shared by all three machines: erl_interop._events) ---------------
 @dataclass(frozen=True, slots=True)
 class NameReceived:
     """Acceptor: the peer's `N` name packet was accepted; ``status`` is what we answered."""
@@ -146,7 +130,7 @@ class ChallengeReceived:
 
 @dataclass(frozen=True, slots=True)
 class HandshakeComplete:
-    """The handshake succeeded; hand the socket to the connected phase (PROTOCOL.md §3).
+    """The handshake succeeded; hand the socket to the connected phase (docs/WIRE.md §3).
 
     ``peer_flags`` is what the peer advertised (``MANDATORY_25_DIGEST`` expanded);
     ``flags`` is what is in force: our flags ∩ the peer's, as ``dist_util:adjust_flags``.
@@ -169,7 +153,7 @@ class HandshakePolicy(Protocol):
     """What the node runtime decides during a handshake (``net_kernel``'s part in OTP)."""
 
     def accept_pending(self, peer_name: str, peer_flags: DistFlags, peer_creation: int) -> Status:
-        """Acceptor: the status to send to ``peer_name`` (PROTOCOL.md §2.2)."""
+        """Acceptor: the status to send to ``peer_name`` (docs/WIRE.md §2.4)."""
         ...
 
     def answer_alive(self, peer_name: str) -> bool:
@@ -193,7 +177,7 @@ _DEFAULT_POLICY = DefaultPolicy()
 
 # --- helpers ------------------------------------------------------------------------------
 def gen_digest(challenge: int, cookie: bytes) -> bytes:
-    """``MD5(cookie ++ decimal(challenge))`` (PROTOCOL.md §2.1, ``dist_util:gen_digest/2``)."""
+    """``MD5(cookie ++ decimal(challenge))`` (docs/WIRE.md §2.3, ``dist_util:gen_digest/2``)."""
     return hashlib.md5(cookie + str(challenge).encode("ascii")).digest()
 
 
@@ -214,7 +198,8 @@ def _is_node_name(name: str) -> bool:
 
 
 def _expand(flags: int) -> DistFlags:
-    """The peer's flags with ``MANDATORY_25_DIGEST`` read as the whole mandatory set (§2.3)."""
+    """The peer's flags with ``MANDATORY_25_DIGEST`` read as the whole mandatory set
+    (docs/WIRE.md §2.7)."""
     f = DistFlags(flags)
     if f & DistFlags.MANDATORY_25_DIGEST:
         f |= MANDATORY_25
@@ -343,7 +328,7 @@ class Handshake:
             self.step = "failed"
         return self._error
 
-    # -- framing (2-byte length, PROTOCOL.md §2) --------------------------------------------
+    # -- framing (2-byte length, docs/WIRE.md §2.1) -----------------------------------------
     def _take_packet(self) -> bytes | None:
         buf = self._inbuf
         if len(buf) >= 2:
@@ -417,7 +402,7 @@ class Handshake:
         status = packet[1:].decode("latin-1")
         if status in ("ok", "ok_simultaneous"):
             self.step = "recv_challenge"
-            self._events.append(StatusReceived(status))  # type: ignore[arg-type]
+            self._events.append(StatusReceived(cast(Status, status)))  # one of the two just tested
         elif status in ("nok", "not_allowed"):
             self._fail(status, f"{self.peer_name} answered {status!r}")
         elif status == "alive":

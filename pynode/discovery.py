@@ -34,11 +34,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
 from erl_interop.aio import resolve_host
+from erl_interop.epmd.client import names
 from erl_interop.errors import EpmdError, HandshakeError
 from erl_interop.terms import Atom
 
 from .config import ConfigError, parse_terms
-from .process import Process, ReceiveTimeout
+from .core import Process, ReceiveTimeout
 
 if TYPE_CHECKING:
     from .node import Node
@@ -323,8 +324,6 @@ class Discovery:
             return None
 
     async def _names(self, host: str, timeout: float) -> list[tuple[str, int]] | None:
-        from erl_interop.epmd.client import names
-
         try:
             return await names(resolve_host(host), epmd_port=self.node.epmd_port, timeout=timeout)
         except (OSError, EpmdError, asyncio.TimeoutError, TimeoutError) as e:

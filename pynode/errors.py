@@ -17,7 +17,7 @@ terms, never strings:
 Timeouts of a local wait are Python's ``TimeoutError`` (``Process.receive`` raises its
 subclass ``ReceiveTimeout``, Erlang's ``after``; ``registry.wait_for`` raises it as
 ``gproc:await`` exits with ``timeout``). A kill is not an error: it reaches a process as
-:class:`pynode.process.Exit`, a ``BaseException``, so ``except Exception`` cannot swallow it.
+:class:`pynode.core.Exit`, a ``BaseException``, so ``except Exception`` cannot swallow it.
 The wire layer has its own taxonomy (:mod:`erl_interop.errors`).
 """
 

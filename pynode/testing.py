@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import fcntl
 import inspect
 import itertools
 import os
@@ -23,6 +24,7 @@ import threading
 import time
 import uuid
 from collections import deque
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from erl_interop import decode
@@ -152,9 +154,6 @@ def compile_mix_project(project: str, mix_env: str = "dev", timeout: float = 300
     workers, benchmarks); a compile with nothing to do returns in about a second. Raises
     ``RuntimeError`` with mix's output when the compile fails. Returns ``project``.
     """
-    import fcntl
-    from pathlib import Path
-
     lock_path = Path(project) / "_build" / ".pynode-compile.lock"
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, MIX_ENV=mix_env)

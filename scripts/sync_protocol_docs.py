@@ -16,10 +16,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # (document, file, prefix put before each line of the copy)
 TARGETS = [
-    ("docs/REGISTRY_PROTOCOL.md", "pynode/registry.py", ""),
+    ("docs/REGISTRY_PROTOCOL.md", "pynode/registry/protocol.py", ""),
     ("docs/REGISTRY_PROTOCOL.md", "mix_compat/lib/pynode/registry_impl.ex", "  #"),
     ("docs/JOBS_PROTOCOL.md", "mix_compat/lib/pynode/jobs/host.ex", "  #"),
-    ("docs/JOBS_PROTOCOL.md", "pynode/jobs.py", ""),
+    ("docs/JOBS_PROTOCOL.md", "pynode/jobs/protocol.py", ""),
 ]
 
 

@@ -1,5 +1,5 @@
 """asyncio handshake drivers: Python <-> Python over loopback, timeouts, and interop with a
-real OTP 25 node in both directions (PROTOCOL.md §2). Interop tests fail when `erl` is missing."""
+real OTP 25 node in both directions (docs/WIRE.md §2). Interop tests fail when `erl` is missing."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Connected phase (PROTOCOL.md §3): framing, pass-through and header bodies, the atom cache,
+"""Connected phase (docs/WIRE.md §3): framing, pass-through and header bodies, the atom cache,
 fragments, errors that keep the link versus errors that end it, tick accounting; and a live
 OTP 25 peer with DIST_HDR_ATOM_CACHE|FRAGMENTS and with pass-through packets."""
 
@@ -633,7 +633,7 @@ async def _live(erl: Any, py_name: str, flags: DistFlags) -> None:
         assert len(got) == 301
         for i, m in enumerate(got[1:], 1):
             assert m == (Atom("small"), i, Atom(f"atom_{i}"), Atom("åäö"), Atom(erl.name))
-        # 200 KB came as fragments of ~64 KiB, atoms through the cache (PROTOCOL.md §3)
+        # 200 KB came as fragments of ~64 KiB, atoms through the cache (docs/WIRE.md §3.4)
         assert (conn.fragment_packets >= 4) == bool(flags & DistFlags.FRAGMENTS)
         assert (conn.cache_entries >= 300) == bool(flags & DistFlags.DIST_HDR_ATOM_CACHE)
 

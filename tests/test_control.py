@@ -1,4 +1,4 @@
-"""Control messages (PROTOCOL.md §4): every OTP 25 tag round-trips exactly, malformed tuples
+"""Control messages (docs/WIRE.md §4): every OTP 25 tag round-trips exactly, malformed tuples
 raise DistProtocolError naming the tag, unknown tags become UnknownControl."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""EPMD (PROTOCOL.md §1): the sans-IO codec (whole, byte by byte, with junk, fuzzed), our server
+"""EPMD (docs/WIRE.md §1): the sans-IO codec (whole, byte by byte, with junk, fuzzed), our server
 and client paired in-process, and interop with OTP 25's real ``epmd`` and real ``erl`` nodes."""
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from erl_interop.epmd import (
     register,
 )
 from erl_interop.epmd.proto import (
+    NEED_DATA,
     Alive2Request,
     Alive2Response,
     Alive2ResponseParser,
@@ -50,7 +51,7 @@ from erl_interop.epmd.proto import (
     encode_port_please2_req,
     encode_stop_req,
 )
-from erl_interop.errors import EpmdError, LocalProtocolError
+from erl_interop.errors import EpmdError, EpmdLocalError, LocalProtocolError
 from pynode.testing import BeamNode, await_until, unique_name, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,20 +105,20 @@ async def raw(port: int, data: bytes, *, eof: bool = True) -> bytes:
 
 
 def feed_whole(parser: Any, data: bytes, eof: bool = False) -> Any:
-    parser.feed(data)
+    parser.receive_data(data)
     if eof:
-        parser.feed_eof()
+        parser.receive_data(b"")
     return parser.next_event()
 
 
 def feed_bytewise(parser: Any, data: bytes, eof: bool = False) -> Any:
-    event = None
+    event = NEED_DATA
     for i in range(len(data)):
-        assert event is None, f"event before the last byte (at {i})"
-        parser.feed(data[i : i + 1])
+        assert event is NEED_DATA, f"event before the last byte (at {i})"
+        parser.receive_data(data[i : i + 1])
         event = parser.next_event()
     if eof:
-        parser.feed_eof()
+        parser.receive_data(b"")
         event = parser.next_event()
     return event
 
@@ -175,7 +176,7 @@ def test_other_requests(packet, expected, feed):
 def test_malformed_requests(packet, message):
     p = RequestParser()
     with pytest.raises(EpmdError, match=message):
-        p.feed(packet)
+        p.receive_data(packet)
         p.next_event()
 
 
@@ -183,7 +184,18 @@ def test_request_parser_rejects_bytes_after_the_request():
     p = RequestParser()
     assert feed_whole(p, encode_names_req()) == NamesRequest()
     with pytest.raises(EpmdError):
-        p.feed(b"x")
+        p.receive_data(b"x")
+
+
+def test_request_parser_end_of_input():
+    p = RequestParser()
+    p.receive_data(encode_names_req()[:1])
+    assert p.next_event() is NEED_DATA
+    p.receive_data(b"")
+    with pytest.raises(EpmdError, match="incomplete EPMD request"):
+        p.next_event()
+    with pytest.raises(EpmdLocalError, match="after the end of input"):
+        p.receive_data(b"\x00")
 
 
 def _alive2_body(name: bytes, extra: bytes = b"", high: int = 6) -> bytes:
@@ -242,7 +254,7 @@ def test_alive2_responses(feed):
 
 def test_alive2_response_junk_and_truncation():
     p = Alive2ResponseParser()
-    p.feed(bytes.fromhex("76006b0c2b47") + b"junk")
+    p.receive_data(bytes.fromhex("76006b0c2b47") + b"junk")
     assert p.next_event() == Alive2Response(0, 1795959623, True)
     assert p.unused_data == b"junk"
     with pytest.raises(EpmdError, match="expected ALIVE2_X_RESP"):
@@ -265,7 +277,7 @@ def test_port2_response_known_bytes_not_found_junk_truncation():
     assert feed_bytewise(Port2ResponseParser(), b"\x77\x01") == Port2Response(1, None)
     assert encode_port2_resp(None) == b"\x77\x01"
     p = Port2ResponseParser()
-    p.feed(found + b"zz")
+    p.receive_data(found + b"zz")
     assert p.next_event().node.name == "a" and p.unused_data == b"zz"
     with pytest.raises(EpmdError, match="incomplete PORT2"):
         feed_whole(Port2ResponseParser(), found[:-1], eof=True)
@@ -285,8 +297,13 @@ def test_names_response(feed):
 
 def test_names_response_needs_eof_and_rejects_junk():
     p = NamesResponseParser()
-    p.feed(b"\x00\x00\x11\x11name a at port 5000\n")
-    assert p.next_event() is None  # complete only when the server closes
+    p.receive_data(b"\x00\x00\x11\x11name a at port 5000\n")
+    assert p.next_event() is NEED_DATA  # complete only when the server closes
+    p.receive_data(b"")
+    assert p.next_event() == NamesResponse(4369, (("a", 5000),))
+    assert p.next_event() == NamesResponse(4369, (("a", 5000),))  # and again, as the others
+    with pytest.raises(EpmdLocalError, match="after the end of input"):
+        p.receive_data(b"x")
     for bad, msg in [
         (b"\x00\x00\x11\x11name a at port 5000", "truncated line"),
         (b"\x00\x00\x11\x11nome a at port 5000\n", "malformed NAMES line"),
@@ -305,9 +322,10 @@ def test_fuzz_only_epmd_errors_escape(data, eof):
     for cls in (RequestParser, Alive2ResponseParser, Port2ResponseParser, NamesResponseParser):
         p = cls()
         try:
-            p.feed(data)
-            if eof and cls is not RequestParser:
-                p.feed_eof()
+            if data:  # b"" would be the end of input
+                p.receive_data(data)
+            if eof:
+                p.receive_data(b"")
             p.next_event()
         except EpmdError:
             pass
@@ -489,6 +507,21 @@ def test_epmd_port_defaults_to_env(monkeypatch):
 def test_client_errors_when_nothing_listens():
     with pytest.raises(EpmdError, match="cannot connect"):
         run(names(epmd_port=free_port()))
+
+
+def test_local_failures_are_epmd_local_errors_not_epmd_errors(monkeypatch):
+    # This side's fault (errors.py): a bad $ERL_EPMD_PORT, a name EPMD cannot carry, our
+    # own EPMD server not coming up. Still LocalProtocolErrors, as pynode.dist catches them.
+    monkeypatch.setenv("ERL_EPMD_PORT", "epmd")
+    for call in (names(), port_please("py"), register("py", 1)):
+        with pytest.raises(EpmdLocalError, match="ERL_EPMD_PORT") as info:
+            run(call)
+        assert isinstance(info.value, LocalProtocolError) and not isinstance(info.value, EpmdError)
+    with pytest.raises(EpmdLocalError, match="give EPMD the alive part only"):
+        run(port_please("py@host", epmd_port=free_port()))
+    # 203.0.113.1 (TEST-NET-3) is no address of this host: the server we start cannot bind.
+    with pytest.raises(EpmdLocalError, match="exited with status"):
+        run(ensure_epmd(free_port(), listen="203.0.113.1"))
 
 
 # -- interop with the real epmd and real erl nodes -------------------------------------------------

@@ -1,4 +1,4 @@
-"""Paired sans-IO handshake machines (PROTOCOL.md §2): both roles, whole / byte-by-byte /
+"""Paired sans-IO handshake machines (docs/WIRE.md §2): both roles, whole / byte-by-byte /
 with trailing connected-phase bytes, and every refusal path. Only HandshakeError escapes."""
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ import pytest
 from erl_interop.terms import Atom, Pid
 from pynode import jobs
 from pynode.errors import CallError
-from pynode.genserver import GenServer
+from pynode.otp.gen_server import GenServer
 from pynode.jobs import HOST_KEY, PYNODE_JOB, job_key
 from pynode.node import Node
 from pynode.testing import BeamNode, await_until, compile_mix_project, read_until, test_cookie, unique_name

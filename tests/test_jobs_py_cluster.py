@@ -17,7 +17,7 @@ from erl_interop.terms import Atom, Pid
 from pynode import jobs
 from pynode.jobs import HOST_KEY, JobKind, Reply, job_key, job_kind
 from pynode.node import Node
-from pynode.process import KILLED
+from pynode.core.process import KILLED
 from pynode.testing import read_until, test_cookie, unique_name
 
 from node_helpers import run, wait_for

@@ -25,6 +25,7 @@ from pynode.jobs import (
     results_binary,
     retryable,
 )
+from pynode.jobs.client import _unwrap
 
 A = Atom
 
@@ -252,10 +253,10 @@ def test_retryable_exit_reasons():
 
 
 def test_unwrap_and_defaults():
-    assert jobs._unwrap((A("ok"), [1])) == [1]
-    assert jobs._unwrap((A("error"), A("no_such_job"))) == (A("error"), A("no_such_job"))
-    assert jobs._unwrap((A("error"), A("no_such_job")), missing=None) is None
-    assert jobs._unwrap((A("error"), A("timeout"))) == (A("error"), A("timeout"))
+    assert _unwrap((A("ok"), [1])) == [1]
+    assert _unwrap((A("error"), A("no_such_job"))) == (A("error"), A("no_such_job"))
+    assert _unwrap((A("error"), A("no_such_job")), missing=None) is None
+    assert _unwrap((A("error"), A("timeout"))) == (A("error"), A("timeout"))
     d = jobs.DEFAULTS
     assert (d["work_ms"], d["result_ttl"], d["replicas"], d["job_timeout"], d["missing_grace"]) == (2000, 600_000, 1, 15_000, 3_000)
     assert (jobs.BACKOFF_FIRST, jobs.BACKOFF_MAX, jobs.RECENT_MAX) == (0.010, 0.200, 64)

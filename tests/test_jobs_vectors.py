@@ -1,5 +1,5 @@
-"""The job rules against the shared vectors (docs/vectors/jobs.terms), and the module header
-against docs/JOBS_PROTOCOL.md. The Elixir suite reads the same vectors
+"""The job rules against the shared vectors (docs/vectors/jobs.terms), and the header of
+pynode/jobs/protocol.py against docs/JOBS_PROTOCOL.md. The Elixir suite reads the same vectors
 (mix_compat/test/pynode/jobs_vectors_test.exs)."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import pytest
 from erl_interop import encode
 from erl_interop.terms import Atom
 from pynode import jobs
+from pynode.jobs import protocol
 from pynode.config import parse_terms
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,7 +77,7 @@ def test_recent_merge(vec: tuple[Any, ...]) -> None:
 
 def test_module_header_repeats_the_protocol_doc_verbatim() -> None:
     doc = (ROOT / "docs" / "JOBS_PROTOCOL.md").read_text().rstrip("\n")
-    header = jobs.__doc__ or ""
+    header = protocol.__doc__ or ""
     begin, end = "--- BEGIN docs/JOBS_PROTOCOL.md ---\n", "\n--- END docs/JOBS_PROTOCOL.md ---"
     assert begin in header and end in header
     assert header.split(begin, 1)[1].split(end, 1)[0] == doc

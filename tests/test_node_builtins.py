@@ -10,8 +10,8 @@ import logging
 import pytest
 
 from pynode.errors import ErlangError, RpcError, Throw
-from pynode.process import Exit, Process
-from pynode.rpc import erpc_call, rpc_call
+from pynode.core.process import Exit, Process
+from pynode.otp.rpc import erpc_call, rpc_call
 from pynode.testing import test_cookie
 
 from node_helpers import A, beam, ev, py_node, run, wait_for  # noqa: F401  (beam is a fixture)

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from pynode.genserver import GenServer
+from pynode.otp.gen_server import GenServer
 
 from node_helpers import A, beam, Mailbox, erl_recv, ev, py_node, run, wait_for  # noqa: F401  (beam is a fixture)
 

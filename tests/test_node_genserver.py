@@ -12,8 +12,8 @@ import pytest
 
 from erl_interop.terms import Pid
 from pynode.errors import CallError
-from pynode.genserver import NOREPLY, GenServer, Stop
-from pynode.process import Process
+from pynode.otp.gen_server import NOREPLY, GenServer, Stop
+from pynode.core.process import Process
 
 from node_helpers import A, beam, Mailbox, beam_wait, ev, py_node, run, wait_for  # noqa: F401  (beam is a fixture)
 

@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from erl_interop.terms import Reference
-from pynode.process import Exit, Process, ReceiveTimeout
+from pynode.core.process import Exit, Process, ReceiveTimeout
 
 from node_helpers import A, beam, Mailbox, beam_wait, erl_recv, ev, py_node, run, wait_for  # noqa: F401  (beam is a fixture)
 

@@ -15,7 +15,7 @@ from erl_interop import encode
 from erl_interop.terms import Atom, Map, Pid
 from pynode.errors import ErlangError
 from pynode.node import Node
-from pynode.process import Process
+from pynode.core.process import Process
 from pynode.registry import (
     REGISTRY_NAME,
     Mirror,
@@ -554,10 +554,10 @@ def test_encode_of_key_in_messages_is_exact():
 
 
 def test_module_header_repeats_the_protocol_doc_verbatim():
-    """docs/REGISTRY_PROTOCOL.md is the contract; pynode/registry.py repeats it word for word."""
+    """docs/REGISTRY_PROTOCOL.md is the contract; pynode/registry/protocol.py repeats it word for word."""
     from pathlib import Path
 
-    import pynode.registry as mod
+    import pynode.registry.protocol as mod
 
     doc = (Path(__file__).resolve().parents[1] / "docs" / "REGISTRY_PROTOCOL.md").read_text().rstrip("\n")
     header = mod.__doc__ or ""

@@ -1,4 +1,4 @@
-"""EPMD, the Erlang port mapper (PROTOCOL.md §1): a sans-IO codec (:mod:`.proto`), an asyncio
+"""EPMD, the Erlang port mapper (docs/WIRE.md §1): a sans-IO codec (:mod:`.proto`), an asyncio
 client (:mod:`.client`) and an asyncio server (:mod:`.server`, ``python -m erl_interop.epmd``)."""
 
 from __future__ import annotations
@@ -6,11 +6,13 @@ from __future__ import annotations
 from .client import Registration, ensure_epmd, epmd_port_from_env, names, port_please, register
 from .proto import (
     EPMD_PORT,
+    NEED_DATA,
     NODE_TYPE_HIDDEN,
     NODE_TYPE_NORMAL,
     Alive2Request,
     Alive2Response,
     DumpRequest,
+    EpmdParser,
     KillRequest,
     NamesRequest,
     NamesResponse,
@@ -34,6 +36,8 @@ __all__ = [
     "ensure_epmd",
     "epmd_port_from_env",
     "EpmdServer",
+    "NEED_DATA",
+    "EpmdParser",
     "RequestParser",
     "Alive2Request",
     "PortPlease2Request",

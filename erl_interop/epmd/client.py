@@ -2,16 +2,23 @@
 
 Theory of operation
 -------------------
-Each call opens one TCP connection to EPMD, writes one request built by :mod:`.proto`, feeds
-what comes back to the matching response parser until it yields the reply, and closes —
-except :func:`register`, whose connection *is* the registration: EPMD frees the name when that
-socket closes (PROTOCOL.md §1). The returned :class:`Registration` owns the socket and one
+Each call opens one TCP connection to EPMD, writes one request built by :mod:`.proto`, gives
+what comes back to the matching response parser (``receive_data``, ``b""`` at EOF) until
+``next_event()`` yields the reply instead of ``NEED_DATA``, and closes — except
+:func:`register`, whose connection *is* the registration: EPMD frees the name when that
+socket closes (docs/WIRE.md §1.3). The returned :class:`Registration` owns the socket and one
 watcher task that reads it; EPMD never sends anything after the ALIVE2 reply, so the watcher
 only ever learns that the socket closed, and then sets :attr:`Registration.closed`.
 
 :func:`ensure_epmd` gives a node an EPMD when none answers: it starts this package's server
 (``python -m erl_interop.epmd --daemon``) in its own session with stdio on ``/dev/null``, so it
 outlives the caller as ``epmd -daemon`` does for ``erl``, then waits until it answers.
+
+Errors (:mod:`erl_interop.errors`): :class:`EpmdError` when the EPMD at the other end refuses
+(the name is taken), cannot be reached, or answers something malformed;
+:class:`EpmdLocalError` for what is wrong on this side: a name EPMD cannot carry, an
+``$ERL_EPMD_PORT`` that is not a port number, an EPMD server that :func:`ensure_epmd` started
+but that exited or never answered.
 """
 
 from __future__ import annotations
@@ -23,14 +30,16 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
-from erl_interop.errors import EpmdError
+from erl_interop.errors import EpmdError, EpmdLocalError
 
 from .proto import (
     EPMD_PORT,
+    NEED_DATA,
     NODE_TYPE_HIDDEN,
     Alive2ResponseParser,
+    EpmdParser,
     NamesResponseParser,
     NodeInfo,
     Port2ResponseParser,
@@ -44,9 +53,12 @@ __all__ = ["Registration", "register", "port_please", "names", "ensure_epmd", "e
 _READ_SIZE = 4096
 _ENSURE_TIMEOUT = 5.0  # how long a freshly started EPMD gets to answer
 
+E = TypeVar("E")
+
 
 def epmd_port_from_env(epmd_port: int | None = None) -> int:
-    """``epmd_port`` if given, else ``$ERL_EPMD_PORT``, else 4369 (PROTOCOL.md §1)."""
+    """``epmd_port`` if given, else ``$ERL_EPMD_PORT``, else 4369 (docs/WIRE.md §1.1).
+    Raises :class:`EpmdLocalError` when ``$ERL_EPMD_PORT`` is not a number."""
     if epmd_port is not None:
         return epmd_port
     env = os.environ.get("ERL_EPMD_PORT")
@@ -54,7 +66,7 @@ def epmd_port_from_env(epmd_port: int | None = None) -> int:
         try:
             return int(env)
         except ValueError:
-            raise EpmdError(f"ERL_EPMD_PORT is not a port number: {env!r}") from None
+            raise EpmdLocalError(f"ERL_EPMD_PORT is not a port number: {env!r}") from None
     return EPMD_PORT
 
 
@@ -71,23 +83,20 @@ async def _close(writer: asyncio.StreamWriter) -> None:
         await writer.wait_closed()
 
 
-async def _read_reply(reader: asyncio.StreamReader, parser: Any) -> Any:
-    """Feed ``parser`` from ``reader`` until it yields its event (EOF included)."""
+async def _read_reply(reader: asyncio.StreamReader, parser: EpmdParser[E]) -> E:
+    """Give ``parser`` what ``reader`` reads (``b""`` at EOF) until it yields its reply."""
     while True:
         event = parser.next_event()
-        if event is not None:
+        if event is not NEED_DATA:
             return event
         try:
             data = await reader.read(_READ_SIZE)
         except OSError as e:
             raise EpmdError(f"epmd connection failed while reading the reply: {e}") from e
-        if data:
-            parser.feed(data)
-        else:
-            parser.feed_eof()
+        parser.receive_data(data)
 
 
-async def _one_shot(host: str, port: int, packet: bytes, parser: Any, timeout: float) -> Any:
+async def _one_shot(host: str, port: int, packet: bytes, parser: EpmdParser[E], timeout: float) -> E:
     async with asyncio.timeout(timeout):
         reader, writer = await _connect(host, port)
         try:
@@ -188,7 +197,8 @@ async def register(
 ) -> Registration:
     """Register alive name ``name`` listening on ``port``; the registration lives as long as
     the returned :class:`Registration` stays open. Raises :class:`EpmdError` when EPMD refuses
-    (the name is taken) or cannot be reached."""
+    (the name is taken) or cannot be reached, :class:`EpmdLocalError` for a name EPMD cannot
+    carry or a bad ``$ERL_EPMD_PORT``."""
     node = NodeInfo(name, port, node_type, protocol, high, low, bytes(extra))
     packet = encode_alive2_req(node)
     epmd = epmd_port_from_env(epmd_port)
@@ -214,7 +224,7 @@ async def port_please(
     reply = await _one_shot(
         host, epmd_port_from_env(epmd_port), encode_port_please2_req(name), Port2ResponseParser(), timeout
     )
-    return reply.node  # type: ignore[no-any-return]
+    return reply.node
 
 
 async def names(host: str = "127.0.0.1", epmd_port: int | None = None, timeout: float = 5.0) -> list[tuple[str, int]]:
@@ -245,6 +255,7 @@ async def ensure_epmd(
     If nothing does, start ``python -m erl_interop.epmd --daemon`` detached (new session, stdio on
     ``/dev/null``) so it outlives the caller, and wait up to ~5 s until it answers. Returns
     ``True`` if it started one. ``pidfile``, if given, is where the daemon writes its pid.
+    Raises :class:`EpmdLocalError` if the server it started exits or does not answer in time.
     ``listen``: the addresses it binds (comma-separated); by default ``$ERL_EPMD_ADDRESS``
     when set, else every IPv4 interface, as OTP's ``epmd`` does, so that nodes on other
     hosts can look names up here (discovery's ``hosts``, ``net_adm:names/1``).
@@ -283,8 +294,8 @@ async def ensure_epmd(
             # Lost a race with another starter? Then someone answers now; else it failed.
             if await _answers(host, port):
                 return False
-            raise EpmdError(f"the epmd server started on {host}:{port} exited with status {proc.returncode}")
+            raise EpmdLocalError(f"the epmd server started on {host}:{port} exited with status {proc.returncode}")
         if time.monotonic() > deadline:
-            raise EpmdError(f"the epmd server started on {host}:{port} (pid {proc.pid}) did not answer in time")
+            raise EpmdLocalError(f"the epmd server started on {host}:{port} (pid {proc.pid}) did not answer in time")
         await asyncio.sleep(delay)
         delay = min(delay * 2, 0.2)

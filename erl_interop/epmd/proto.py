@@ -1,4 +1,4 @@
-"""The EPMD wire format, sans-IO (PROTOCOL.md §1).
+"""The EPMD wire format, sans-IO (docs/WIRE.md §1).
 
 Theory of operation
 -------------------
@@ -7,26 +7,36 @@ then a body whose first byte names the request. Replies carry no length prefix; 
 is delimited by its own layout (ALIVE2, PORT2) or by the server closing the connection (NAMES,
 DUMP). After ALIVE2 the connection stays open for as long as the registration lives.
 
-Client side: ``encode_*_req`` build request packets; a response parser (:class:`Alive2ResponseParser`,
-:class:`Port2ResponseParser`, :class:`NamesResponseParser`) is fed reply bytes as they arrive with
-``feed(data)`` (and ``feed_eof()`` when the server closes) and ``next_event()`` returns the reply
-once it is complete, ``None`` until then.
+The parsers are machines with the vocabulary of the handshake and the connection
+(:mod:`erl_interop._events`): ``receive_data(data)`` with the bytes read,
+``receive_data(b"")`` when the other end closed, and ``next_event()``, which returns the one
+message of the connection once it is complete (and the same message on every later call), or
+:data:`NEED_DATA` until then. Each is an :class:`EpmdParser` of the message it yields.
 
-Server side: a :class:`RequestParser` is fed the bytes of one connection and ``next_event()``
-returns the one request once its packet is complete; ``encode_*_resp`` build the replies.
+Client side: ``encode_*_req`` build request packets; a response parser
+(:class:`Alive2ResponseParser`, :class:`Port2ResponseParser`, :class:`NamesResponseParser`)
+is given the reply bytes as they arrive. A NAMES reply is complete only at the end of input.
 
-Every malformed input raises :class:`~erl_interop.errors.EpmdError` (the peer's fault); a caller
-asking to encode something EPMD cannot carry gets
-:class:`~erl_interop.errors.LocalProtocolError`. Every size a peer claims is checked against the
-bytes present and against the limits below before it is used.
+Server side: a :class:`RequestParser` is given the bytes of one connection and
+``next_event()`` returns the one request once its packet is complete; ``encode_*_resp``
+build the replies.
+
+Every malformed input, and the end of input before a complete message, raises
+:class:`~erl_interop.errors.EpmdError` (the other end's fault); a caller asking to encode
+something EPMD cannot carry, or giving a parser bytes after the end of input, gets
+:class:`~erl_interop.errors.EpmdLocalError`, a
+:class:`~erl_interop.errors.LocalProtocolError`. Every size a peer claims is checked against
+the bytes present and against the limits below (docs/WIRE.md §1.4) before it is used.
 """
 
 from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
+from typing import ClassVar, Generic, TypeVar
 
-from erl_interop.errors import EpmdError, LocalProtocolError
+from erl_interop._events import NEED_DATA, NeedData
+from erl_interop.errors import EpmdError, EpmdLocalError
 
 __all__ = [
     "EPMD_PORT",
@@ -57,6 +67,9 @@ __all__ = [
     "Alive2Response",
     "Port2Response",
     "NamesResponse",
+    "NEED_DATA",
+    "NeedData",
+    "EpmdParser",
     "RequestParser",
     "Alive2ResponseParser",
     "Port2ResponseParser",
@@ -74,10 +87,10 @@ __all__ = [
     "parse_names_text",
 ]
 
-# -- constants (PROTOCOL.md §1) -----------------------------------------------------------------
+# -- constants (docs/WIRE.md §1.2) --------------------------------------------------------------
 
 EPMD_PORT = 4369
-"""Default EPMD port (PROTOCOL.md §1); ``ERL_EPMD_PORT`` overrides it."""
+"""Default EPMD port (docs/WIRE.md §1.1); ``ERL_EPMD_PORT`` overrides it."""
 
 ALIVE2_REQ = 120
 ALIVE2_X_RESP = 118  # creation u32; OTP 25 sends it when HighestVer >= 6 [V]
@@ -94,7 +107,8 @@ NODE_TYPE_HIDDEN = 72  # 'H'
 PROTOCOL_TCP_IPV4 = 0
 
 # Limits, each the one OTP 25's epmd applies (erts/epmd/src/epmd_int.h, epmd_srv.c), checked
-# against a live epmd 25.2: a body of 3057 bytes is read, 3058 is "invalid packet size".
+# against a live epmd 25.2: a body of 3057 bytes is read, 3058 is "invalid packet size"
+# (docs/WIRE.md §1.4).
 MAX_REQUEST_SIZE = 3057
 """Largest request body epmd reads (its INBUF_SIZE is 3060, the 2-byte header included)."""
 MAX_NAME_BYTES = 1020
@@ -202,30 +216,30 @@ class NamesResponse:
 
 def _packet(body: bytes) -> bytes:
     if len(body) > MAX_REQUEST_SIZE:
-        raise LocalProtocolError(f"EPMD request of {len(body)} bytes exceeds epmd's limit of {MAX_REQUEST_SIZE}")
+        raise EpmdLocalError(f"EPMD request of {len(body)} bytes exceeds epmd's limit of {MAX_REQUEST_SIZE}")
     return struct.pack(">H", len(body)) + body
 
 
 def _check_name(name: str) -> bytes:
     if not isinstance(name, str) or not name:
-        raise LocalProtocolError(f"node alive name must be a non-empty str, got {name!r}")
+        raise EpmdLocalError(f"node alive name must be a non-empty str, got {name!r}")
     if "@" in name or "\x00" in name:
-        raise LocalProtocolError(f"give EPMD the alive part only, without '@' or NUL: {name!r}")
+        raise EpmdLocalError(f"give EPMD the alive part only, without '@' or NUL: {name!r}")
     raw = name.encode("utf-8")
     if len(name) > MAX_NAME_CHARS or len(raw) > MAX_NAME_BYTES:
-        raise LocalProtocolError(f"node alive name longer than {MAX_NAME_CHARS} characters: {name[:40]!r}...")
+        raise EpmdLocalError(f"node alive name longer than {MAX_NAME_CHARS} characters: {name[:40]!r}...")
     return raw
 
 
 def _check_u16(what: str, value: int) -> int:
     if not isinstance(value, int) or not 0 <= value <= 0xFFFF:
-        raise LocalProtocolError(f"{what} must be an integer in 0..65535, got {value!r}")
+        raise EpmdLocalError(f"{what} must be an integer in 0..65535, got {value!r}")
     return value
 
 
 def _check_u8(what: str, value: int) -> int:
     if not isinstance(value, int) or not 0 <= value <= 0xFF:
-        raise LocalProtocolError(f"{what} must be an integer in 0..255, got {value!r}")
+        raise EpmdLocalError(f"{what} must be an integer in 0..255, got {value!r}")
     return value
 
 
@@ -234,7 +248,7 @@ def encode_alive2_req(node: NodeInfo) -> bytes:
     raw = _check_name(node.name)
     extra = bytes(node.extra)
     if len(extra) > MAX_EXTRA_BYTES:
-        raise LocalProtocolError(f"Extra of {len(extra)} bytes exceeds epmd's limit of {MAX_EXTRA_BYTES}")
+        raise EpmdLocalError(f"Extra of {len(extra)} bytes exceeds epmd's limit of {MAX_EXTRA_BYTES}")
     head = _ALIVE2_HEAD.pack(
         ALIVE2_REQ,
         _check_u16("port", node.port),
@@ -306,6 +320,69 @@ def encode_dump_resp(
     for name, port, fd in unused:
         out.append(f"old/unused name <{name}>, port = {port}, fd = {fd} \n\x00".encode("utf-8"))
     return b"".join(out)
+
+
+# -- the parsers' common machine ---------------------------------------------------------------
+
+
+E = TypeVar("E")
+
+
+class EpmdParser(Generic[E]):
+    """One EPMD connection's single message (a request, or a reply), parsed as it arrives.
+
+    ``receive_data(data)`` with the bytes read, ``receive_data(b"")`` when the other end
+    closed; ``next_event()`` returns the message once it is complete, the same message on
+    every later call, and :data:`NEED_DATA` until then. It raises
+    :class:`~erl_interop.errors.EpmdError` on malformed input and when the input ended
+    before the message did; ``receive_data`` after the end of input raises
+    :class:`~erl_interop.errors.EpmdLocalError`.
+
+    Subclasses implement ``_parse(buf, eof) -> (message, bytes used) | None``.
+    """
+
+    __slots__ = ("_buf", "_eof", "_event", "_used")
+    _what: ClassVar[str] = "EPMD message"
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._eof = False
+        self._event: E | None = None
+        self._used = 0
+
+    def receive_data(self, data: bytes) -> None:
+        """Bytes read from the other end; ``b""`` means it closed (end of input)."""
+        if self._eof:
+            raise EpmdLocalError("receive_data after the end of input")
+        if not data:
+            self._eof = True
+            return
+        self._accept(data)
+
+    def _accept(self, data: bytes) -> None:
+        self._buf += data
+        if self._event is None and len(self._buf) > MAX_NAMES_REPLY:
+            raise EpmdError(f"{self._what} larger than {MAX_NAMES_REPLY} bytes")
+
+    @property
+    def unused_data(self) -> bytes:
+        """Bytes received past the end of the complete message."""
+        return bytes(self._buf[self._used :]) if self._event is not None else b""
+
+    def next_event(self) -> E | NeedData:
+        """The message, or :data:`NEED_DATA`. Raises :class:`EpmdError` (see the class)."""
+        if self._event is not None:
+            return self._event
+        parsed = self._parse(bytes(self._buf), self._eof)
+        if parsed is None:
+            if self._eof:
+                raise EpmdError(f"connection closed after {len(self._buf)} bytes of an incomplete {self._what}")
+            return NEED_DATA
+        self._event, self._used = parsed
+        return parsed[0]
+
+    def _parse(self, buf: bytes, eof: bool) -> tuple[E, int] | None:  # pragma: no cover
+        raise NotImplementedError
 
 
 # -- request parsing (server side) --------------------------------------------------------------
@@ -380,97 +457,45 @@ def _parse_request_body(body: bytes) -> Request:
     raise EpmdError(f"unknown EPMD request type {tag} ({bytes([tag])!r})")
 
 
-class RequestParser:
+class RequestParser(EpmdParser[Request]):
     """Parses the single request a client sends on one EPMD connection.
 
-    ``feed`` bytes as they arrive; ``next_event()`` returns the request once its packet is
-    complete (``None`` before). As OTP's epmd does, bytes beyond the announced packet are an error.
+    ``next_event() -> Request | NEED_DATA``. As OTP's epmd does, bytes beyond the announced
+    packet are an error, whether they come with it or after it.
     """
 
-    __slots__ = ("_buf", "_done")
+    __slots__ = ()
+    _what = "EPMD request"
 
-    def __init__(self) -> None:
-        self._buf = bytearray()
-        self._done = False
-
-    def feed(self, data: bytes) -> None:
-        if self._done and data:
+    def _accept(self, data: bytes) -> None:
+        if self._event is not None:
             raise EpmdError(f"{len(data)} bytes after the complete request")
         self._buf += data
         if len(self._buf) > 2 + MAX_REQUEST_SIZE:
-            # Length is checked in next_event; this only stops a peer from growing the buffer.
-            self._buf = self._buf[: 3 + MAX_REQUEST_SIZE]
+            # The length is checked in _parse; this only stops a peer from growing the buffer.
+            del self._buf[3 + MAX_REQUEST_SIZE :]
 
-    def next_event(self) -> Request | None:
-        if self._done or len(self._buf) < 2:
+    def _parse(self, buf: bytes, eof: bool) -> tuple[Request, int] | None:
+        if len(buf) < 2:
             return None
-        (size,) = struct.unpack_from(">H", self._buf, 0)
+        (size,) = struct.unpack_from(">H", buf, 0)
         if size < 1 or size > MAX_REQUEST_SIZE:
             raise EpmdError(f"invalid EPMD packet size {size} (must be 1..{MAX_REQUEST_SIZE})")
-        if len(self._buf) > 2 + size:
-            raise EpmdError(f"got {len(self._buf) - 2} bytes in a packet announced as {size}")
-        if len(self._buf) < 2 + size:
+        if len(buf) > 2 + size:
+            raise EpmdError(f"got {len(buf) - 2} bytes in a packet announced as {size}")
+        if len(buf) < 2 + size:
             return None
-        self._done = True
-        body = bytes(self._buf[2:])
-        self._buf.clear()
-        return _parse_request_body(body)
+        return _parse_request_body(buf[2:]), len(buf)
 
 
 # -- response parsing (client side) -------------------------------------------------------------
 
 
-class _ResponseParser:
-    """Shared buffering: subclasses implement ``_parse(buf, eof) -> (event, used) | None``."""
-
-    __slots__ = ("_buf", "_eof", "_event", "_used")
-    _what = "EPMD response"
-
-    def __init__(self) -> None:
-        self._buf = bytearray()
-        self._eof = False
-        self._event: object | None = None
-        self._used = 0
-
-    def feed(self, data: bytes) -> None:
-        if self._eof:
-            raise LocalProtocolError("feed() after feed_eof()")
-        self._buf += data
-        if self._event is None and len(self._buf) > MAX_NAMES_REPLY:
-            raise EpmdError(f"{self._what} larger than {MAX_NAMES_REPLY} bytes")
-
-    def feed_eof(self) -> None:
-        """The server closed the connection."""
-        self._eof = True
-
-    @property
-    def unused_data(self) -> bytes:
-        """Bytes received past the end of the complete response."""
-        return bytes(self._buf[self._used :]) if self._event is not None else b""
-
-    def next_event(self):  # type: ignore[no-untyped-def]
-        if self._event is not None:
-            return self._event
-        parsed = self._parse(bytes(self._buf), self._eof)
-        if parsed is None:
-            if self._eof:
-                raise EpmdError(f"connection closed after {len(self._buf)} bytes of an incomplete {self._what}")
-            return None
-        self._event, self._used = parsed
-        return self._event
-
-    def _parse(self, buf: bytes, eof: bool) -> tuple[object, int] | None:  # pragma: no cover
-        raise NotImplementedError
-
-
-class Alive2ResponseParser(_ResponseParser):
-    """Parses ALIVE2_X_RESP / ALIVE2_RESP. ``next_event() -> Alive2Response | None``."""
+class Alive2ResponseParser(EpmdParser[Alive2Response]):
+    """Parses ALIVE2_X_RESP / ALIVE2_RESP. ``next_event() -> Alive2Response | NEED_DATA``."""
 
     __slots__ = ()
     _what = "ALIVE2 response"
-
-    def next_event(self) -> Alive2Response | None:
-        return super().next_event()  # type: ignore[no-any-return]
 
     def _parse(self, buf: bytes, eof: bool) -> tuple[Alive2Response, int] | None:
         if not buf:
@@ -488,14 +513,11 @@ class Alive2ResponseParser(_ResponseParser):
         raise EpmdError(f"expected ALIVE2_X_RESP (118) or ALIVE2_RESP (121), got tag {buf[0]}")
 
 
-class Port2ResponseParser(_ResponseParser):
-    """Parses PORT2_RESP. ``next_event() -> Port2Response | None``."""
+class Port2ResponseParser(EpmdParser[Port2Response]):
+    """Parses PORT2_RESP. ``next_event() -> Port2Response | NEED_DATA``."""
 
     __slots__ = ()
     _what = "PORT2 response"
-
-    def next_event(self) -> Port2Response | None:
-        return super().next_event()  # type: ignore[no-any-return]
 
     def _parse(self, buf: bytes, eof: bool) -> tuple[Port2Response, int] | None:
         if not buf:
@@ -541,15 +563,12 @@ def parse_names_text(text: bytes) -> tuple[tuple[str, int], ...]:
     return tuple(nodes)
 
 
-class NamesResponseParser(_ResponseParser):
-    """Parses the NAMES reply, complete only once the server has closed (``feed_eof``).
-    ``next_event() -> NamesResponse | None``."""
+class NamesResponseParser(EpmdParser[NamesResponse]):
+    """Parses the NAMES reply, complete only once the server has closed
+    (``receive_data(b"")``). ``next_event() -> NamesResponse | NEED_DATA``."""
 
     __slots__ = ()
     _what = "NAMES response"
-
-    def next_event(self) -> NamesResponse | None:
-        return super().next_event()  # type: ignore[no-any-return]
 
     def _parse(self, buf: bytes, eof: bool) -> tuple[NamesResponse, int] | None:
         if not eof or len(buf) < 4:

@@ -16,11 +16,11 @@ is logged and closed; the others are not affected). Then:
 - ALIVE2, DUMP, KILL and STOP are only accepted from local peers (loopback, or the address
   the server is reached on); epmd closes others without an answer, and so does this server.
 
-Creations (PROTOCOL.md §1): as epmd, each name has its own 32-bit counter that goes up by one
-each time the name registers again, skipping 0..3; names seen before are remembered (up to
-:data:`MAX_UNREG_COUNT`) after they unregister so that their next creation differs. A name never
-seen gets the next value of a server-wide counter that starts at a random value (epmd seeds it
-with the clock). A node asking with HighestVer < 6 gets the 16-bit ``counter % 3 + 1``.
+Creations (docs/WIRE.md §1.5): as epmd, each name has its own 32-bit counter that goes up by
+one each time the name registers again, skipping 0..3; names seen before are remembered (up
+to :data:`MAX_UNREG_COUNT`) after they unregister so that their next creation differs. A name
+never seen gets the next value of a server-wide counter that starts at a random value (epmd
+seeds it with the clock). A node asking with HighestVer < 6 gets the 16-bit ``counter % 3 + 1``.
 """
 
 from __future__ import annotations
@@ -39,12 +39,14 @@ from erl_interop.errors import EpmdError
 
 from .proto import (
     EPMD_PORT,
+    NEED_DATA,
     Alive2Request,
     DumpRequest,
     KillRequest,
     NamesRequest,
     NodeInfo,
     PortPlease2Request,
+    Request,
     RequestParser,
     StopRequest,
     encode_alive2_resp,
@@ -176,19 +178,21 @@ class EpmdServer:
             with contextlib.suppress(OSError, asyncio.CancelledError):
                 await writer.wait_closed()
 
-    async def _read_request(self, reader: asyncio.StreamReader, conn_id: int, peer: object) -> object | None:
+    async def _read_request(self, reader: asyncio.StreamReader, conn_id: int, peer: object) -> Request | None:
         parser = RequestParser()
         try:
             async with asyncio.timeout(self.packet_timeout):
                 while True:
                     request = parser.next_event()
-                    if request is not None:
+                    if request is not NEED_DATA:
                         return request
                     data = await reader.read(_READ_SIZE)
                     if not data:
+                        # Not parser.receive_data(b""): nothing is left to parse, and the
+                        # log says "closed", not "bad request".
                         log.warning("connection %d from %s closed before a complete request", conn_id, peer)
                         return None
-                    parser.feed(data)
+                    parser.receive_data(data)
         except EpmdError as e:
             log.warning("bad request on connection %d from %s, closing it: %s", conn_id, peer, e)
         except TimeoutError:
@@ -203,7 +207,7 @@ class EpmdServer:
         try:
             addr = ipaddress.ip_address(peer[0].split("%", 1)[0])
         except ValueError:
-            return sock.family == getattr(socket, "AF_UNIX", None)
+            return bool(sock.family == getattr(socket, "AF_UNIX", None))
         if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
             addr = addr.ipv4_mapped
         if addr.is_loopback:
@@ -213,7 +217,7 @@ class EpmdServer:
 
     async def _dispatch(
         self,
-        request: object,
+        request: Request,
         conn_id: int,
         peer: object,
         reader: asyncio.StreamReader,
@@ -253,7 +257,7 @@ class EpmdServer:
             refusal = "node name already occupied"
         if refusal is not None:
             log.warning("refusing ALIVE2 for %r: %s", node.name, refusal)
-            # epmd answers result 1 with creation 99 (PROTOCOL.md §1: "118, 1 followed by junk").
+            # epmd answers result 1 with creation 99 (docs/WIRE.md §1.3).
             writer.write(encode_alive2_resp(1, 99, extended=extended))
             await writer.drain()
             return  # epmd would keep the socket; the client closes it anyway, so we do it here

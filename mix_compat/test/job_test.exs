@@ -111,7 +111,7 @@ defmodule JobTest do
              GenServer.call(:pynode_jobs, {:client, :nope, []})
   end
 
-  test "client ops with the argument shapes of pynode/jobs.py" do
+  test "client ops with the argument shapes of pynode/jobs/client.py" do
     id = uniq("shapes")
     assert {:ok, _} = GenServer.call(:pynode_jobs, {:client, :start, [id]})
 

@@ -7,7 +7,7 @@ defmodule Pynode.Jobs do
   **portable state**. Every node that runs the `:available_processes` application runs a
   job host, the GenServer `:pynode_jobs` (`Pynode.Jobs.Host`), next to the registry
   (`Pynode.Registry`), unless it is configured with `host_jobs: false` (a client only);
-  Python nodes run the same host (`pynode/jobs.py`). The wire protocol is
+  Python nodes run the same host (`pynode/jobs/host.py`). The wire protocol is
   `docs/JOBS_PROTOCOL.md`, repeated at the top of `Pynode.Jobs.Host`.
 
     * **Placement** — a new job goes to the next host, round-robin, among the sorted nodes

@@ -9,7 +9,7 @@ defmodule Pynode.Registry do
   are answered from local ETS tables without a message to anyone, and writes (`reg/2`,
   `unreg/1`) go through the local registry, which broadcasts them to the other members.
   The wire protocol is `docs/REGISTRY_PROTOCOL.md`, repeated at the top of
-  `Pynode.Registry.Impl`; the Python twin is `pynode/registry.py`.
+  `Pynode.Registry.Impl`; the Python twin is `pynode/registry/`.
 
   ## Keys
 

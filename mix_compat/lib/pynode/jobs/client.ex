@@ -7,7 +7,7 @@ defmodule Pynode.Jobs.Client do
   # `pynode_jobs` on a connected node (visible and hidden, round-robin), which runs
   # `local/2` there and answers its result.
   #
-  # Operations (the same atoms and argument lists as pynode/jobs.py; each answers what the
+  # Operations (the same atoms and argument lists as pynode/jobs/client.py; each answers what the
   # function of that name answers):
   #
   #   start [Kind, Id, StartArgs] (also [Id] = 'Job', [Kind, Id])  {ok, Pid} | {error, R}

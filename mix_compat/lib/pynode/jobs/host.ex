@@ -10,9 +10,9 @@ defmodule Pynode.Jobs.Host do
   # Background jobs held only in memory across a cluster of Elixir and Python nodes, that move
   # off a node that shuts down and survive the sudden death of a node. Built on the registry
   # (`docs/REGISTRY_PROTOCOL.md`). The Elixir side (`mix_compat/lib/job*.ex`,
-  # `mix_compat/lib/pynode/jobs*.ex`) and the Python side (`pynode/jobs.py`) repeat this text
-  # in their headers and must stay in lockstep with it; the rules are also checked in both
-  # languages against the shared vectors `docs/vectors/jobs.terms`.
+  # `mix_compat/lib/pynode/jobs*.ex`) and the Python side (`pynode/jobs/`, in `protocol.py`)
+  # repeat this text in their headers and must stay in lockstep with it; the rules are also
+  # checked in both languages against the shared vectors `docs/vectors/jobs.terms`.
   #
   # ## Vocabulary
   #

@@ -4,7 +4,7 @@ Theory of operation
 -------------------
 OTP 25's ``rpc:call``/``erpc:call`` arrive as ``SPAWN_REQUEST`` for
 ``{erpc, execute_call, 4}`` with arguments ``[Res, M, F, A]`` and the option ``monitor``
-(PROTOCOL.md §6.3). The node answers with ``SPAWN_REPLY`` carrying a new pid, runs the
+(docs/WIRE.md §6.3). The node answers with ``SPAWN_REPLY`` carrying a new pid, runs the
 exposed function in that process, and ends it with the reason ``erpc.erl`` uses
 (``{Res, return, V}``, ``{Res, throw, T}``, ``{Res, exit, R}``, ``{Res, error, R, Stack}``);
 the monitor the caller asked for (its ref is the request id) carries that reason back.
@@ -29,8 +29,9 @@ from typing import Any, Callable
 
 from erl_interop.terms import Atom, Pid
 
-from .errors import ErlangError, RpcError, Throw
-from .process import Exit, Process, exception_reason
+from ..core import Exit, Process, exception_reason
+from ..errors import ErlangError, RpcError, Throw
+from .gen_server import reply
 
 __all__ = ["apply_exposed", "erpc_call", "rpc_call", "handle_spawn_request"]
 
@@ -132,19 +133,14 @@ def handle_spawn_request(node: Any, req: Any) -> None:
             except ErlangError as e:
                 raise Exit((e.reason, getattr(e, "stack", []))) from None
 
-    proc = Process(node, node.make_pid())
-    node._procs[proc.pid] = proc
-    flags = 0
-    if link:
-        proc.links.add(caller)
-        flags |= 1
-    if monitor:
-        proc.monitored_by[req.req_id] = (caller, proc.pid)
-        flags |= 2
+    flags = (1 if link else 0) | (2 if monitor else 0)
+    proc = node.spawn(
+        body,
+        remote_link=caller if link else None,
+        remote_monitor=(req.req_id, caller) if monitor else None,
+    )
+    # The reply goes out before the new process takes its first step (spawn only schedules it).
     dist.spawn_reply(req.req_id, caller, flags, proc.pid)
-    import asyncio
-
-    proc.task = asyncio.get_running_loop().create_task(proc._run(body, ()), name=f"pynode rpc {proc.pid}")
 
 
 def _badrpc_reason(exc: BaseException) -> Any:
@@ -184,8 +180,6 @@ def _rex_reply(proc: Process, caller: Pid, value: Any) -> None:
 
 
 def _gen_reply(proc: Process, from_: Any, value: Any) -> None:
-    from .genserver import reply
-
     reply(proc, from_, value)
 
 

@@ -21,10 +21,11 @@ from typing import Any, Sequence
 
 from erl_interop.terms import Atom, Pid
 
-from . import jobs
-from .node import Node
+from .. import jobs
+from ..node import Node
+from .common import default_cookie
 
-__all__ = ["main", "run_job", "show_jobs"]
+__all__ = ["add_parsers", "run_job", "show_jobs"]
 
 DEFAULT_CONNECT = ["n1@localhost", "n2@localhost", "n3@localhost"]
 UPDATE = Atom("update")
@@ -38,10 +39,10 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m pynode", description="pynode job commands")
-    sub = p.add_subparsers(dest="cmd", required=True)
-    r = sub.add_parser("run_job", help="start, update and finish N jobs and check their results")
+def add_parsers(sub: Any) -> None:
+    """The ``run_job`` and ``jobs`` subcommands."""
+    r = sub.add_parser("run_job", prog="python -m pynode run_job",
+                       help="start, update and finish N jobs and check their results")
     r.add_argument("count", type=int, help="number of jobs")
     r.add_argument("--connect", action="append", default=None, metavar="NODE",
                    help=f"cluster node to join (repeatable; default {' '.join(DEFAULT_CONNECT)})")
@@ -49,16 +50,15 @@ def _parser() -> argparse.ArgumentParser:
                    help="read the registry locally (default) or go through a host's {client, Op, Args}")
     r.add_argument("--timeout", type=float, default=None, help="per-operation limit in seconds (default job_timeout, 15)")
     _common(r)
-    j = sub.add_parser("jobs", help="list every job in the cluster")
+    r.set_defaults(func=run_job)
+    j = sub.add_parser("jobs", prog="python -m pynode jobs", help="list every job in the cluster")
     j.add_argument("--node", required=True, metavar="NODE", help="a cluster node to ask")
     j.add_argument("--wait", type=float, default=10.0, help="seconds to wait for the cluster's registry (default 10)")
     _common(j)
-    return p
+    j.set_defaults(func=show_jobs)
 
 
 def _client_node(args: argparse.Namespace, peers: list[str]) -> Node:
-    from .__main__ import default_cookie
-
     if args.name:
         name = args.name
     elif args.sname:
@@ -150,14 +150,3 @@ async def show_jobs(args: argparse.Namespace) -> int:
         return 0
     finally:
         await node.stop()
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    fn = run_job if args.cmd == "run_job" else show_jobs
-    try:
-        import uvloop  # type: ignore[import-not-found]
-    except ImportError:
-        return asyncio.run(fn(args))
-    return uvloop.run(fn(args))

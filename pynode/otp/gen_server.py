@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-A :class:`GenServer` runs in one :class:`~pynode.process.Process` and handles one message
+A :class:`GenServer` runs in one :class:`~pynode.core.process.Process` and handles one message
 at a time: ``{'$gen_call', {From, Tag}, Request}`` goes to :meth:`GenServer.handle_call`,
 ``{'$gen_cast', Request}`` to :meth:`handle_cast`, anything else to :meth:`handle_info`.
 Replies follow ``gen:reply/2``: a tag ``[alias | Ref]`` (OTP 24+) is answered by sending
@@ -23,8 +23,9 @@ from typing import Any
 
 from erl_interop.terms import Atom, ImproperList, Pid, Reference
 
-from .errors import CallError
-from .process import DOWN_TAG, KILLED, NORMAL, NOCONNECTION, Exit, Process, ReceiveTimeout, exception_reason
+from ..core import process as _process
+from ..core.process import DOWN_TAG, KILLED, NORMAL, NOCONNECTION, Exit, Process, ReceiveTimeout, exception_reason
+from ..errors import CallError
 
 __all__ = ["GenServer", "call", "cast", "reply", "NOREPLY", "Stop", "From"]
 
@@ -99,11 +100,11 @@ async def call(proc: Process, dest: Any, request: Any, timeout: float | None = 5
         proc.demonitor(mref, flush=True)
         # gen.erl: a reply that arrived before the alias was dropped still counts; one
         # that arrives later is discarded by the runtime (the alias is gone).
-        late = [x for x in proc._mailbox if type(x) is tuple and len(x) == 2 and x[0] == tag]
-        if late:
-            proc._drop(lambda x: x is late[0])
-            return late[0][1]
-        raise CallError(TIMEOUT, target, request, timeout) from None
+        try:
+            late = await proc.receive(lambda x: type(x) is tuple and len(x) == 2 and x[0] == tag, 0)
+        except ReceiveTimeout:
+            raise CallError(TIMEOUT, target, request, timeout) from None
+        return late[1]
     if len(m) == 2:
         proc.demonitor(mref, flush=True)
         return m[1]
@@ -248,3 +249,8 @@ class GenServer:
                     await self.terminate(exception_reason(e))
                 finally:
                     raise
+
+
+# Process.call / Process.cast of the core are gen_server's: plug them in (the core defines
+# the slot and never imports this layer).
+_process.set_call_impl(call)

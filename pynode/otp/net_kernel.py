@@ -1,4 +1,7 @@
-"""Processes every pynode runs: ``net_kernel``, ``rex`` and the ``pynode`` GenServer."""
+"""``net_kernel`` (``Node.ping`` answers ``pong``) and the ``pynode`` info GenServer, which
+every node runs (started by :meth:`pynode.node.Node.start`). Imports the core and
+:mod:`pynode.otp.gen_server` only; the node's services (registry, jobs) are read off the
+node object it is given."""
 
 from __future__ import annotations
 
@@ -6,12 +9,9 @@ from typing import Any
 
 from erl_interop.terms import Atom
 
-from .genserver import GenServer
-from .discovery import Discovery
-from .registry import Registry, RegistryAPI
-from .rpc import rex_server
+from .gen_server import GenServer
 
-__all__ = ["start", "NetKernel", "PynodeInfo", "node_info"]
+__all__ = ["NetKernel", "PynodeInfo", "node_info"]
 
 IS_AUTH = Atom("is_auth")
 YES = Atom("yes")
@@ -60,17 +60,3 @@ class PynodeInfo(GenServer):
 
     async def handle_cast(self, request: Any) -> None:
         pass
-
-
-async def start(node: Any) -> None:
-    await NetKernel.start(node, name="net_kernel")
-    node.spawn(rex_server, name="rex")
-    await PynodeInfo.start(node, name="pynode")
-    server = await Registry.start_for(node)
-    node.registry = RegistryAPI(node, server)
-    node.discovery = Discovery.start_for(node)
-    if node.config.get("host_jobs", True):
-        from .jobs import start_host
-
-        await start_host(node)
-    node.expose("pynode", "info", lambda: node_info(node))

@@ -32,12 +32,13 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from erl_interop.terms import Atom, Pid, Reference
 
-from .errors import ErlangError
+from ..errors import ErlangError, NotStarted
 
-if TYPE_CHECKING:
-    from .node import Node
+if TYPE_CHECKING:  # annotations only: the processes user code sees belong to a full Node
+    from ..node import Node
 
 __all__ = [
+    "set_call_impl",
     "Process",
     "ReceiveTimeout",
     "Exit",
@@ -57,6 +58,17 @@ NOCONNECTION = Atom("noconnection")
 EXIT_TAG = Atom("EXIT")
 DOWN_TAG = Atom("DOWN")
 PROCESS = Atom("process")
+
+
+#: ``gen_server:call`` for :meth:`Process.call`: set by :mod:`pynode.otp.gen_server`
+CallImpl = Callable[["Process", Any, Any, "float | None"], Awaitable[Any]]
+_call_impl: CallImpl | None = None
+
+
+def set_call_impl(fn: CallImpl) -> None:
+    """Plug in ``gen_server:call`` (the OTP layer does it when it is imported)."""
+    global _call_impl
+    _call_impl = fn
 
 
 class Exit(BaseException):
@@ -214,10 +226,11 @@ class Process:
         self.node.register(name, self)
 
     async def call(self, dest: Any, request: Any, timeout: float | None = 5.0) -> Any:
-        """``gen_server:call(Dest, Request, Timeout)`` from this process (see :mod:`pynode.genserver`)."""
-        from .genserver import call
-
-        return await call(self, dest, request, timeout)
+        """``gen_server:call(Dest, Request, Timeout)`` from this process (see
+        :mod:`pynode.otp.gen_server`, which plugs itself in with :func:`set_call_impl`)."""
+        if _call_impl is None:
+            raise NotStarted("gen_server calls need pynode.otp (import pynode)")
+        return await _call_impl(self, dest, request, timeout)
 
     def cast(self, dest: Any, request: Any) -> None:
         self.send(dest, (Atom("$gen_cast"), request))

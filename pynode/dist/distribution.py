@@ -29,6 +29,7 @@ import logging
 from typing import Any, Callable
 
 from erl_interop import aio
+from erl_interop.epmd.client import ensure_epmd, register
 from erl_interop.handshake import Status
 from erl_interop.connection import TICK, BadMessage, Connection, ConnectionClosed, NeedData, TickTimer
 from erl_interop import control as C
@@ -37,7 +38,12 @@ from erl_interop.errors import DistProtocolError, EpmdError, HandshakeError, Loc
 from erl_interop.flags import DEFAULT_FLAGS, DistFlags
 from erl_interop.terms import Atom, Pid, Reference
 
-from .process import NOCONNECTION, Process
+from ..core import NOCONNECTION, Process, Runtime
+from ..errors import RpcError
+
+#: what the node does with a SPAWN_REQUEST (``erpc``/``rpc:call`` into this node): the rpc
+#: server of :mod:`pynode.otp.rpc`, handed in by the composition root (:mod:`pynode.node`)
+SpawnHandler = Callable[[Runtime, Any], None]
 
 __all__ = ["Distribution", "PeerConnection"]
 
@@ -213,8 +219,9 @@ class PeerConnection:
 class Distribution:
     """The node's view of the network. Created and started by :meth:`Node.start`."""
 
-    def __init__(self, node: Any) -> None:
+    def __init__(self, node: Any, spawn_handler: SpawnHandler | None = None) -> None:
         self.node = node
+        self.spawn_handler = spawn_handler
         self.conns: dict[Atom, PeerConnection] = {}
         base = DistFlags(node.dist_flags) if node.dist_flags is not None else DEFAULT_FLAGS
         self.flags = base if node.hidden else base | DistFlags.PUBLISHED
@@ -231,7 +238,7 @@ class Distribution:
 
     # -- start / stop -----------------------------------------------------------------------
     async def start(self) -> None:
-        from erl_interop.epmd.client import ensure_epmd, register
+
 
         node = self.node
         self.server = await aio.start_server(
@@ -532,8 +539,6 @@ class Distribution:
 
     # -- rpc out ----------------------------------------------------------------------------
     async def erpc_call(self, proc: Process, node: Atom, m: Atom, f: Atom, args: list[Any], timeout: float | None) -> Any:
-        from .errors import RpcError
-
         req_id = self.node.make_ref()
         res = self.node.make_ref()
         proc.monitors[req_id] = Pid(node, 0, 0, 0)  # placeholder until SPAWN_REPLY names the pid
@@ -584,17 +589,17 @@ class Distribution:
         h(self, c, m)
 
     def _in_send(self, c: PeerConnection, m: Any) -> None:
-        p = self.node._procs.get(m.to_pid)
+        p = self.node.process(m.to_pid)
         if p is not None:
             p.deliver(m.message)
 
     def _in_reg_send(self, c: PeerConnection, m: Any) -> None:
-        p = self.node._names.get(m.to_name)
+        p = self.node.named(m.to_name)
         if p is not None:
             p.deliver(m.message)
 
     def _in_alias_send(self, c: PeerConnection, m: Any) -> None:
-        p = self.node._aliases.get(m.alias)
+        p = self.node.aliased(m.alias)
         if p is not None:
             p.deliver(m.message)
 
@@ -627,9 +632,10 @@ class Distribution:
         self.node._remote_down(m.to_pid, m.ref, m.reason)
 
     def _in_spawn_request(self, c: PeerConnection, m: Any) -> None:
-        from .rpc import handle_spawn_request
-
-        handle_spawn_request(self.node, m)
+        if self.spawn_handler is not None:
+            self.spawn_handler(self.node, m)
+        else:
+            log.warning("%s: SPAWN_REQUEST from %s but no spawn handler", self.node.name, c.peer)
 
     def _in_spawn_reply(self, c: PeerConnection, m: Any) -> None:
         p = self._spawn_waiters.pop(m.req_id, None)

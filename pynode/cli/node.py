@@ -1,0 +1,105 @@
+"""``python -m pynode [node] --sname ...``: run a Python node in an Erlang/Elixir cluster.
+
+Examples::
+
+    python -m pynode --sname n1@localhost --cookie test
+    python -m pynode --name n1@127.0.0.1 --config sys.config
+    python -m pynode run_job 10 --connect n1@localhost    # see pynode.cli.jobs
+    python -m pynode jobs --node n1@localhost
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import socket
+from typing import Any, Sequence
+
+from ..config import load_config
+from ..node import Node
+from .common import default_cookie
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    """The ``node`` subcommand (the default: ``python -m pynode --sname ...``)."""
+    p: argparse.ArgumentParser = sub.add_parser(
+        "node",
+        prog="python -m pynode",
+        help="start a node (the default command)",
+        description="Start a Python node that joins an Erlang/Elixir cluster (a hidden node, "
+        "like erl -hidden). It answers Node.ping, GenServer.call({:pynode, node}, :info) and "
+        ":rpc.call(node, :pynode, :info, []). Stop it with Ctrl-C or SIGTERM: its jobs move "
+        "to another node first.",
+        epilog="other commands: 'python -m pynode run_job N' (the seed's job check against "
+        "n1..n3@localhost) and 'python -m pynode jobs --node NODE' (where every job runs); "
+        "each has its own --help.",
+    )
+    who = p.add_mutually_exclusive_group(required=True)
+    who.add_argument("--sname", metavar="NAME[@HOST]", help="short node name, e.g. n1@localhost (as erl -sname)")
+    who.add_argument("--name", metavar="NAME@HOST", help="long node name, e.g. n1@127.0.0.1 (as erl -name)")
+    p.add_argument("--cookie", help="magic cookie (default: ~/.erlang.cookie, created if missing, as erl does)")
+    p.add_argument("--config", metavar="FILE", help="cluster configuration shared with the BEAM side (sys.config)")
+    p.add_argument("--epmd-port", type=int, default=None, help="EPMD port (default: $ERL_EPMD_PORT or 4369); "
+                   "pynode starts its own EPMD if none answers")
+    p.add_argument("--listen", default=None, metavar="ADDR", help="address for distribution connections (default: "
+                   "127.0.0.1 for a localhost or loopback name, else every interface, as erl)")
+    p.add_argument("--port", type=int, default=0, help="distribution port (default: any free port)")
+    p.add_argument("--ticktime", type=float, default=60.0, help="net_ticktime in seconds (default 60)")
+    p.add_argument("--connect", action="append", default=[], metavar="NODE",
+                   help="node to connect to, retried until reached and whenever lost (repeatable; "
+                   "added to the config's connect list)")
+    p.add_argument("--no-discovery", action="store_true",
+                   help="connect to nobody by itself (config key discovery=false); by default the node "
+                   "finds every node in its own host's EPMD, the connect list, hosts and dns (docs/DISCOVERY.md)")
+    p.add_argument("--no-jobs", action="store_true", help="do not host background jobs (no pynode_jobs process)")
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.set_defaults(func=run)
+    return p
+
+
+def _node_name(args: argparse.Namespace) -> str:
+    if args.sname:
+        return args.sname if "@" in args.sname else f"{args.sname}@{socket.gethostname().split('.')[0]}"
+    if "@" not in args.name:
+        raise SystemExit("--name needs NAME@HOST")
+    return args.name
+
+
+async def run(args: argparse.Namespace) -> int:
+    node = Node(
+        _node_name(args),
+        args.cookie if args.cookie is not None else default_cookie(),
+        tick_time=args.ticktime,
+        epmd_port=args.epmd_port,
+        listen_host=args.listen,
+        listen_port=args.port,
+    )
+    config: dict[Any, Any] = {}
+    if args.config:
+        config = load_config(args.config)
+    node.config = dict(config)
+    if args.no_jobs:
+        node.config["host_jobs"] = False
+    if args.connect:
+        node.config["connect"] = list(node.config.get("connect", [])) + list(args.connect)
+    if args.no_discovery:
+        node.config["discovery"] = False
+    await node.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    print(
+        f"pynode {node.name} up: listening on {node.listen_host}:{node.dist.port}, "
+        f"creation {node.creation}, epmd port {node.epmd_port or os.environ.get('ERL_EPMD_PORT', 4369)}, pid {os.getpid()}",
+        flush=True,
+    )
+    await stop.wait()
+    logging.getLogger("pynode").info("%s shutting down", node.name)
+    await node.stop()
+    return 0

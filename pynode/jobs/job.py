@@ -1,0 +1,450 @@
+"""The job process (Elixir: ``Pynode.Jobs.JobServer``): one process per job, serving
+``{pynode_job_op, OpId, Request}`` calls one at a time, replicating every change before it
+acknowledges it, following the set of hosts, moving on a handoff and merging with its other
+copy after a partition.
+
+Owns: :class:`_Job` and :class:`JobOwner`, what a job needs of its host (a ``Protocol``:
+the host is above this module; it creates and spawns jobs and sends them messages, and a
+job sees it only through this). May import: :mod:`erl_interop`, :mod:`pynode.errors`, :mod:`pynode.otp.gen_server`,
+:mod:`pynode.core.process`, and :mod:`pynode.jobs.protocol`, :mod:`~pynode.jobs.format`,
+:mod:`~pynode.jobs.kinds`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import itertools
+import logging
+from typing import TYPE_CHECKING, Any, Iterable, Protocol
+
+from erl_interop import encode
+from erl_interop.terms import Atom, Pid, Reference
+
+from ..errors import CallError
+from ..otp.gen_server import GEN_CALL, From, reply as gen_reply
+from ..core.process import DOWN_TAG, EXIT_TAG, NORMAL, Exit, Process, exception_reason
+from .format import format_short, format_term
+from .kinds import JobContext, JobError, Reply, kind_class
+from .protocol import (
+    ADOPT,
+    ALREADY_REGISTERED,
+    BACKOFF_FIRST,
+    BACKOFF_MAX,
+    DROP_REPLICA,
+    ERROR,
+    GET_STATE,
+    HANDOFF,
+    HOST_KEY,
+    HOST_NAME,
+    JOB_ALREADY_STARTED,
+    JOB_OP,
+    K_ID,
+    K_KIND,
+    K_RECENT,
+    K_SEQ,
+    K_STATE,
+    MEMBERSHIP,
+    MERGE,
+    NAME_CONFLICT,
+    NOT_THIS_JOB,
+    OK,
+    RECENT_MAX,
+    REPLICATE,
+    cfg,
+    job_key,
+    merge_recent,
+    replica_targets,
+    secs,
+    wire,
+)
+
+if TYPE_CHECKING:
+    from ..node import Node
+
+__all__ = ["JobOwner"]
+
+log = logging.getLogger("pynode.jobs")
+
+#: the tag of a kind's timer message to its job, ``{TIMER, TimerId, Tag}``
+_TIMER = Atom("$pynode_job_timer")
+
+
+class JobOwner(Protocol):
+    """What a job uses of the host that spawned it (:class:`pynode.jobs.host.JobHost`)."""
+
+    @property
+    def node(self) -> "Node": ...
+
+    #: the host's handoff driver while a shutdown runs (it hears of a failed handoff)
+    @property
+    def handoff_driver(self) -> Pid | None: ...
+
+
+async def _maybe_await(v: Any) -> Any:
+    return await v if inspect.isawaitable(v) else v
+
+
+# -- the job process --------------------------------------------------------------------------
+class _Job:
+    """One job: runs in its own process, serves ``{pynode_job_op, ...}`` calls one at a time,
+    replicates every change before acknowledging it, and moves on ``{pynode_job_handoff, T}``."""
+
+    def __init__(self, host: JobOwner, kind: Atom, job_id: Any) -> None:
+        self.host = host
+        self.kind = kind
+        self.id = job_id
+        self.key = job_key(job_id)
+        self.impl = kind_class(kind)(JobContext(self))
+        self.seq = 0
+        self.recent: list[tuple[Any, Any]] = []
+        self.proc: Process = None  # type: ignore[assignment]
+        self.ready = False
+        self.replica_nodes: list[Atom] = []
+        self._replica_mons: dict[Reference, Atom] = {}
+        self._timers: dict[int, asyncio.TimerHandle] = {}
+        self._timer_ids = itertools.count(1)
+
+    # -- timers ---------------------------------------------------------------------------
+    def start_timer(self, ms: float, tag: Any) -> None:
+        tid = next(self._timer_ids)
+        loop = asyncio.get_running_loop()
+        self._timers[tid] = loop.call_later(max(0.0, ms / 1000.0), self.proc.deliver, (_TIMER, tid, tag))
+
+    def cancel_timers(self) -> None:
+        for h in self._timers.values():
+            h.cancel()
+        self._timers.clear()
+
+    # -- portable state -------------------------------------------------------------------
+    def portable(self) -> dict[Atom, Any]:
+        return {
+            K_KIND: self.kind,
+            K_ID: self.id,
+            K_STATE: self.impl.portable(),
+            K_RECENT: [(o, r) for o, r in self.recent],
+            K_SEQ: self.seq,
+        }
+
+    # -- life -----------------------------------------------------------------------------
+    async def run_start(self, proc: Process, args: list[Any], from_: From | None) -> None:
+        self.proc = proc
+        reg = await self.host.node.registry.reg(proc, self.key, self.kind)
+        if reg != OK:
+            if type(reg) is tuple and len(reg) == 2 and type(reg[1]) is tuple and reg[1][:1] == (ALREADY_REGISTERED,):
+                self._answer(from_, (ERROR, JOB_ALREADY_STARTED))
+            else:
+                self._answer(from_, reg if type(reg) is tuple else (ERROR, reg))
+            return
+        try:
+            await _maybe_await(self.impl.init(list(args) if isinstance(args, (list, tuple)) else [args]))
+        except Exception as e:
+            log.exception("job %r of kind %s failed to start", self.id, self.kind)
+            await self.host.node.registry.unreg(proc, self.key)
+            self._answer(from_, (ERROR, exception_reason(e)))
+            return
+        self.seq = 1
+        await self.replicate()
+        self.ready = True
+        self._answer(from_, (OK, proc.pid))
+        await self.serve()
+
+    async def run_adopt(
+        self,
+        proc: Process,
+        portable: dict[Any, Any],
+        from_: From | None,
+        old_owner: Pid | None = None,
+        old_replicas: Iterable[Atom] = (),
+    ) -> None:
+        self.proc = proc
+        # The caller of a handoff's adopt is the old job: its unreg may still be on its way.
+        stale_holder = old_owner if old_owner is not None else (from_[0] if from_ is not None else None)
+        reg = await self._reg_for_adoption(stale_holder)
+        if reg != OK:
+            log.info("%s: adoption of job %r gave up: %r", self.host.node.name, self.id, reg)
+            self._answer(from_, reg)
+            return
+        try:
+            self.impl.restore(portable.get(K_STATE))
+        except Exception as e:
+            log.exception("job %r of kind %s: bad portable state", self.id, self.kind)
+            await self.host.node.registry.unreg(proc, self.key)
+            self._answer(from_, (ERROR, exception_reason(e)))
+            return
+        recent = portable.get(K_RECENT)
+        self.recent = [tuple(x) for x in recent if type(x) is tuple and len(x) == 2][:RECENT_MAX] if isinstance(recent, list) else []  # type: ignore[misc]
+        seq = portable.get(K_SEQ)
+        self.seq = (seq if type(seq) is int else 0) + 1
+        await self.replicate()
+        if old_owner is not None:
+            me = self.host.node.name
+            for n in old_replicas:
+                if n != me and n not in self.replica_nodes:
+                    self.proc.cast((Atom(HOST_NAME), Atom(n)), (DROP_REPLICA, self.id, old_owner))
+        self.ready = True
+        log.info("%s: adopted job %r (%s), seq %d", self.host.node.name, self.id, self.kind, self.seq)
+        self._answer(from_, (OK, proc.pid))
+        await self.serve()
+
+    async def _reg_for_adoption(self, old_owner: Pid | None) -> Any:
+        """Register the name; while the registry still lists a holder on a dead node (the dead
+        owner before the nodedown purge), retry, for at most ``adopt_reg_timeout``."""
+        node = self.host.node
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + secs(cfg(node, "adopt_reg_timeout"))
+        delay = BACKOFF_FIRST
+        while True:
+            reg = await node.registry.reg(self.proc, self.key, self.kind)
+            if reg == OK:
+                return OK
+            holder = reg[1][1] if type(reg) is tuple and len(reg) == 2 and type(reg[1]) is tuple and len(reg[1]) == 2 else None
+            stale = type(holder) is Pid and (holder == old_owner or (holder.node != node.name and holder.node not in node.connected_nodes))
+            if not stale or loop.time() >= deadline:
+                return reg
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, BACKOFF_MAX)
+
+    def _answer(self, from_: From | None, value: Any) -> None:
+        if from_ is not None:
+            gen_reply(self.proc, from_, value)
+
+    async def serve(self) -> None:
+        proc = self.proc
+        while True:
+            msg = await proc.receive()
+            if type(msg) is not tuple or not msg:
+                continue
+            tag = msg[0]
+            if tag == GEN_CALL and len(msg) == 3 and type(msg[1]) is tuple:
+                await self._call(msg[2], msg[1])
+            elif tag == _TIMER and len(msg) == 3:
+                if self._timers.pop(msg[1], None) is None:
+                    continue  # cancelled meanwhile
+                try:
+                    r = await _maybe_await(self.impl.handle_timer(msg[2]))
+                except Exception:
+                    log.exception("job %r: handle_timer(%r) failed", self.id, msg[2])
+                    continue
+                if isinstance(r, Reply) and r.stop:
+                    await self._end()
+                    return
+                if isinstance(r, Reply) and r.changed:
+                    self.seq += 1
+                    await self.replicate()
+            elif tag == HANDOFF and len(msg) == 2:
+                if await self._handoff(msg[1]):
+                    return
+            elif tag == MEMBERSHIP and len(msg) == 1:
+                await self._follow_membership()
+            elif tag == EXIT_TAG and len(msg) == 3:
+                await self._exit_signal(msg[1], msg[2])
+            elif tag == DOWN_TAG and len(msg) == 5 and msg[1] in self._replica_mons:
+                gone = self._replica_mons.pop(msg[1])
+                log.info("job %r: replica host %s is gone (%s); replicating again", self.id, gone, msg[4])
+                if gone in self.replica_nodes:
+                    self.replica_nodes.remove(gone)
+                await self.replicate()
+
+    async def _call(self, request: Any, from_: From) -> None:
+        if type(request) is tuple and len(request) == 2 and request[0] == MERGE and type(request[0]) is Atom:
+            self._answer(from_, await self._merge_from(request[1], from_[0]))
+            return
+        if not (type(request) is tuple and len(request) == 3 and request[0] == JOB_OP):
+            self._answer(from_, (ERROR, (Atom("unknown_call"), request)))
+            return
+        _, op_id, req = wire(request)
+        for oid, rep in self.recent:
+            if oid == op_id and type(oid) is type(op_id):
+                self._answer(from_, rep)
+                return
+        if req == GET_STATE and type(req) is Atom:
+            self._answer(from_, (OK, self.impl.portable()))
+            return
+        try:
+            r = await _maybe_await(self.impl.handle(req))
+        except JobError as e:
+            self._answer(from_, (ERROR, e.reason))
+            return
+        except Exception as e:
+            log.exception("job %r: handle(%r) failed", self.id, req)
+            self._answer(from_, (ERROR, exception_reason(e)))
+            return
+        if not isinstance(r, Reply):
+            r = Reply(r)
+        answer = (OK, r.result)
+        if r.changed or r.stop:
+            self.recent.insert(0, (op_id, answer))
+            del self.recent[RECENT_MAX:]
+        if r.stop:
+            await self._end()
+            self._answer(from_, answer)
+            raise Exit(NORMAL)
+        if r.changed:
+            self.seq += 1
+            await self.replicate()
+        self._answer(from_, answer)
+
+    async def _end(self) -> None:
+        """The job is done (finish, TTL): give up the name, tell the replicas, stop timers."""
+        self.cancel_timers()
+        await self.host.node.registry.unreg(self.proc, self.key)
+        for n in self.replica_nodes:
+            self.proc.cast((Atom(HOST_NAME), n), (DROP_REPLICA, self.id, self.proc.pid))
+        self.replica_nodes = []
+
+    # -- replication ----------------------------------------------------------------------
+    def _hosts(self) -> dict[Atom, Pid]:
+        out: dict[Atom, Pid] = {}
+        for pid in self.host.node.registry.lookup_pids(HOST_KEY):
+            out.setdefault(pid.node, pid)
+        return out
+
+    async def replicate(self) -> None:
+        """Store the portable state on the replica hosts; return once each has acknowledged
+        (or when no other host can take it)."""
+        node = self.host.node
+        me = node.name
+        n = int(cfg(node, "replicas"))
+        timeout = secs(cfg(node, "call_timeout"))
+        failed: set[Atom] = set()
+        portable = self.portable()
+        targets: list[Atom] = []
+        pids: dict[Atom, Pid] = {}
+        while True:
+            hosts = {h: p for h, p in self._hosts().items() if h not in failed}
+            targets = replica_targets(hosts, me, n)
+            pids = {t: hosts[t] for t in targets}
+            ok = True
+            for t in targets:
+                req = (REPLICATE, self.id, self.kind, portable, self.seq, self.proc.pid, list(targets))
+                try:
+                    await self.proc.call(pids[t], req, timeout)
+                except CallError as e:
+                    log.info("job %r: replicate to %s failed (%s)", self.id, t, e.reason)
+                    failed.add(t)
+                    ok = False
+                    break
+            if ok:
+                break
+        for old in self.replica_nodes:
+            if old not in targets:
+                self.proc.cast((Atom(HOST_NAME), old), (DROP_REPLICA, self.id, self.proc.pid))
+        self.replica_nodes = list(targets)
+        for ref in list(self._replica_mons):
+            self.proc.demonitor(ref, flush=True)
+        self._replica_mons = {self.proc.monitor(pids[t]): t for t in targets}
+
+    async def _follow_membership(self) -> None:
+        """The set of hosts changed (protocol, "Replicas follow membership"): replicate the
+        current state (same Seq) when the targets are not the hosts holding it."""
+        node = self.host.node
+        targets = replica_targets(self._hosts(), node.name, int(cfg(node, "replicas")))
+        if targets != self.replica_nodes:
+            await self.replicate()
+
+    # -- partitions: two copies of one job --------------------------------------------------
+    async def _exit_signal(self, sender: Any, reason: Any) -> None:
+        """A trapped exit signal. ``{name_conflict, Key, Winner}`` for this job's key merges
+        this copy into the winner (protocol, "Partitions"); any other reason acts as it would
+        on a process that does not trap exits."""
+        if (type(reason) is tuple and len(reason) == 3 and reason[0] == NAME_CONFLICT
+                and type(reason[0]) is Atom and encode(reason[1]) == encode(self.key) and type(reason[2]) is Pid):
+            await self._merge_into(reason[2])
+            return
+        if reason == NORMAL and type(reason) is Atom:
+            return
+        self.cancel_timers()
+        raise Exit(reason)
+
+    async def _merge_into(self, winner: Pid) -> None:
+        """Hand this copy's state to ``winner`` and end; take the name back if the winner is
+        gone; give up after ``job_timeout``."""
+        node = self.host.node
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + secs(cfg(node, "job_timeout"))
+        timeout = secs(cfg(node, "call_timeout"))
+        delay = BACKOFF_FIRST
+        target: Pid = winner
+        while True:
+            portable = self.portable()
+            try:
+                r = await self.proc.call(target, (MERGE, portable), timeout)
+            except CallError as e:
+                r = (ERROR, e.reason)
+            if r == OK and type(r) is Atom:
+                log.info("%s: job %r merged into its copy %s; this copy ends", node.name, self.id, format_term(target))
+                self.cancel_timers()
+                for n in self.replica_nodes:
+                    self.proc.cast((Atom(HOST_NAME), n), (DROP_REPLICA, self.id, self.proc.pid))
+                self.replica_nodes = []
+                raise Exit(NORMAL)
+            log.info("%s: job %r could not merge into %s (%r); taking the name back", node.name, self.id, format_term(target), r)
+            reg = await node.registry.reg(self.proc, self.key, self.kind)
+            if reg == OK:
+                log.warning("%s: job %r serves again (its other copy %s is gone)", node.name, self.id, format_term(target))
+                return
+            holder = reg[1][1] if type(reg) is tuple and len(reg) == 2 and type(reg[1]) is tuple and len(reg[1]) == 2 else None
+            if type(holder) is Pid:
+                target = holder
+            if loop.time() >= deadline:
+                log.error("%s: job %r could neither merge nor take its name back; it ends with state %s",
+                          node.name, self.id, format_term(portable))
+                self.cancel_timers()
+                raise Exit(NORMAL)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, BACKOFF_MAX)
+
+    async def _merge_from(self, theirs: Any, sender: Pid) -> Any:
+        """This copy won: merge the loser's ``Portable`` in, replicate, answer ``ok``."""
+        node = self.host.node
+        theirs = wire(theirs)
+        if (not isinstance(theirs, dict) or theirs.get(K_KIND) != self.kind
+                or encode(theirs.get(K_ID)) != encode(wire(self.id))):
+            return (ERROR, NOT_THIS_JOB)
+        mine = self.portable()
+        try:
+            merged = type(self.impl).merge(mine, theirs)
+        except Exception:
+            log.exception("job %r: merge of the copy from %s failed; keeping this copy's state", self.id, sender.node)
+            merged = NotImplemented
+        recent, seq = merge_recent(mine, theirs)
+        if merged is NotImplemented:
+            log.warning("pynode jobs: job %s met its copy from %s after a partition; kind %s has no merge: kept this "
+                        "copy's state %s, dropped %s", format_term(self.id), sender.node, self.kind,
+                        format_short(mine.get(K_STATE)), format_short(theirs.get(K_STATE)))
+        else:
+            self.cancel_timers()
+            self.impl.restore(merged)
+            log.warning("pynode jobs: job %s merged the copy from %s after a partition: %s + %s -> %s",
+                        format_term(self.id), sender.node, format_short(mine.get(K_STATE)),
+                        format_short(theirs.get(K_STATE)), format_short(merged))
+        self.recent = recent
+        self.seq = seq
+        await self.replicate()
+        return OK
+
+    # -- handoff --------------------------------------------------------------------------
+    async def _handoff(self, target: Any) -> bool:
+        """Move to ``target``; True when the job has moved (the caller then exits normal)."""
+        portable = self.portable()  # remaining durations computed now
+        self.cancel_timers()
+        node = self.host.node
+        await node.registry.unreg(self.proc, self.key)
+        try:
+            r = await self.proc.call((Atom(HOST_NAME), Atom(target)), (ADOPT, self.kind, self.id, portable), secs(cfg(node, "adopt_timeout")))
+        except CallError as e:
+            r = (ERROR, e.reason)
+        if type(r) is tuple and len(r) == 2 and r[0] == OK:
+            log.info("%s: job %r handed off to %s", node.name, self.id, target)
+            return True
+        log.warning("%s: handoff of job %r to %s failed: %r", node.name, self.id, target, r)
+        again = await node.registry.reg(self.proc, self.key, self.kind)
+        if again != OK:
+            log.error("%s: job %r could not take its name back (%r); it ends", node.name, self.id, again)
+            return True
+        self.impl.restore(portable[K_STATE])
+        driver = self.host.handoff_driver
+        if driver is not None:
+            self.proc.send(driver, (Atom("handoff_failed"), self.proc.pid, target))
+        return False
