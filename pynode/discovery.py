@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 from erl_interop.aio import resolve_host
 from erl_interop.epmd.client import names
-from erl_interop.errors import EpmdError, HandshakeError
+from erl_interop.errors import EpmdError, HandshakeError, LocalProtocolError
 from erl_interop.terms import Atom
 
 from .config import ConfigError, parse_terms
@@ -326,7 +326,7 @@ class Discovery:
     async def _names(self, host: str, timeout: float) -> list[tuple[str, int]] | None:
         try:
             return await names(resolve_host(host), epmd_port=self.node.epmd_port, timeout=timeout)
-        except (OSError, EpmdError, asyncio.TimeoutError, TimeoutError) as e:
+        except (OSError, EpmdError, LocalProtocolError, asyncio.TimeoutError, TimeoutError) as e:
             log.debug("pynode discovery: EPMD on %s did not answer: %s", host, e)
             return None
 

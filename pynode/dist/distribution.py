@@ -323,22 +323,17 @@ class Distribution:
             self._conn(peer)
 
     async def connect(self, peer: str, timeout: float | None = None) -> bool:
-        """Connect to ``peer`` (``net_kernel:connect_node``); True when the link is up."""
-        peer_a = Atom(peer)
-        if peer_a == self.node.name:
-            return True
-        c = self._conn(peer_a)
-        while c.state in ("connecting", "yielded"):
-            cur = self.conns.get(peer_a)
-            if cur is not c and cur is not None:
-                c = cur
-                continue
-            try:
-                await asyncio.wait_for(asyncio.shield(c._closed if c.state != "up" else _done()), 0.05)
-            except asyncio.TimeoutError:
-                pass
-        c = self.conns.get(peer_a, c)
-        return c.state == "up"
+        """Connect to ``peer`` (``net_kernel:connect_node``); True when the link is up. The
+        attempt is bounded by the setup time; ``timeout`` bounds the wait for it too."""
+        if timeout is None:
+            up, _ = await self.attempt(peer)
+            return up
+        try:
+            async with asyncio.timeout(timeout):
+                up, _ = await self.attempt(peer)
+        except TimeoutError:
+            return False
+        return up
 
     async def attempt(self, peer: str, quiet: bool = False) -> tuple[bool, BaseException | None]:
         """One connection attempt (for discovery): ``(True, None)`` once the link is up,
@@ -644,10 +639,6 @@ class Distribution:
 
     def _in_ignore(self, c: PeerConnection, m: Any) -> None:
         pass
-
-
-async def _done() -> None:
-    return None
 
 
 _DROP: Any = (None, None)

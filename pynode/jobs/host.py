@@ -387,6 +387,26 @@ class JobHost(GenServer):
         self._rr += 1
         return tuple(targets[k:] + targets[:k])
 
+    async def _settled(self, tried: set[Pid], timeout: float) -> None:
+        """Wait until one of the jobs not handed off yet becomes ready (it can move now) or
+        ends (nothing to move), for at most ``timeout`` seconds."""
+        readies: list[asyncio.Future[Any]] = []
+        ends: list[asyncio.Future[Any]] = []
+        for pid, e in self.jobs.items():
+            if pid in tried or e.job.ready:
+                continue
+            readies.append(asyncio.ensure_future(e.job.ready_event.wait()))
+            p = self.node.process(pid)
+            if p is not None and p.task is not None:
+                ends.append(p.task)
+        if not readies:
+            return
+        try:
+            await asyncio.wait(readies + ends, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in readies:  # only our own waiters; the jobs' tasks are theirs
+                w.cancel()
+
     async def _hand_off_all(self, proc: Process, tried: set[Pid], deadline: float) -> None:
         """Hand every ready job off, at most ``handoff_concurrency`` at a time (protocol,
         "Graceful shutdown"), until ``deadline``. ``proc`` (the driver) monitors the jobs in
@@ -436,7 +456,7 @@ class JobHost(GenServer):
                     if left <= 0 and any(p not in tried for p in self.jobs):
                         log.warning("%s: handoff time is up; the remaining jobs die with the node", node.name)
                     return
-                await asyncio.sleep(0.01)  # jobs still starting or adopting: let them settle
+                await self._settled(tried, left)  # jobs still starting or adopting
                 continue
             try:
                 m = await proc.receive(ours, timeout=max(left, 0))

@@ -100,6 +100,8 @@ class _Job:
         self.recent: list[tuple[Any, Any]] = []
         self.proc: Process = None  # type: ignore[assignment]
         self.ready = False
+        #: set when the job is ready (serving): a stopping host's handoff waits on it
+        self.ready_event = asyncio.Event()
         self.replica_nodes: list[Atom] = []
         self._replica_mons: dict[Reference, Atom] = {}
         self._timers: dict[int, asyncio.TimerHandle] = {}
@@ -146,6 +148,7 @@ class _Job:
         self.seq = 1
         await self.replicate()
         self.ready = True
+        self.ready_event.set()
         self._answer(from_, (OK, proc.pid))
         await self.serve()
 
@@ -183,6 +186,7 @@ class _Job:
                 if n != me and n not in self.replica_nodes:
                     self.proc.cast((Atom(HOST_NAME), Atom(n)), (DROP_REPLICA, self.id, old_owner))
         self.ready = True
+        self.ready_event.set()
         log.info("%s: adopted job %r (%s), seq %d", self.host.node.name, self.id, self.kind, self.seq)
         self._answer(from_, (OK, proc.pid))
         await self.serve()
