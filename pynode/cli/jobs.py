@@ -22,6 +22,7 @@ from typing import Any, Sequence
 from erl_interop.terms import Atom, Pid
 
 from .. import jobs
+from ..dist import LinkState
 from ..node import Node
 from .common import default_cookie
 
@@ -134,7 +135,7 @@ async def show_jobs(args: argparse.Namespace) -> int:
             return 2
         settle = min(deadline, loop.time() + 3.0)
         while loop.time() < settle:
-            pending = [c for c in node.dist.conns.values() if c.state != "up" or c.peer not in node.registry.members()]
+            pending = [c for c in node.dist.conns.values() if c.state is not LinkState.UP or c.peer not in node.registry.members()]
             if not pending:
                 break
             await asyncio.sleep(0.02)

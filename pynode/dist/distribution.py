@@ -25,6 +25,7 @@ link is dropped after T of read silence.
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 from typing import Any, Callable
 
@@ -45,12 +46,46 @@ from ..errors import RpcError
 #: server of :mod:`pynode.otp.rpc`, handed in by the composition root (:mod:`pynode.node`)
 SpawnHandler = Callable[[Runtime, Any], None]
 
-__all__ = ["Distribution", "PeerConnection"]
+__all__ = ["Distribution", "LinkState", "PeerConnection", "SpawnHandler"]
 
 log = logging.getLogger("pynode.dist")
 
 EMPTY = Atom("")
+#: control message tags (docs/WIRE.md §4.2), named once from erl_interop.control
+_T_LINK = C.Link.TAG
+_T_SEND = C.Send.TAG
+_T_EXIT = C.Exit.TAG
+_T_UNLINK = C.Unlink.TAG
+_T_REG_SEND = C.RegSend.TAG
+_T_EXIT2 = C.Exit2.TAG
+_T_MONITOR_P = C.MonitorP.TAG
+_T_DEMONITOR_P = C.DemonitorP.TAG
+_T_MONITOR_P_EXIT = C.MonitorPExit.TAG
+_T_SEND_SENDER = C.SendSender.TAG
+_T_PAYLOAD_EXIT = C.PayloadExit.TAG
+_T_PAYLOAD_EXIT2 = C.PayloadExit2.TAG
+_T_PAYLOAD_MONITOR_P_EXIT = C.PayloadMonitorPExit.TAG
+_T_SPAWN_REQUEST = C.SpawnRequest.TAG
+_T_SPAWN_REPLY = C.SpawnReply.TAG
+_T_ALIAS_SEND = C.AliasSend.TAG
+_T_UNLINK_ID = C.UnlinkId.TAG
+_T_UNLINK_ID_ACK = C.UnlinkIdAck.TAG
 Builder = Callable[[DistFlags], tuple[tuple[Any, ...], Any]]
+
+
+class LinkState(enum.StrEnum):
+    """The life of one :class:`PeerConnection` (``state``)."""
+
+    #: dialling or handshaking; outgoing signals wait in ``queue``
+    CONNECTING = "connecting"
+    #: our dial lost a simultaneous connect; the peer's own connection is expected
+    YIELDED = "yielded"
+    #: handshake done, connected phase
+    UP = "up"
+    #: replaced by the peer's accepted connection (its queue moved there)
+    SUPERSEDED = "superseded"
+    #: gone; what is sent to it is dropped
+    CLOSED = "closed"
 
 
 class PeerConnection:
@@ -60,7 +95,7 @@ class PeerConnection:
         self.dist = dist
         self.peer = peer
         self.outgoing = outgoing
-        self.state = "connecting"
+        self.state = LinkState.CONNECTING
         self.queue: list[Builder] = []
         self.flags = DistFlags(0)
         #: ``flags & SEND_SENDER``, computed once: an IntFlag ``&`` costs microseconds per send.
@@ -84,12 +119,12 @@ class PeerConnection:
 
     # -- sending ----------------------------------------------------------------------------
     def submit(self, build: Builder) -> None:
-        if self.state == "up":
+        if self.state == LinkState.UP:
             control, payload = build(self.flags)
             if control is None:  # a builder that drops the signal for these flags
                 return
             self._write(self.conn.send_terms(control, payload))  # type: ignore[union-attr]
-        elif self.state == "connecting" or self.state == "yielded":
+        elif self.state == LinkState.CONNECTING or self.state == LinkState.YIELDED:
             self.queue.append(build)
         # closed: dropped, as a send on a dead link is on the BEAM
 
@@ -101,7 +136,7 @@ class PeerConnection:
 
     def _flush(self) -> None:
         self._flush_scheduled = False
-        if not self._out or self.writer is None or self.state != "up":
+        if not self._out or self.writer is None or self.state != LinkState.UP:
             self._out.clear()
             return
         data = b"".join(self._out) if len(self._out) > 1 else self._out[0]
@@ -123,7 +158,7 @@ class PeerConnection:
         self.peer_creation = complete.peer_creation
         self.conn = Connection(self.flags, initial=complete.trailing)
         self.writer = writer
-        self.state = "up"
+        self.state = LinkState.UP
         self._timer = TickTimer(self.dist.node.tick_time, now=asyncio.get_running_loop().time())
         queued, self.queue = self.queue, []
         for build in queued:
@@ -152,7 +187,7 @@ class PeerConnection:
                             h(dist, self, ev)
                         except Exception:
                             log.exception("error handling %r from %s", ev, self.peer)
-                        if self.state != "up":
+                        if self.state != LinkState.UP:
                             return  # closed meanwhile: frames already read are stale
                         continue
                     if type(ev) is NeedData:
@@ -166,7 +201,7 @@ class PeerConnection:
                         return
                     log.info("ignored control message from %s: %r", self.peer, ev)
                 data = await reader.read(262144)
-                if self.state != "up":
+                if self.state != LinkState.UP:
                     return
                 if timer is not None:
                     timer.on_data_received(loop.time())
@@ -186,7 +221,7 @@ class PeerConnection:
         loop = asyncio.get_running_loop()
         timer = self._timer
         assert timer is not None and self.conn is not None
-        while self.state == "up":
+        while self.state == LinkState.UP:
             await asyncio.sleep(max(0.0, timer.next_deadline() - loop.time()) + 0.001)
             what = timer.poll(loop.time())
             if what == "timeout":
@@ -198,10 +233,10 @@ class PeerConnection:
                 timer.on_data_sent(loop.time())
 
     def close(self) -> None:
-        if self.state == "closed":
+        if self.state == LinkState.CLOSED:
             return
-        was_up = self.state == "up"
-        self.state = "closed"
+        was_up = self.state == LinkState.UP
+        self.state = LinkState.CLOSED
         self.queue.clear()
         if self.writer is not None:
             if self._out:
@@ -287,15 +322,15 @@ class Distribution:
         await asyncio.sleep(0)
 
     def connected_nodes(self) -> list[Atom]:
-        return [n for n, c in self.conns.items() if c.state == "up"]
+        return [n for n, c in self.conns.items() if c.state == LinkState.UP]
 
     # -- handshake policy (erl_interop.handshake.HandshakePolicy) ---------------------------
     def accept_pending(self, peer_name: str, peer_flags: DistFlags, peer_creation: int) -> Status:
         peer = Atom(peer_name)
         c = self.conns.get(peer)
-        if c is None or c.state == "closed":
+        if c is None or c.state == LinkState.CLOSED:
             return "ok"
-        if c.state == "up":
+        if c.state == LinkState.UP:
             return "alive"
         # Both sides are dialling: the greater name's attempt wins (net_kernel).
         if self.node.name > peer:
@@ -308,11 +343,11 @@ class Distribution:
     # -- connections ------------------------------------------------------------------------
     def _conn(self, peer: Atom) -> PeerConnection:
         c = self.conns.get(peer)
-        if c is not None and c.state != "closed":
+        if c is not None and c.state != LinkState.CLOSED:
             return c
         c = PeerConnection(self, peer, outgoing=True)
         if self.stopped:
-            c.state = "closed"  # a stopped node dials nobody; what is sent to it is dropped
+            c.state = LinkState.CLOSED  # a stopped node dials nobody; what is sent to it is dropped
             return c
         self.conns[peer] = c
         c.task = self.node.create_task(self._dial(c), name=f"pynode dial {peer}")
@@ -344,16 +379,16 @@ class Distribution:
         if peer_a == self.node.name:
             return True, None
         c = self._conn(peer_a)
-        if quiet and c.state == "connecting":
+        if quiet and c.state == LinkState.CONNECTING:
             c.quiet = True
         while True:
-            if c.state == "up":
+            if c.state == LinkState.UP:
                 return True, None
             cur = self.conns.get(peer_a)
-            if cur is not None and cur is not c and cur.state != "closed":
+            if cur is not None and cur is not c and cur.state != LinkState.CLOSED:
                 c = cur  # the peer's own attempt took over (simultaneous connect)
                 continue
-            if c.state in ("closed", "superseded"):
+            if c.state in (LinkState.CLOSED, LinkState.SUPERSEDED):
                 return False, c.failure
             await asyncio.wait([c._up, c._closed], return_when=asyncio.FIRST_COMPLETED)
 
@@ -376,11 +411,11 @@ class Distribution:
                 # and take over our queue.
                 log.debug("dial to %s yielded to the peer's attempt: %s", c.peer, e)
                 if self.conns.get(c.peer) is c:
-                    c.state = "yielded"
+                    c.state = LinkState.YIELDED
                     # OTP fails the signals of a connect that never completes; so do we,
                     # if the peer's own attempt has not arrived within the setup time.
                     await asyncio.sleep(node.setup_timeout)
-                    if self.conns.get(c.peer) is c and c.state == "yielded":
+                    if self.conns.get(c.peer) is c and c.state == LinkState.YIELDED:
                         log.warning("%s: %s won the simultaneous connect but never connected", node.name, c.peer)
                         c.close()
                 return
@@ -396,7 +431,7 @@ class Distribution:
         except asyncio.CancelledError:
             c.close()
             raise
-        if c.state != "connecting" or self.conns.get(c.peer) is not c:
+        if c.state != LinkState.CONNECTING or self.conns.get(c.peer) is not c:
             writer.close()
             return
         c.attach(reader, writer, complete)
@@ -407,12 +442,12 @@ class Distribution:
         peer = Atom(complete.peer_name)
         old = self.conns.get(peer)
         c = PeerConnection(self, peer, outgoing=False)
-        if old is not None and old.state in ("connecting", "yielded"):
+        if old is not None and old.state in (LinkState.CONNECTING, LinkState.YIELDED):
             c.queue, old.queue = old.queue, []
-            old.state = "superseded"
+            old.state = LinkState.SUPERSEDED
             if old.task is not None:
                 old.task.cancel()
-        elif old is not None and old.state == "up":
+        elif old is not None and old.state == LinkState.UP:
             old.close()  # the peer confirmed 'alive' -> true: the old link is dead to it
         self.conns[peer] = c
         c.attach(reader, writer, complete)
@@ -437,24 +472,24 @@ class Distribution:
     def send(self, to: Pid, msg: Any, sender: Pid | None) -> None:
         frm = self._sender(sender)
         c = self.conns.get(to.node)
-        if c is not None and c.state == "up":
+        if c is not None and c.state == LinkState.UP:
             # Hot path: no builder, straight to bytes.
             if c.send_sender:
-                c._write(c.conn.send_terms((22, frm, to), msg))  # type: ignore[union-attr]
+                c._write(c.conn.send_terms((_T_SEND_SENDER, frm, to), msg))  # type: ignore[union-attr]
             else:
-                c._write(c.conn.send_terms((2, EMPTY, to), msg))  # type: ignore[union-attr]
+                c._write(c.conn.send_terms((_T_SEND, EMPTY, to), msg))  # type: ignore[union-attr]
             return
         self._conn(to.node).submit(
-            lambda f: (((22, frm, to) if f & DistFlags.SEND_SENDER else (2, EMPTY, to)), msg)
+            lambda f: (((_T_SEND_SENDER, frm, to) if f & DistFlags.SEND_SENDER else (_T_SEND, EMPTY, to)), msg)
         )
 
     def reg_send(self, node: Atom, name: Atom, msg: Any, sender: Pid | None) -> None:
         frm = self._sender(sender)
         c = self.conns.get(node)
-        if c is not None and c.state == "up":
-            c._write(c.conn.send_terms((6, frm, EMPTY, name), msg))  # type: ignore[union-attr]
+        if c is not None and c.state == LinkState.UP:
+            c._write(c.conn.send_terms((_T_REG_SEND, frm, EMPTY, name), msg))  # type: ignore[union-attr]
             return
-        self._conn(node).submit(lambda f: ((6, frm, EMPTY, name), msg))
+        self._conn(node).submit(lambda f: ((_T_REG_SEND, frm, EMPTY, name), msg))
 
     def alias_send(self, alias: Reference, msg: Any, sender: Pid | None) -> None:
         frm = self._sender(sender)
@@ -462,7 +497,7 @@ class Distribution:
         def build(f: DistFlags) -> tuple[tuple[Any, ...], Any]:
             if not f & DistFlags.ALIAS:
                 return _DROP  # OTP drops alias sends on a link without ALIAS
-            return (33, frm, alias), msg
+            return (_T_ALIAS_SEND, frm, alias), msg
 
         self._submit(alias.node, build)
 
@@ -471,7 +506,7 @@ class Distribution:
         self._conn(node).submit(build)
 
     def link(self, frm: Pid, to: Pid) -> None:
-        self._submit(to.node, lambda f: ((1, frm, to), MISSING))
+        self._submit(to.node, lambda f: ((_T_LINK, frm, to), MISSING))
 
     def unlink(self, frm: Pid, to: Pid) -> int:
         self._unlink_ids += 1
@@ -479,8 +514,8 @@ class Distribution:
 
         def build(f: DistFlags) -> tuple[tuple[Any, ...], Any]:
             if f & DistFlags.UNLINK_ID:
-                return (35, uid, frm, to), MISSING
-            return (4, frm, to), MISSING
+                return (_T_UNLINK_ID, uid, frm, to), MISSING
+            return (_T_UNLINK, frm, to), MISSING
 
         self._submit(to.node, build)
         return uid
@@ -488,16 +523,16 @@ class Distribution:
     def link_exit(self, frm: Pid, to: Pid, reason: Any) -> None:
         def build(f: DistFlags) -> tuple[tuple[Any, ...], Any]:
             if f & DistFlags.EXIT_PAYLOAD:
-                return (24, frm, to), reason
-            return (3, frm, to, reason), MISSING
+                return (_T_PAYLOAD_EXIT, frm, to), reason
+            return (_T_EXIT, frm, to, reason), MISSING
 
         self._submit_existing(to.node, build)
 
     def exit2(self, frm: Pid, to: Pid, reason: Any) -> None:
         def build(f: DistFlags) -> tuple[tuple[Any, ...], Any]:
             if f & DistFlags.EXIT_PAYLOAD:
-                return (26, frm, to), reason
-            return (8, frm, to, reason), MISSING
+                return (_T_PAYLOAD_EXIT2, frm, to), reason
+            return (_T_EXIT2, frm, to, reason), MISSING
 
         self._submit(to.node, build)
 
@@ -506,25 +541,25 @@ class Distribution:
             node, target = obj.node, obj
         else:
             target, node = obj
-        self._submit(node, lambda f: ((19, watcher, target, ref), MISSING))
+        self._submit(node, lambda f: ((_T_MONITOR_P, watcher, target, ref), MISSING))
 
     def demonitor(self, watcher: Pid, obj: Any, ref: Reference) -> None:
         if type(obj) is Pid:
             node, target = obj.node, obj
         else:
             target, node = obj
-        self._submit_existing(node, lambda f: ((20, watcher, target, ref), MISSING))
+        self._submit_existing(node, lambda f: ((_T_DEMONITOR_P, watcher, target, ref), MISSING))
 
     def monitor_exit(self, obj: Any, watcher: Pid, ref: Reference, reason: Any) -> None:
         def build(f: DistFlags) -> tuple[tuple[Any, ...], Any]:
             if f & DistFlags.EXIT_PAYLOAD:
-                return (28, obj, watcher, ref), reason
-            return (21, obj, watcher, ref, reason), MISSING
+                return (_T_PAYLOAD_MONITOR_P_EXIT, obj, watcher, ref), reason
+            return (_T_MONITOR_P_EXIT, obj, watcher, ref, reason), MISSING
 
         self._submit_existing(watcher.node, build)
 
     def spawn_reply(self, req_id: Reference, to: Pid, flags: int, result: Any) -> None:
-        self._submit(to.node, lambda f: ((31, req_id, to, flags, result), MISSING))
+        self._submit(to.node, lambda f: ((_T_SPAWN_REPLY, req_id, to, flags, result), MISSING))
 
     def _submit_existing(self, node: Atom, build: Builder) -> None:
         """Signals that only make sense on a live link (exits, DOWNs, demonitors): never dial."""
@@ -540,7 +575,7 @@ class Distribution:
         self._spawn_waiters[req_id] = proc
         self._submit(
             node,
-            lambda fl: ((29, req_id, proc.pid, proc.pid, (Atom("erpc"), Atom("execute_call"), 4), [Atom("monitor")]), [res, m, f, args]),
+            lambda fl: ((_T_SPAWN_REQUEST, req_id, proc.pid, proc.pid, (Atom("erpc"), Atom("execute_call"), 4), [Atom("monitor")]), [res, m, f, args]),
         )
         spawn_reply = Atom("$spawn_reply")
         try:
@@ -606,7 +641,7 @@ class Distribution:
 
     def _in_unlink_id(self, c: PeerConnection, m: Any) -> None:
         self.node._remote_unlink(m.from_pid, m.to_pid)
-        c.submit(lambda f: ((36, m.id, m.to_pid, m.from_pid), MISSING))
+        c.submit(lambda f: ((_T_UNLINK_ID_ACK, m.id, m.to_pid, m.from_pid), MISSING))
 
     def _in_unlink_ack(self, c: PeerConnection, m: Any) -> None:
         self.node._remote_unlink_ack(m.from_pid, m.to_pid, m.id)

@@ -25,6 +25,7 @@ from erl_interop.terms import Atom, Pid, Reference
 from ..errors import CallError
 from ..otp.gen_server import From, GenServer
 from ..core.process import DOWN_TAG
+from ..dist import LinkState
 from .mirror import Mirror
 from .protocol import (
     ALREADY_REGISTERED,
@@ -274,7 +275,7 @@ class Registry(GenServer):
     def _linked(self, peer: Atom) -> bool:
         dist = self.process.node.dist
         c = None if dist is None else dist.conns.get(peer)
-        return c is not None and c.state == "up"
+        return c is not None and c.state is LinkState.UP
 
     def _warn_once(self, sender: Any, fmt: str, *args: Any) -> None:
         if sender in self._warned:
@@ -288,7 +289,7 @@ class Registry(GenServer):
             return  # not a node name (alive@host): a hostile member list must not make us dial it
         dist = self.process.node.dist
         c = dist.conns.get(peer) if dist is not None else None
-        if c is not None and c.state == "up" and not c.flags & DistFlags.SPAWN:
+        if c is not None and c.state is LinkState.UP and not c.flags & DistFlags.SPAWN:
             # A C node (erl_call, ei, JInterface): it runs no registry, and a message it does
             # not expect makes erl_call fail. BEAM nodes and pynodes all have SPAWN.
             return
