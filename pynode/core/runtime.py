@@ -26,7 +26,7 @@ import itertools
 import logging
 import secrets
 import time
-from typing import Any, Awaitable, Callable, Protocol
+from typing import Any, Awaitable, Callable, Mapping, Protocol
 
 from erl_interop.terms import Atom, Pid, Reference
 
@@ -85,6 +85,11 @@ class Runtime:
         self._pid_ids = itertools.count(1)
         self._ref_ids = itertools.count(1)
         self._ref_salt = secrets.randbits(32)
+        #: the tables the transport reads to deliver incoming signals (never writes): the
+        #: same dicts as the runtime's own, so that a delivery costs one dict lookup
+        self.procs: Mapping[Pid, Process] = self._procs
+        self.names: Mapping[Atom, Process] = self._names
+        self.aliases: Mapping[Reference, Process] = self._aliases
         self._exposed: dict[tuple[str, str], Callable[..., Any]] = {}
         self._node_watchers: dict[Pid, set[Atom] | None] = {}
         #: the distribution layer, plugged in when the node starts
@@ -499,15 +504,6 @@ class Runtime:
         self._tasks.add(t)
         t.add_done_callback(self._tasks.discard)
         return t
-
-    # -- lookups for the transport (no private names cross the seam) ------------------------
-    def named(self, name: Atom) -> Process | None:
-        """The local process registered as ``name``, if any."""
-        return self._names.get(name)
-
-    def aliased(self, ref: Reference) -> Process | None:
-        """The local process that ``ref`` is an active alias of, if any."""
-        return self._aliases.get(ref)
 
     async def shutdown(self, reason: Any) -> None:
         """Kill every process with ``reason``, then cancel and await every owned task."""

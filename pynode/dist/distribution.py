@@ -119,12 +119,12 @@ class PeerConnection:
 
     # -- sending ----------------------------------------------------------------------------
     def submit(self, build: Builder) -> None:
-        if self.state == LinkState.UP:
+        if self.state is LinkState.UP:
             control, payload = build(self.flags)
             if control is None:  # a builder that drops the signal for these flags
                 return
             self._write(self.conn.send_terms(control, payload))  # type: ignore[union-attr]
-        elif self.state == LinkState.CONNECTING or self.state == LinkState.YIELDED:
+        elif self.state is LinkState.CONNECTING or self.state is LinkState.YIELDED:
             self.queue.append(build)
         # closed: dropped, as a send on a dead link is on the BEAM
 
@@ -136,7 +136,7 @@ class PeerConnection:
 
     def _flush(self) -> None:
         self._flush_scheduled = False
-        if not self._out or self.writer is None or self.state != LinkState.UP:
+        if not self._out or self.writer is None or self.state is not LinkState.UP:
             self._out.clear()
             return
         data = b"".join(self._out) if len(self._out) > 1 else self._out[0]
@@ -187,7 +187,7 @@ class PeerConnection:
                             h(dist, self, ev)
                         except Exception:
                             log.exception("error handling %r from %s", ev, self.peer)
-                        if self.state != LinkState.UP:
+                        if self.state is not LinkState.UP:
                             return  # closed meanwhile: frames already read are stale
                         continue
                     if type(ev) is NeedData:
@@ -201,7 +201,7 @@ class PeerConnection:
                         return
                     log.info("ignored control message from %s: %r", self.peer, ev)
                 data = await reader.read(262144)
-                if self.state != LinkState.UP:
+                if self.state is not LinkState.UP:
                     return
                 if timer is not None:
                     timer.on_data_received(loop.time())
@@ -221,7 +221,7 @@ class PeerConnection:
         loop = asyncio.get_running_loop()
         timer = self._timer
         assert timer is not None and self.conn is not None
-        while self.state == LinkState.UP:
+        while self.state is LinkState.UP:
             await asyncio.sleep(max(0.0, timer.next_deadline() - loop.time()) + 0.001)
             what = timer.poll(loop.time())
             if what == "timeout":
@@ -233,9 +233,9 @@ class PeerConnection:
                 timer.on_data_sent(loop.time())
 
     def close(self) -> None:
-        if self.state == LinkState.CLOSED:
+        if self.state is LinkState.CLOSED:
             return
-        was_up = self.state == LinkState.UP
+        was_up = self.state is LinkState.UP
         self.state = LinkState.CLOSED
         self.queue.clear()
         if self.writer is not None:
@@ -322,15 +322,15 @@ class Distribution:
         await asyncio.sleep(0)
 
     def connected_nodes(self) -> list[Atom]:
-        return [n for n, c in self.conns.items() if c.state == LinkState.UP]
+        return [n for n, c in self.conns.items() if c.state is LinkState.UP]
 
     # -- handshake policy (erl_interop.handshake.HandshakePolicy) ---------------------------
     def accept_pending(self, peer_name: str, peer_flags: DistFlags, peer_creation: int) -> Status:
         peer = Atom(peer_name)
         c = self.conns.get(peer)
-        if c is None or c.state == LinkState.CLOSED:
+        if c is None or c.state is LinkState.CLOSED:
             return "ok"
-        if c.state == LinkState.UP:
+        if c.state is LinkState.UP:
             return "alive"
         # Both sides are dialling: the greater name's attempt wins (net_kernel).
         if self.node.name > peer:
@@ -343,7 +343,7 @@ class Distribution:
     # -- connections ------------------------------------------------------------------------
     def _conn(self, peer: Atom) -> PeerConnection:
         c = self.conns.get(peer)
-        if c is not None and c.state != LinkState.CLOSED:
+        if c is not None and c.state is not LinkState.CLOSED:
             return c
         c = PeerConnection(self, peer, outgoing=True)
         if self.stopped:
@@ -379,13 +379,13 @@ class Distribution:
         if peer_a == self.node.name:
             return True, None
         c = self._conn(peer_a)
-        if quiet and c.state == LinkState.CONNECTING:
+        if quiet and c.state is LinkState.CONNECTING:
             c.quiet = True
         while True:
-            if c.state == LinkState.UP:
+            if c.state is LinkState.UP:
                 return True, None
             cur = self.conns.get(peer_a)
-            if cur is not None and cur is not c and cur.state != LinkState.CLOSED:
+            if cur is not None and cur is not c and cur.state is not LinkState.CLOSED:
                 c = cur  # the peer's own attempt took over (simultaneous connect)
                 continue
             if c.state in (LinkState.CLOSED, LinkState.SUPERSEDED):
@@ -415,7 +415,7 @@ class Distribution:
                     # OTP fails the signals of a connect that never completes; so do we,
                     # if the peer's own attempt has not arrived within the setup time.
                     await asyncio.sleep(node.setup_timeout)
-                    if self.conns.get(c.peer) is c and c.state == LinkState.YIELDED:
+                    if self.conns.get(c.peer) is c and c.state is LinkState.YIELDED:
                         log.warning("%s: %s won the simultaneous connect but never connected", node.name, c.peer)
                         c.close()
                 return
@@ -431,7 +431,7 @@ class Distribution:
         except asyncio.CancelledError:
             c.close()
             raise
-        if c.state != LinkState.CONNECTING or self.conns.get(c.peer) is not c:
+        if c.state is not LinkState.CONNECTING or self.conns.get(c.peer) is not c:
             writer.close()
             return
         c.attach(reader, writer, complete)
@@ -447,7 +447,7 @@ class Distribution:
             old.state = LinkState.SUPERSEDED
             if old.task is not None:
                 old.task.cancel()
-        elif old is not None and old.state == LinkState.UP:
+        elif old is not None and old.state is LinkState.UP:
             old.close()  # the peer confirmed 'alive' -> true: the old link is dead to it
         self.conns[peer] = c
         c.attach(reader, writer, complete)
@@ -472,7 +472,7 @@ class Distribution:
     def send(self, to: Pid, msg: Any, sender: Pid | None) -> None:
         frm = self._sender(sender)
         c = self.conns.get(to.node)
-        if c is not None and c.state == LinkState.UP:
+        if c is not None and c.state is LinkState.UP:
             # Hot path: no builder, straight to bytes.
             if c.send_sender:
                 c._write(c.conn.send_terms((_T_SEND_SENDER, frm, to), msg))  # type: ignore[union-attr]
@@ -486,7 +486,7 @@ class Distribution:
     def reg_send(self, node: Atom, name: Atom, msg: Any, sender: Pid | None) -> None:
         frm = self._sender(sender)
         c = self.conns.get(node)
-        if c is not None and c.state == LinkState.UP:
+        if c is not None and c.state is LinkState.UP:
             c._write(c.conn.send_terms((_T_REG_SEND, frm, EMPTY, name), msg))  # type: ignore[union-attr]
             return
         self._conn(node).submit(lambda f: ((_T_REG_SEND, frm, EMPTY, name), msg))
@@ -619,17 +619,17 @@ class Distribution:
         h(self, c, m)
 
     def _in_send(self, c: PeerConnection, m: Any) -> None:
-        p = self.node.process(m.to_pid)
+        p = self.node.procs.get(m.to_pid)
         if p is not None:
             p.deliver(m.message)
 
     def _in_reg_send(self, c: PeerConnection, m: Any) -> None:
-        p = self.node.named(m.to_name)
+        p = self.node.names.get(m.to_name)
         if p is not None:
             p.deliver(m.message)
 
     def _in_alias_send(self, c: PeerConnection, m: Any) -> None:
-        p = self.node.aliased(m.alias)
+        p = self.node.aliases.get(m.alias)
         if p is not None:
             p.deliver(m.message)
 
