@@ -502,7 +502,9 @@ class Connection:
         return bytes(out)
 
     def send_many(self, msgs: Iterable[ControlMessage]) -> bytes:
-        """Several packets in one buffer, for one write (coalescing, DESIGN.md "Performance").
+        """Several packets in one buffer, for one write (coalescing: one ``write`` per batch
+        instead of one per frame is ~10x the frames per second from Python; bench/dist_bench.py
+        measures it).
         If one message cannot be encoded, the whole batch raises and nothing is counted."""
         out = bytearray()
         encode = self._encode

@@ -64,7 +64,7 @@ REJECTABLE = (
 )
 
 #: What a pynode advertises: hidden (no PUBLISHED), OTP 25's mandatory set, and the
-#: optional flags DESIGN.md asks for. Header mode (DIST_HDR_ATOM_CACHE/FRAGMENTS) is off
+#: optional flags monitors, links, rpc and calls need (docs/WIRE.md §2.6). Header mode (DIST_HDR_ATOM_CACHE/FRAGMENTS) is off
 #: by default: pass-through ``p`` packets are cheaper to produce from Python.
 DEFAULT_FLAGS = (
     MANDATORY_25

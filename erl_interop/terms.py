@@ -1,6 +1,6 @@
 """Python types for Erlang terms that have no exact Python counterpart.
 
-The mapping (DESIGN.md, "Terms") is injective: two distinct Erlang terms never decode to
+The mapping (README.md, "Terms") is injective: two distinct Erlang terms never decode to
 the same Python value, so ``encode(decode(b)) == b`` for canonical bytes ``b``.
 
 =====================  ==========================================================

@@ -1,4 +1,4 @@
-"""Unit tests of the term mapping (DESIGN.md "Terms"): what each Python value encodes to,
+"""Unit tests of the term mapping (README.md "Terms"): what each Python value encodes to,
 what each tag decodes to, and which values are refused. No BEAM needed."""
 
 from __future__ import annotations
