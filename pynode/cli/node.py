@@ -67,7 +67,7 @@ def _node_name(args: argparse.Namespace) -> str:
         return args.sname if "@" in args.sname else f"{args.sname}@{socket.gethostname().split('.')[0]}"
     if "@" not in args.name:
         raise SystemExit("--name needs NAME@HOST")
-    return args.name
+    return str(args.name)
 
 
 async def run(args: argparse.Namespace) -> int:

@@ -71,7 +71,8 @@ _T_SPAWN_REPLY = C.SpawnReply.TAG
 _T_ALIAS_SEND = C.AliasSend.TAG
 _T_UNLINK_ID = C.UnlinkId.TAG
 _T_UNLINK_ID_ACK = C.UnlinkIdAck.TAG
-Builder = Callable[[DistFlags], tuple[tuple[Any, ...], Any]]
+#: builds a signal's (control tuple, payload) for the negotiated flags; a ``None`` control drops it
+Builder = Callable[[DistFlags], tuple[tuple[Any, ...] | None, Any]]
 
 
 class LinkState(enum.StrEnum):
@@ -501,7 +502,7 @@ class Distribution:
     def alias_send(self, alias: Reference, msg: Any, sender: Pid | None) -> None:
         frm = self._sender(sender)
 
-        def build(f: DistFlags) -> tuple[tuple[Any, ...], Any]:
+        def build(f: DistFlags) -> tuple[tuple[Any, ...] | None, Any]:
             if not f & DistFlags.ALIAS:
                 return _DROP  # OTP drops alias sends on a link without ALIAS
             return (_T_ALIAS_SEND, frm, alias), msg
@@ -519,7 +520,7 @@ class Distribution:
         self._unlink_ids += 1
         uid = self._unlink_ids
 
-        def build(f: DistFlags) -> tuple[tuple[Any, ...], Any]:
+        def build(f: DistFlags) -> tuple[tuple[Any, ...] | None, Any]:
             if f & DistFlags.UNLINK_ID:
                 return (_T_UNLINK_ID, uid, frm, to), MISSING
             return (_T_UNLINK, frm, to), MISSING
@@ -528,7 +529,7 @@ class Distribution:
         return uid
 
     def link_exit(self, frm: Pid, to: Pid, reason: Any) -> None:
-        def build(f: DistFlags) -> tuple[tuple[Any, ...], Any]:
+        def build(f: DistFlags) -> tuple[tuple[Any, ...] | None, Any]:
             if f & DistFlags.EXIT_PAYLOAD:
                 return (_T_PAYLOAD_EXIT, frm, to), reason
             return (_T_EXIT, frm, to, reason), MISSING
@@ -536,7 +537,7 @@ class Distribution:
         self._submit_existing(to.node, build)
 
     def exit2(self, frm: Pid, to: Pid, reason: Any) -> None:
-        def build(f: DistFlags) -> tuple[tuple[Any, ...], Any]:
+        def build(f: DistFlags) -> tuple[tuple[Any, ...] | None, Any]:
             if f & DistFlags.EXIT_PAYLOAD:
                 return (_T_PAYLOAD_EXIT2, frm, to), reason
             return (_T_EXIT2, frm, to, reason), MISSING
@@ -558,7 +559,7 @@ class Distribution:
         self._submit_existing(node, lambda f: ((_T_DEMONITOR_P, watcher, target, ref), MISSING))
 
     def monitor_exit(self, obj: Any, watcher: Pid, ref: Reference, reason: Any) -> None:
-        def build(f: DistFlags) -> tuple[tuple[Any, ...], Any]:
+        def build(f: DistFlags) -> tuple[tuple[Any, ...] | None, Any]:
             if f & DistFlags.EXIT_PAYLOAD:
                 return (_T_PAYLOAD_MONITOR_P_EXIT, obj, watcher, ref), reason
             return (_T_MONITOR_P_EXIT, obj, watcher, ref, reason), MISSING
@@ -683,7 +684,7 @@ class Distribution:
         pass
 
 
-_DROP: Any = (None, None)
+_DROP: tuple[None, None] = (None, None)
 
 _HANDLERS: dict[type, Callable[[Distribution, PeerConnection, Any], None]] = {
     C.Send: Distribution._in_send,

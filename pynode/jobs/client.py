@@ -194,7 +194,7 @@ async def _local_list(proc: Process, timeout: float | None = None) -> list[tuple
             log.info("list on %s failed: %s", pid.node, e.reason)
             continue
         if isinstance(r, list):
-            out.extend(tuple(x) for x in r if type(x) is tuple and len(x) == 3)  # type: ignore[misc]
+            out.extend((x[0], x[1], x[2]) for x in r if type(x) is tuple and len(x) == 3)
     return out
 
 
@@ -371,4 +371,5 @@ async def get_state(target: "Node | Process", job_id: Any, *, via: str | None = 
 
 async def list_jobs(target: "Node | Process", *, via: str | None = None) -> list[tuple[Any, Atom, Pid]]:
     """Every job in the cluster, ``[(Id, Kind, Pid)]`` (each host's ``list``)."""
-    return await _run(target, LIST_JOBS, [], via, None)
+    rows: list[tuple[Any, Atom, Pid]] = list(await _run(target, LIST_JOBS, [], via, None))
+    return rows

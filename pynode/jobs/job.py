@@ -176,7 +176,7 @@ class _Job:
             self._answer(from_, (ERROR, exception_reason(e)))
             return
         recent = portable.get(K_RECENT)
-        self.recent = [tuple(x) for x in recent if type(x) is tuple and len(x) == 2][:RECENT_MAX] if isinstance(recent, list) else []  # type: ignore[misc]
+        self.recent = [(x[0], x[1]) for x in recent if type(x) is tuple and len(x) == 2][:RECENT_MAX] if isinstance(recent, list) else []
         seq = portable.get(K_SEQ)
         self.seq = (seq if type(seq) is int else 0) + 1
         await self.replicate()
