@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from erl_interop.terms import Atom, Pid, Reference
 
-from ..errors import CallError
 from ..otp.gen_server import NOREPLY as _NOREPLY, From, GenServer, reply as gen_reply
 from ..core.process import DOWN_TAG, NOCONNECTION, Process, ReceiveTimeout, exception_reason
 from ..registry import key_bytes
@@ -185,9 +184,6 @@ class JobHost(GenServer):
 
             workers.add(self.node.spawn(body))
             return _NOREPLY
-        if tag == _SHUTDOWN and len(request) == 1:
-            await self._begin_shutdown(from_)
-            return _NOREPLY
         return (ERROR, (Atom("unknown_call"), request))
 
     async def handle_cast(self, request: Any) -> None:
@@ -199,6 +195,10 @@ class JobHost(GenServer):
 
     async def handle_info(self, msg: Any) -> None:
         if type(msg) is not tuple or not msg:
+            return
+        if msg[0] == _SHUTDOWN and len(msg) == 2 and isinstance(msg[1], asyncio.Future):
+            # From shutdown() on this node (a local message: it carries a Python future)
+            await self._begin_shutdown(msg[1])
             return
         if msg[0] == DOWN_TAG and len(msg) == 5:
             ref, reason = msg[1], msg[4]
@@ -335,9 +335,10 @@ class JobHost(GenServer):
             self._spawn_job(rep.kind, rep.id, lambda job, proc: job.run_adopt(proc, portable, None, owner, olds))
 
     # -- graceful shutdown ----------------------------------------------------------------
-    async def _begin_shutdown(self, from_: From) -> None:
+    async def _begin_shutdown(self, done: "asyncio.Future[None]") -> None:
         if self.stopping:
-            gen_reply(self.process, from_, OK)
+            if not done.done():
+                done.set_result(None)
             return
         self.stopping = True
         await self.node.registry.unreg(self.process, HOST_KEY)
@@ -355,7 +356,8 @@ class JobHost(GenServer):
             finally:
                 host.handoff_driver = None
                 host.closed = True
-                gen_reply(proc, from_, OK)
+                if not done.done():
+                    done.set_result(None)
 
         self.handoff_driver = self.node.spawn(driver).pid
 
@@ -479,12 +481,19 @@ class JobHost(GenServer):
     async def shutdown(self) -> None:
         """Graceful handoff (protocol, "Graceful shutdown"): stop taking jobs, move each job
         to another host, return when done. Run by ``Node.stop`` before anything is killed."""
-        if not self.process.alive:
+        proc = self.process
+        if not proc.alive or proc.task is None:
             return
-        try:
-            await self.node.call(self.pid, (_SHUTDOWN,), timeout=secs(cfg(self.node, "handoff_timeout")))
-        except CallError as e:
-            log.error("%s: job handoff did not complete: %s", self.node.name, e.reason)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # Straight to the host's mailbox (no helper process calling it): the host begins the
+        # handoff in its own loop, and its driver resolves `done` when the handoff is over.
+        proc.deliver((_SHUTDOWN, done))
+        finished, _ = await asyncio.wait((done, proc.task), timeout=secs(cfg(self.node, "handoff_timeout")),
+                                         return_when=asyncio.FIRST_COMPLETED)
+        if done not in finished:
+            reason = proc.exit_reason if proc.task in finished else Atom("timeout")
+            log.error("%s: job handoff did not complete: %s", self.node.name, reason)
+            done.cancel()
 
 
 
