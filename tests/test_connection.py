@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from erl_interop import codec
+from erl_interop import aio, codec
 from erl_interop import control as C
 from erl_interop.connection import (
     ATOM_CACHE_SIZE,
@@ -529,51 +529,36 @@ def store_contents(erl: Any) -> list[Any]:
     return erl.eval("store ! {get, self()}, receive {got, L} -> L after 5000 -> timeout end.")
 
 
+class _EveryControlMessage(dict):  # type: ignore[type-arg]
+    """A handler table for ``aio.Link.run`` that hands every control message to ``put``."""
+
+    def __init__(self, put: Any) -> None:
+        super().__init__()
+        self.put = put
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        return self.put if isinstance(key, type) and issubclass(key, C.ControlMessage) else default
+
+
 class Link:
-    """A connected link driven by asyncio, as the node's reader/ticker would do it."""
+    """The node's own connected-phase driver (``erl_interop.aio.Link``), with its events in
+    a queue the test reads."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, conn: Connection, tick_time: float) -> None:
-        self.reader, self.writer, self.conn = reader, writer, conn
-        loop = asyncio.get_running_loop()
-        self.timer = TickTimer(tick_time, now=loop.time())
         self.events: asyncio.Queue[Any] = asyncio.Queue()
-        self.tasks = [loop.create_task(self._read()), loop.create_task(self._tick())]
-
-    async def _read(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            data = await self.reader.read(65536)
-            self.timer.on_data_received(loop.time())
-            self.conn.receive_data(data)
-            for ev in drain(self.conn):
-                if ev is not TICK:
-                    await self.events.put(ev)
-            if not data:
-                return
-
-    async def _tick(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(max(0.0, self.timer.next_deadline() - loop.time()))
-            what = self.timer.poll(loop.time())
-            if what == "send_tick":
-                self.write(self.conn.tick())
-            elif what == "timeout":
-                self.writer.close()
-                return
+        self.link = aio.Link(reader, writer, conn, tick_time, peer="erl")
+        handlers = _EveryControlMessage(lambda _target, ev: self.events.put_nowait(ev))
+        self.task = asyncio.get_running_loop().create_task(self.link.run(handlers, None))
 
     def write(self, data: bytes) -> None:
-        self.writer.write(data)
-        self.timer.on_data_sent(asyncio.get_running_loop().time())
+        self.link.write(data)
 
     async def next(self, timeout: float = 20.0) -> Any:
         return await asyncio.wait_for(self.events.get(), timeout)
 
     async def close(self) -> None:
-        for t in self.tasks:
-            t.cancel()
-        self.writer.close()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        self.link.close()
+        await asyncio.gather(self.task, return_exceptions=True)
 
 
 class CountingConnection(Connection):

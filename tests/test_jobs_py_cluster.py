@@ -85,8 +85,8 @@ def crash(node: Node) -> None:
     d.stopped = True
     node._stopping = True
     for c in list(d.conns.values()):
-        if c.writer is not None:
-            c.writer.transport.abort()
+        if c.link is not None:
+            c.link.writer.transport.abort()
     if d.server is not None:
         d.server.close()
     for p in node.processes:

@@ -33,7 +33,7 @@ from typing import Any, Callable
 from erl_interop import aio
 from erl_interop.epmd.client import ensure_epmd, register
 from erl_interop.handshake import Status
-from erl_interop.connection import TICK, BadMessage, Connection, ConnectionClosed, NeedData, TickTimer
+from erl_interop.connection import Connection
 from erl_interop import control as C
 from erl_interop.control import MISSING
 from erl_interop.errors import DistProtocolError, EpmdError, HandshakeError, LocalProtocolError
@@ -97,7 +97,9 @@ SUPERSEDED, CLOSED = LinkState.SUPERSEDED, LinkState.CLOSED
 
 
 class PeerConnection:
-    """One distribution link. Created in the ``connecting`` state by the first signal."""
+    """One distribution link. Created in the ``connecting`` state by the first signal; once
+    the handshake is done its connected phase is an :class:`erl_interop.aio.Link` (reader,
+    ticker, coalescing writer)."""
 
     def __init__(self, dist: "Distribution", peer: Atom, *, outgoing: bool) -> None:
         self.dist = dist
@@ -109,12 +111,9 @@ class PeerConnection:
         #: ``flags & SEND_SENDER``, computed once: an IntFlag ``&`` costs microseconds per send.
         self.send_sender = False
         self.conn: Connection | None = None
-        self.writer: asyncio.StreamWriter | None = None
+        self.link: aio.Link | None = None
         self.task: asyncio.Task[Any] | None = None
         self.peer_creation = 0
-        self._out: list[bytes] = []
-        self._flush_scheduled = False
-        self._timer: TickTimer | None = None
         self._closed = asyncio.get_running_loop().create_future()
         self._up = asyncio.get_running_loop().create_future()
         #: the error that ended an outgoing attempt before the link came up
@@ -131,32 +130,10 @@ class PeerConnection:
             control, payload = build(self.flags)
             if control is None:  # a builder that drops the signal for these flags
                 return
-            self._write(self.conn.send_terms(control, payload))  # type: ignore[union-attr]
+            self.link.write(self.conn.send_terms(control, payload))  # type: ignore[union-attr]
         elif self.state is CONNECTING or self.state is YIELDED:
             self.queue.append(build)
         # closed: dropped, as a send on a dead link is on the BEAM
-
-    def _write(self, frame: bytes) -> None:
-        self._out.append(frame)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
-
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        if not self._out or self.writer is None or self.state is not UP:
-            self._out.clear()
-            return
-        data = b"".join(self._out) if len(self._out) > 1 else self._out[0]
-        self._out.clear()
-        try:
-            self.writer.write(data)
-        except (ConnectionError, RuntimeError) as e:
-            log.info("write to %s failed: %s", self.peer, e)
-            self.close()
-            return
-        if self._timer is not None:
-            self._timer.on_data_sent(asyncio.get_running_loop().time())
 
     # -- lifetime ---------------------------------------------------------------------------
     def attach(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, complete: Any) -> None:
@@ -165,9 +142,8 @@ class PeerConnection:
         self.send_sender = bool(self.flags & DistFlags.SEND_SENDER)
         self.peer_creation = complete.peer_creation
         self.conn = Connection(self.flags, initial=complete.trailing)
-        self.writer = writer
+        self.link = aio.Link(reader, writer, self.conn, self.dist.node.tick_time, peer=str(self.peer), on_close=self.close)
         self.state = UP
-        self._timer = TickTimer(self.dist.node.tick_time, now=asyncio.get_running_loop().time())
         queued, self.queue = self.queue, []
         for build in queued:
             self.submit(build)
@@ -175,70 +151,9 @@ class PeerConnection:
             self._up.set_result(None)
 
     async def run(self, reader: asyncio.StreamReader) -> None:
-        """Read and dispatch until the link ends; tick meanwhile."""
-        loop = asyncio.get_running_loop()
-        ticker = loop.create_task(self._tick_loop())
-        dist = self.dist
-        handlers = _HANDLERS
-        conn = self.conn
-        assert conn is not None
-        timer = self._timer
-        try:
-            while True:
-                while True:
-                    ev = conn.next_event()
-                    # Control messages first (Distribution._dispatch, inlined): they are
-                    # nearly every event, and none of the other event types has a handler.
-                    h = handlers.get(type(ev))
-                    if h is not None:
-                        try:
-                            h(dist, self, ev)
-                        except Exception:
-                            log.exception("error handling %r from %s", ev, self.peer)
-                        if self.state is not UP:
-                            return  # closed meanwhile: frames already read are stale
-                        continue
-                    if type(ev) is NeedData:
-                        break
-                    if ev is TICK:
-                        continue
-                    if type(ev) is BadMessage:
-                        log.warning("bad message from %s (ignored, link kept): %s", self.peer, ev.error)
-                        continue
-                    if type(ev) is ConnectionClosed:
-                        return
-                    log.info("ignored control message from %s: %r", self.peer, ev)
-                data = await reader.read(262144)
-                if self.state is not UP:
-                    return
-                if timer is not None:
-                    timer.on_data_received(loop.time())
-                conn.receive_data(data)
-                if not data:
-                    # Drain what is left, then stop.
-                    continue
-        except DistProtocolError as e:
-            log.error("protocol error on the link to %s, dropping it: %s", self.peer, e)
-        except (ConnectionError, OSError) as e:
-            log.info("link to %s lost: %s", self.peer, e)
-        finally:
-            ticker.cancel()
-            self.close()
-
-    async def _tick_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        timer = self._timer
-        assert timer is not None and self.conn is not None
-        while self.state is UP:
-            await asyncio.sleep(max(0.0, timer.next_deadline() - loop.time()) + 0.001)
-            what = timer.poll(loop.time())
-            if what == "timeout":
-                log.warning("net_tick_timeout: %s said nothing for %ss; dropping the link", self.peer, timer.tick_time)
-                self.close()
-                return
-            if what == "send_tick":
-                self._write(self.conn.tick())
-                timer.on_data_sent(loop.time())
+        """Read and dispatch until the link ends; tick meanwhile (the link's own loop)."""
+        assert self.link is not None
+        await self.link.run(self.dist.handlers, self)
 
     def close(self) -> None:
         if self.state is CLOSED:
@@ -246,14 +161,8 @@ class PeerConnection:
         was_up = self.state is UP
         self.state = CLOSED
         self.queue.clear()
-        if self.writer is not None:
-            if self._out:
-                try:
-                    self.writer.write(b"".join(self._out))
-                except Exception:
-                    pass
-                self._out.clear()
-            self.writer.close()
+        if self.link is not None:
+            self.link.close()  # flushes what is queued; its on_close comes back here: a no-op
         self.dist._connection_closed(self, was_up)
         if not self._closed.done():
             self._closed.set_result(None)
@@ -276,6 +185,10 @@ class Distribution:
         self._anon: Pid | None = None
         #: set by stop(): no new connections (signals to other nodes are dropped)
         self.stopped = False
+        #: control message type -> bound handler ``(connection, message)``, for the links' loops
+        self.handlers: dict[type, Callable[[Any, Any], None]] = {
+            t: getattr(self, f.__name__) for t, f in _HANDLERS.items()
+        }
         #: the tasks serving accepted connections (incoming handshakes included): stop() ends them
         self._handlers: set[asyncio.Task[Any]] = set()
 
@@ -483,9 +396,9 @@ class Distribution:
         if c is not None and c.state is UP:
             # Hot path: no builder, straight to bytes.
             if c.send_sender:
-                c._write(c.conn.send_terms((_T_SEND_SENDER, frm, to), msg))  # type: ignore[union-attr]
+                c.link.write(c.conn.send_terms((_T_SEND_SENDER, frm, to), msg))  # type: ignore[union-attr]
             else:
-                c._write(c.conn.send_terms((_T_SEND, EMPTY, to), msg))  # type: ignore[union-attr]
+                c.link.write(c.conn.send_terms((_T_SEND, EMPTY, to), msg))  # type: ignore[union-attr]
             return
         self._conn(to.node).submit(
             lambda f: (((_T_SEND_SENDER, frm, to) if f & DistFlags.SEND_SENDER else (_T_SEND, EMPTY, to)), msg)
@@ -495,7 +408,7 @@ class Distribution:
         frm = self._sender(sender)
         c = self.conns.get(node)
         if c is not None and c.state is UP:
-            c._write(c.conn.send_terms((_T_REG_SEND, frm, EMPTY, name), msg))  # type: ignore[union-attr]
+            c.link.write(c.conn.send_terms((_T_REG_SEND, frm, EMPTY, name), msg))  # type: ignore[union-attr]
             return
         self._conn(node).submit(lambda f: ((_T_REG_SEND, frm, EMPTY, name), msg))
 
