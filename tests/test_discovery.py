@@ -144,11 +144,7 @@ def test_dns_strategy_between_two_hosts(tmp_path: Path, mix_compiled: None) -> N
             b = Iex(["--name", f"app@{ADDR_B}", "--cookie", cookie, "--erl", f"-config {config}"], prefix=hosts.prefix("b"))
             nodes.append(b)
             want = [Atom(f"app@{ADDR_A}"), Atom(f"app@{ADDR_B}")]
-            for _ in range(200):
-                if b.ev("Pynode.Registry.members()") == want:
-                    break
-                b.ev("Process.sleep(50)")
-            assert b.ev("Pynode.Registry.members()") == want
+            b.wait_members(want)
         finally:
             stop_all(nodes)
             for d in etc:
@@ -170,10 +166,6 @@ def test_hosts_erlang_file_between_two_hosts(tmp_path: Path, mix_compiled: None)
             a = PyServer(["--name", f"pa@{ADDR_A}", "--cookie", cookie], cwd=tmp_path, prefix=hosts.prefix("a"))
             nodes.append(a)
             want = [Atom(f"eb@{ADDR_B}"), Atom(f"pa@{ADDR_A}")]
-            for _ in range(200):
-                if b.ev("Pynode.Registry.members()") == want:
-                    break
-                b.ev("Process.sleep(50)")
-            assert b.ev("Pynode.Registry.members()") == want
+            b.wait_members(want)
         finally:
             stop_all(nodes)

@@ -86,7 +86,33 @@ class _Output:
             return "\n".join(self.lines[-n:])
 
 
-class Iex:
+class _Server:
+    """A node started from the command line: its process, name and output; stopped the way
+    a user stops it (:meth:`stop`), or by its own pid (:meth:`kill`)."""
+
+    proc: subprocess.Popen[bytes]
+    name: str
+    out: _Output
+
+    def _ask_to_stop(self) -> None:
+        raise NotImplementedError
+
+    def stop(self, timeout: float = 60.0) -> int:
+        if self.proc.poll() is None:
+            self._ask_to_stop()
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"{self.name} did not stop in {timeout}s:\n{self.out.tail()}")
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+class Iex(_Server):
     """``iex <args> -S mix`` in mix_compat/ (the command line as the use case writes it)."""
 
     def __init__(self, args: Sequence[str], env: dict[str, str] | None = None, cwd: Path = MIX_PROJECT,
@@ -119,23 +145,19 @@ class Iex:
         line = self.out.wait_for(lambda s: tag in s, timeout, f"{self.name}: {expr}")
         return decode(base64.b64decode(line.split(tag, 1)[1].strip()))
 
-    def stop(self, timeout: float = 60.0) -> int:
-        """``:init.stop()`` typed at the prompt, as a user stops a node gracefully."""
-        if self.proc.poll() is None:
-            self.type(":init.stop()")
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise AssertionError(f"{self.name} did not stop in {timeout}s:\n{self.out.tail()}")
+    def _ask_to_stop(self) -> None:
+        self.type(":init.stop()")  # as a user stops a node gracefully
 
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
+    def wait_members(self, want: list[Any], timeout: float = 20.0) -> None:
+        """Until this node's registry lists exactly ``want``, asked at its prompt."""
+        deadline = time.monotonic() + timeout
+        while (got := self.ev("Pynode.Registry.members()")) != want:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{self.name}: members {got!r}, expected {want!r}")
+            self.ev("Process.sleep(50)")  # the node waits, not the test
 
 
-class PyServer:
+class PyServer(_Server):
     """``python -m pynode <args>`` (what ``./dev.sh node <args>`` runs)."""
 
     def __init__(self, args: Sequence[str], cwd: Path = ROOT, prefix: Sequence[str] = ()) -> None:
@@ -150,20 +172,8 @@ class PyServer:
             self.kill()
             raise
 
-    def stop(self, timeout: float = 60.0) -> int:
-        """SIGTERM, as ``kill PID`` or Ctrl-C: a graceful shutdown."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise AssertionError(f"{self.name} did not stop in {timeout}s:\n{self.out.tail()}")
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
+    def _ask_to_stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)  # as ``kill PID`` or Ctrl-C: a graceful shutdown
 
 
 def run(cmd: Sequence[str], cwd: Path, timeout: float = 180.0, prefix: Sequence[str] = ()) -> subprocess.CompletedProcess[str]:
