@@ -564,3 +564,32 @@ def test_module_header_repeats_the_protocol_doc_verbatim():
     begin, end = "--- BEGIN docs/REGISTRY_PROTOCOL.md ---\n", "\n--- END docs/REGISTRY_PROTOCOL.md ---"
     assert begin in header and end in header
     assert header.split(begin, 1)[1].split(end, 1)[0] == doc
+
+
+def test_synced_members_wait_for_the_snapshot_not_the_discover():
+    """A registry a node has heard a ``discover`` from is a member at once, but its entries
+    arrive with its ``sync``: ``synced_members``/``wait_synced`` report the members whose
+    snapshot is in, which is what a reader of the whole mirror (the ``jobs`` table) waits for."""
+
+    async def main():
+        async with cluster("a", "b") as nodes:
+            a, b = nodes
+            assert await a.registry.wait_synced([b.name], 5.0)
+            assert a.registry.synced_members() == sorted([a.name, b.name])
+            # a registry on b that a has not heard from: its discover makes it b's registry in
+            # a's eyes (the old one is forgotten), with no snapshot yet
+            fake = Mailbox(b)
+            fake.proc.send((A(REGISTRY_NAME), a.name), (TAG, 1, A("discover"), fake.pid))
+            await wait_for(lambda: a.registry.server.peers.get(b.name, (None,))[0] == fake.pid, what="fake known")
+            assert b.name in a.registry.members()
+            assert a.registry.synced_members() == [a.name]
+            assert not await a.registry.wait_synced([b.name], 0.2)
+            waiting = asyncio.ensure_future(a.registry.wait_synced(lambda: [b.name], 5.0))
+            await asyncio.sleep(0)
+            assert not waiting.done()
+            fake.proc.send((A(REGISTRY_NAME), a.name), (TAG, 1, A("sync"), fake.pid, [(n("from_fake"), fake.pid, 7)], [b.name]))
+            assert await waiting
+            assert a.registry.where(n("from_fake")) == fake.pid
+            fake.stop.set()
+
+    run(main)

@@ -13,12 +13,12 @@ each job host for its ``list``.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import sys
 from typing import Any, Sequence
 
+from erl_interop.flags import DistFlags
 from erl_interop.terms import Atom, Pid
 
 from .. import jobs
@@ -124,21 +124,16 @@ async def show_jobs(args: argparse.Namespace) -> int:
         if not await node.dist.connect(args.node):
             print(f"jobs: cannot connect to {args.node}", file=sys.stderr)
             return 2
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + args.wait
         # The registry of the node we asked sends its snapshot and its member list; the
-        # other members' snapshots follow as we connect to them.
-        while args.node not in node.registry.members() and loop.time() < deadline:
-            await asyncio.sleep(0.02)
-        if args.node not in node.registry.members():
+        # other members' snapshots follow as we connect to them. The table is printed once
+        # every connected member's snapshot is in (not merely its discover: a member whose
+        # entries have not arrived would show no jobs).
+        if not await node.registry.wait_synced([args.node], args.wait):
             print(f"jobs: {args.node} runs no pynode registry", file=sys.stderr)
             return 2
-        settle = min(deadline, loop.time() + 3.0)
-        while loop.time() < settle:
-            pending = [c for c in node.dist.conns.values() if c.state is not LinkState.UP or c.peer not in node.registry.members()]
-            if not pending:
-                break
-            await asyncio.sleep(0.02)
+        def up_peers() -> list[Atom]:
+            return [c.peer for c in node.dist.conns.values() if c.state is LinkState.UP and c.flags & DistFlags.SPAWN]
+        await node.registry.wait_synced(up_peers, min(args.wait, 3.0))
         rows = await jobs.list_jobs(node)
         hosts = sorted({p.node for p in node.registry.lookup_pids(jobs.HOST_KEY)})
         table = [("ID", "KIND", "NODE", "PID")]

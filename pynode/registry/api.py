@@ -151,6 +151,31 @@ class RegistryAPI:
         """This node and every node whose registry is known and up, sorted."""
         return self.server.members()
 
+    def synced_members(self) -> list[Atom]:
+        """This node and every member whose snapshot this node has applied, sorted: the
+        members whose entries this node's mirror holds in full."""
+        return self.server.synced_members()
+
+    async def wait_synced(self, nodes: Any, timeout: float | None = DEFAULT_AWAIT_TIMEOUT) -> bool:
+        """Wait until every node in ``nodes`` (names, or a callable returning them, asked
+        again after each snapshot) is a member whose snapshot this node has applied.
+        Returns False when ``timeout`` seconds run out first."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            want = nodes() if callable(nodes) else nodes
+            have = set(self.server.synced_members())
+            if all(Atom(n) in have for n in want):
+                return True
+            left = None if deadline is None else deadline - loop.time()
+            if left is not None and left <= 0:
+                return False
+            fut = self.server.next_sync()
+            try:
+                await asyncio.wait_for(fut, left)
+            except asyncio.TimeoutError:
+                return False
+
     def entries(self) -> list[tuple[Any, Pid, Any]]:
         """Every visible entry of the mirror, ``(Key, Pid, Value)`` (for inspection)."""
         return self.server.mirror.entries()

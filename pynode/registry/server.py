@@ -96,6 +96,8 @@ class Registry(GenServer):
     #: peer node -> its registry pid that has our snapshot (protocol, "Membership and
     #: discovery": a ``discover`` is answered once per peer registry, until it is relearnt)
     synced: dict[Atom, Pid]
+    #: peer node -> its registry pid whose snapshot (``sync``) this node has applied
+    heard: dict[Atom, Pid]
 
     @classmethod
     async def start_for(cls, node: "Node") -> "Registry":
@@ -108,6 +110,9 @@ class Registry(GenServer):
         self.mirror = Mirror()
         self.peers = {}
         self.synced = {}
+        self.heard = {}
+        #: futures resolved at the next applied snapshot (:meth:`RegistryAPI.wait_synced`)
+        self._sync_waiters: list[asyncio.Future[None]] = []
         self._peer_refs: dict[Reference, Atom] = {}
         self._local_mons: dict[Pid, Reference] = {}
         self._waiters: dict[bytes, list[asyncio.Future[tuple[Pid, Any]]]] = {}
@@ -125,6 +130,16 @@ class Registry(GenServer):
     # -- state views used by RegistryAPI ---------------------------------------------------
     def members(self) -> list[Atom]:
         return sorted([self.process.node.name, *self.peers])
+
+    def synced_members(self) -> list[Atom]:
+        """This node plus every member whose snapshot this node has applied, sorted."""
+        return sorted([self.process.node.name, *(n for n in self.peers if n in self.heard)])
+
+    def next_sync(self) -> "asyncio.Future[None]":
+        """A future resolved when the next snapshot from any peer has been applied."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._sync_waiters.append(fut)
+        return fut
 
     def add_waiter(self, kb: bytes, fut: "asyncio.Future[tuple[Pid, Any]]") -> None:
         self._waiters.setdefault(kb, []).append(fut)
@@ -305,6 +320,7 @@ class Registry(GenServer):
             self._forget(frm.node)
         ref = self.process.monitor(frm)
         self.synced.pop(frm.node, None)  # (re)learnt: it gets a fresh snapshot
+        self.heard.pop(frm.node, None)
         self.peers[frm.node] = (frm, ref)
         self._peer_refs[ref] = frm.node
         return True
@@ -312,6 +328,7 @@ class Registry(GenServer):
     def _forget(self, node: Atom) -> None:
         pid, ref = self.peers.pop(node)
         self.synced.pop(node, None)
+        self.heard.pop(node, None)
         self._peer_refs.pop(ref, None)
         self.process.demonitor(ref, flush=True)
         self._settle(self.mirror.drop_node(node))
@@ -341,6 +358,11 @@ class Registry(GenServer):
                 continue
             parsed.append((ok[0], ok[1], e[1], e[2]))
         self._settle(self.mirror.replace_node(frm.node, parsed))
+        self.heard[frm.node] = frm
+        waiters, self._sync_waiters = self._sync_waiters, []
+        for w in waiters:
+            if not w.done():
+                w.set_result(None)
         me = self.process.node.name
         for m in members:
             if type(m) is Atom and m != me and m not in self.peers:
@@ -388,6 +410,7 @@ class Registry(GenServer):
             if cur is not None and cur[1] == ref:
                 del self.peers[node]
                 self.synced.pop(node, None)  # it purged our entries too (or is gone)
+                self.heard.pop(node, None)
                 log.info("%s: registry of %s is gone (%s); purging its entries", self.process.node.name, node, reason)
                 self._settle(self.mirror.drop_node(node))
             return
