@@ -345,7 +345,7 @@ class Discovery:
         recorded at that time, so "due at the next poll" is exactly the next poll."""
         node = self.node
         try:
-            up, failure = await node.dist.attempt(peer, quiet=True)
+            up, failure = await node.network.attempt(peer, quiet=True)
         finally:
             self.inflight.pop(peer, None)
         outcome = OK if up else classify(failure)

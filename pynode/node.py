@@ -13,15 +13,15 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, TypeVar
 
 from erl_interop.terms import Atom
 
 from .core import Process, Runtime
 from .discovery import Discovery
-from .dist import Distribution
-from .errors import CallError, ErlangError
-from .jobs import start_host
+from .dist import Distribution, DistSettings
+from .errors import CallError, ErlangError, NotStarted
+from .jobs import JobHost, start_host
 from .otp import net_kernel
 from .otp.gen_server import call as gen_call
 from .otp.rpc import handle_spawn_request, rex_server
@@ -42,6 +42,16 @@ def default_listen_host(name: str) -> str:
         return "127.0.0.1" if ipaddress.ip_address(host).is_loopback else "0.0.0.0"
     except ValueError:
         return "0.0.0.0"
+
+
+T = TypeVar("T")
+
+
+def _started(service: T | None) -> T:
+    """A service of a started node; :class:`~pynode.errors.NotStarted` before ``start``."""
+    if service is None:
+        raise NotStarted("the node is not started: await node.start() first")
+    return service
 
 
 def _node_host(name: str) -> str:
@@ -90,10 +100,11 @@ class Node(Runtime):
         #: distribution flags to advertise (default: erl_interop.flags.DEFAULT_FLAGS); add
         #: DIST_HDR_ATOM_CACHE / FRAGMENTS to receive in header mode
         self.dist_flags = dist_flags
-        #: the registry API (:class:`pynode.registry.RegistryAPI`), set by :meth:`start`
-        self.registry: Any = None
-        #: the discovery process (:class:`pynode.discovery.Discovery`), set by :meth:`start`
-        self.discovery: Any = None
+        self.dist: Distribution | None = None
+        self._registry: RegistryAPI | None = None
+        self._discovery: Discovery | None = None
+        #: this node's job host (:class:`pynode.jobs.JobHost`), None when ``host_jobs`` is false
+        self.jobs: JobHost | None = None
         self._stopping = False
         #: settings read by built-in services (the ``available_processes`` env of sys.config)
         self.config: dict[str, Any] = dict(config or {})
@@ -103,18 +114,52 @@ class Node(Runtime):
         """Listen, register with EPMD (starting pynode's EPMD if none runs) and start the
         built-in processes (``net_kernel``, ``rex``, ``pynode``, the registry, discovery and
         the job host)."""
-        self.dist = Distribution(self, spawn_handler=handle_spawn_request)
+        settings = DistSettings(
+            cookie=self.cookie,
+            tick_time=self.tick_time,
+            epmd_port=self.epmd_port,
+            listen_host=self.listen_host,
+            listen_port=self.listen_port,
+            setup_timeout=self.setup_timeout,
+            hidden=self.hidden,
+            dist_flags=self.dist_flags,
+        )
+        self.dist = Distribution(self, settings, spawn_handler=handle_spawn_request)
         await self.dist.start()
         await net_kernel.NetKernel.start(self, name="net_kernel")
         self.spawn(rex_server, name="rex")
-        await net_kernel.PynodeInfo.start(self, name="pynode")
+        await net_kernel.PynodeInfo.start(self, self.info, name="pynode")
         server = await Registry.start_for(self)
-        self.registry = RegistryAPI(self, server)
-        self.discovery = Discovery.start_for(self)
+        self._registry = RegistryAPI(self, server)
+        self._discovery = Discovery.start_for(self)
         if self.config.get("host_jobs", True):
-            await start_host(self)
-        self.expose("pynode", "info", lambda: net_kernel.node_info(self))
+            self.jobs = await start_host(self)
+        self.expose("pynode", "info", self.info)
         return self
+
+    def info(self) -> dict[Atom, Any]:
+        """The map ``GenServer.call({:pynode, node}, :info)`` and ``:rpc.call(node, :pynode,
+        :info, [])`` answer: node, connected nodes, process count, jobs, members, ..."""
+        return net_kernel.node_info(
+            self,
+            members=self._registry.members() if self._registry is not None else None,
+            jobs=self.jobs.list() if self.jobs is not None else None,
+        )
+
+    @property
+    def registry(self) -> RegistryAPI:
+        """The cluster registry (:class:`pynode.registry.RegistryAPI`)."""
+        return _started(self._registry)
+
+    @property
+    def discovery(self) -> Discovery:
+        """The discovery process (:class:`pynode.discovery.Discovery`)."""
+        return _started(self._discovery)
+
+    @property
+    def network(self) -> Distribution:
+        """The distribution layer (connections, the node table)."""
+        return _started(self.dist)
 
     def on_stop(self, hook: Callable[[], Awaitable[Any]]) -> None:
         """Run ``await hook()`` first in :meth:`stop`, while processes and connections still

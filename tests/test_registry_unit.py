@@ -587,9 +587,12 @@ def test_synced_members_wait_for_the_snapshot_not_the_discover():
             waiting = asyncio.ensure_future(a.registry.wait_synced(lambda: [b.name], 5.0))
             await asyncio.sleep(0)
             assert not waiting.done()
-            fake.proc.send((A(REGISTRY_NAME), a.name), (TAG, 1, A("sync"), fake.pid, [(n("from_fake"), fake.pid, 7)], [b.name]))
+            fake.proc.send((A(REGISTRY_NAME), a.name), (TAG, 1, A("sync"), fake.pid, [(n("from_fake"), fake.pid, 7)], [b.name, A("ghost@localhost")]))
             assert await waiting
             assert a.registry.where(n("from_fake")) == fake.pid
+            # the member it named that a has not heard from: claimed, not synced
+            assert a.registry.claimed_members() == sorted([a.name, b.name, A("ghost@localhost")])
+            assert not await a.registry.wait_synced(a.registry.claimed_members, 0.2)
             fake.stop.set()
 
     run(main)

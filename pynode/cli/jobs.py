@@ -18,11 +18,9 @@ import os
 import sys
 from typing import Any, Sequence
 
-from erl_interop.flags import DistFlags
 from erl_interop.terms import Atom, Pid
 
 from .. import jobs
-from ..dist import LinkState
 from ..node import Node
 from .common import default_cookie
 
@@ -75,7 +73,7 @@ def _client_node(args: argparse.Namespace, peers: list[str]) -> Node:
 async def _connect_all(node: Node, peers: list[str]) -> list[str]:
     up = []
     for peer in peers:
-        if await node.dist.connect(peer):
+        if await node.network.connect(peer):
             up.append(peer)
         else:
             print(f"run_job: cannot connect to {peer}", file=sys.stderr)
@@ -121,19 +119,18 @@ async def show_jobs(args: argparse.Namespace) -> int:
     node = _client_node(args, [args.node])
     await node.start()
     try:
-        if not await node.dist.connect(args.node):
+        if not await node.network.connect(args.node):
             print(f"jobs: cannot connect to {args.node}", file=sys.stderr)
             return 2
         # The registry of the node we asked sends its snapshot and its member list; the
         # other members' snapshots follow as we connect to them. The table is printed once
-        # every connected member's snapshot is in (not merely its discover: a member whose
-        # entries have not arrived would show no jobs).
+        # the snapshot of every member we know of is in (not merely its discover: a member
+        # whose entries have not arrived would show no jobs), or after 3 s for a member
+        # named in a snapshot that never answers.
         if not await node.registry.wait_synced([args.node], args.wait):
             print(f"jobs: {args.node} runs no pynode registry", file=sys.stderr)
             return 2
-        def up_peers() -> list[Atom]:
-            return [c.peer for c in node.dist.conns.values() if c.state is LinkState.UP and c.flags & DistFlags.SPAWN]
-        await node.registry.wait_synced(up_peers, min(args.wait, 3.0))
+        await node.registry.wait_synced(node.registry.claimed_members, min(args.wait, 3.0))
         rows = await jobs.list_jobs(node)
         hosts = sorted({p.node for p in node.registry.lookup_pids(jobs.HOST_KEY)})
         table = [("ID", "KIND", "NODE", "PID")]

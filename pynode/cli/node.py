@@ -95,7 +95,7 @@ async def run(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     print(
-        f"pynode {node.name} up: listening on {node.listen_host}:{node.dist.port}, "
+        f"pynode {node.name} up: listening on {node.listen_host}:{node.network.port}, "
         f"creation {node.creation}, epmd port {node.epmd_port or os.environ.get('ERL_EPMD_PORT', 4369)}, pid {os.getpid()}",
         flush=True,
     )

@@ -220,7 +220,7 @@ class Process:
 
     def exit(self, pid: Pid, reason: Any) -> None:
         """``exit(Pid, Reason)``: send an exit signal to ``pid``."""
-        self.node._exit_signal(self.pid, pid, reason, link=False)
+        self.node.exit_signal(self.pid, pid, reason, link=False)
 
     def register(self, name: str) -> None:
         self.node.register(name, self)

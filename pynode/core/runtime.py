@@ -3,14 +3,14 @@
 Theory of operation
 -------------------
 A :class:`Runtime` owns every process it spawns. All signals go through :meth:`Runtime.send`
-and the ``_link``/``_monitor``/``_exit_signal`` family, which decide between a local delivery
+and the ``link``/``monitor``/``exit_signal`` family, which decide between a local delivery
 (done at once, in order) and a control message to the peer node, handed to the
 :class:`Transport` in :attr:`Runtime.dist` (the distribution layer, :mod:`pynode.dist`,
 plugs itself in there: this module defines the seam and never imports it). Remote state is
 kept on the local side only: which local processes are linked to, monitor, or are
 monitored by processes on each peer. When a connection goes down that state turns into
 ``noconnection`` exit signals and ``DOWN`` messages, as on the BEAM
-(:meth:`Runtime._connection_lost`, called by the transport).
+(:meth:`Runtime.connection_lost`, called by the transport).
 
 Tasks: processes own their tasks; everything else the runtime runs is created with
 :meth:`Runtime.create_task`, kept in one set, and cancelled and awaited by
@@ -62,6 +62,10 @@ class Transport(Protocol):
     def link_exit(self, frm: Pid, to: Pid, reason: Any) -> None: ...
     def exit2(self, frm: Pid, to: Pid, reason: Any) -> None: ...
     def monitor_exit(self, obj: Any, watcher: Pid, ref: Reference, reason: Any) -> None: ...
+    def spawn_request(self, proc: Process, node: Atom, req_id: Reference, mfa: tuple[Atom, Atom, int],
+                      opts: list[Any], args: list[Any]) -> None: ...
+    def forget_spawn(self, req_id: Reference) -> None: ...
+    def spawn_reply(self, req_id: Reference, to: Pid, flags: int, result: Any) -> None: ...
     def ensure_connected_soon(self, peer: Atom) -> None: ...
     def connected_nodes(self) -> list[Atom]: ...
 
@@ -93,7 +97,7 @@ class Runtime:
         self._exposed: dict[tuple[str, str], Callable[..., Any]] = {}
         self._node_watchers: dict[Pid, set[Atom] | None] = {}
         #: the distribution layer, plugged in when the node starts
-        self.dist: Any = None
+        self.dist: Transport | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def __repr__(self) -> str:
@@ -241,7 +245,7 @@ class Runtime:
         else:
             raise BadArg(f"cannot send to {dest!r}")
 
-    def _dist(self) -> Any:
+    def _dist(self) -> Transport:
         if self.dist is None:
             raise NotStarted("the node is not started: await node.start() first")
         return self.dist
@@ -266,7 +270,7 @@ class Runtime:
         if pid.node == self.name:
             other = self._procs.get(pid)
             if other is None:
-                self._exit_signal(pid, proc.pid, NOPROC, link=True, force=True)
+                self.exit_signal(pid, proc.pid, NOPROC, link=True, force=True)
                 return
             proc.links.add(pid)
             other.links.add(proc.pid)
@@ -343,7 +347,7 @@ class Runtime:
         watcher.deliver((DOWN_TAG, ref, PROCESS, obj, reason))
 
     # -- exit signals ----------------------------------------------------------------------
-    def _exit_signal(self, from_pid: Pid, to_pid: Pid, reason: Any, *, link: bool, force: bool = False) -> None:
+    def exit_signal(self, from_pid: Pid, to_pid: Pid, reason: Any, *, link: bool, force: bool = False) -> None:
         """An exit signal from ``from_pid`` to ``to_pid``: a link breaking (``link=True``)
         or ``exit/2``. Remote targets get the matching control message."""
         if to_pid.node != self.name:
@@ -383,7 +387,7 @@ class Runtime:
         for ref in list(proc.aliases):
             self._unalias(proc, ref)
         for pid in list(proc.links):
-            self._exit_signal(proc.pid, pid, reason, link=True)
+            self.exit_signal(proc.pid, pid, reason, link=True)
         proc.links.clear()
         for ref, (watcher, obj) in list(proc.monitored_by.items()):
             if watcher.node == self.name:
@@ -404,8 +408,8 @@ class Runtime:
         proc.monitors.clear()
         self._node_watchers.pop(proc.pid, None)
 
-    # -- incoming signals from peers (called by pynode.dist) -------------------------------
-    def _remote_link(self, from_pid: Pid, to_pid: Pid) -> None:
+    # -- incoming signals from peers (called by pynode.dist.incoming) ----------------------
+    def remote_link(self, from_pid: Pid, to_pid: Pid) -> None:
         target = self._procs.get(to_pid)
         if target is None or not target.alive:
             self._dist().link_exit(to_pid, from_pid, NOPROC)
@@ -413,17 +417,17 @@ class Runtime:
         target.links.add(from_pid)
         target.unlinking.pop(from_pid, None)
 
-    def _remote_unlink(self, from_pid: Pid, to_pid: Pid) -> None:
+    def remote_unlink(self, from_pid: Pid, to_pid: Pid) -> None:
         target = self._procs.get(to_pid)
         if target is not None:
             target.links.discard(from_pid)
 
-    def _remote_unlink_ack(self, from_pid: Pid, to_pid: Pid, unlink_id: int) -> None:
+    def remote_unlink_ack(self, from_pid: Pid, to_pid: Pid, unlink_id: int) -> None:
         target = self._procs.get(to_pid)
         if target is not None and target.unlinking.get(from_pid) == unlink_id:
             del target.unlinking[from_pid]
 
-    def _remote_monitor(self, watcher: Pid, target: Any, ref: Reference) -> None:
+    def remote_monitor(self, watcher: Pid, target: Any, ref: Reference) -> None:
         if type(target) is Pid:
             tp = self._procs.get(target)
             obj: Any = target
@@ -435,21 +439,21 @@ class Runtime:
             return
         tp.monitored_by[ref] = (watcher, obj)
 
-    def _remote_demonitor(self, watcher: Pid, target: Any, ref: Reference) -> None:
+    def remote_demonitor(self, watcher: Pid, target: Any, ref: Reference) -> None:
         tp = self._procs.get(target) if type(target) is Pid else self._names.get(target)
         if tp is not None:
             tp.monitored_by.pop(ref, None)
 
-    def _remote_down(self, watcher: Pid, ref: Reference, reason: Any) -> None:
+    def remote_down(self, watcher: Pid, ref: Reference, reason: Any) -> None:
         w = self._procs.get(watcher)
         if w is not None:
             self._fire_down(w, ref, reason)
 
-    def _connection_lost(self, node: Atom) -> None:
+    def connection_lost(self, node: Atom) -> None:
         """The connection to ``node`` went down: ``noconnection`` everywhere it matters."""
         for proc in list(self._procs.values()):
             for pid in [p for p in proc.links if p.node == node]:
-                self._exit_signal(pid, proc.pid, NOCONNECTION, link=True)
+                self.exit_signal(pid, proc.pid, NOCONNECTION, link=True)
             for pid in [p for p in proc.unlinking if p.node == node]:
                 del proc.unlinking[pid]
             for ref, obj in list(proc.monitors.items()):
@@ -458,7 +462,7 @@ class Runtime:
             for ref, (watcher, _obj) in list(proc.monitored_by.items()):
                 if watcher.node == node:
                     del proc.monitored_by[ref]
-        self._notify_nodes(Atom("nodedown"), node)
+        self.notify_nodes(Atom("nodedown"), node)
 
     # -- node monitoring -------------------------------------------------------------------
     def monitor_nodes(self, proc: Process, on: bool = True) -> None:
@@ -482,7 +486,7 @@ class Runtime:
         else:
             s.discard(node_a)
 
-    def _notify_nodes(self, event: Atom, node: Atom) -> None:
+    def notify_nodes(self, event: Atom, node: Atom) -> None:
         for pid, which in list(self._node_watchers.items()):
             p = self._procs.get(pid)
             if p is None:

@@ -1,13 +1,15 @@
-"""Distribution: the node table and ``net_kernel``'s connection policy, one connection per
-peer with its reader, ticker and coalescing writer, outgoing signals as control messages for
-the negotiated flags, incoming control messages dispatched into the core, and the erpc client
-side of ``SPAWN_REQUEST``.
+"""Distribution: the node table and ``net_kernel``'s connection policy
+(:mod:`~pynode.dist.distribution`), one link per peer (:mod:`~pynode.dist.link`), outgoing
+signals as control messages for the negotiated flags (:mod:`~pynode.dist.outgoing`, one
+table), incoming control messages dispatched into the core (:mod:`~pynode.dist.incoming`,
+one table).
 
 Imports ``erl_interop``, :mod:`pynode.errors` and :mod:`pynode.core`. It implements the
 core's :class:`~pynode.core.runtime.Transport`; what it does with an incoming
 ``SPAWN_REQUEST`` is a handler the composition root gives it (:mod:`pynode.otp.rpc`'s).
 """
 
-from .distribution import Distribution, LinkState, PeerConnection, SpawnHandler
+from .distribution import Distribution, DistSettings, SpawnHandler
+from .link import LinkState, PeerConnection
 
-__all__ = ["Distribution", "LinkState", "PeerConnection", "SpawnHandler"]
+__all__ = ["Distribution", "DistSettings", "LinkState", "PeerConnection", "SpawnHandler"]

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from erl_interop.terms import Atom, Pid
 
-from ..errors import CallError
+from ..errors import CallError, NotStarted
 from ..core.process import NOPROC, Process
 from ..registry import key_bytes
 from .protocol import (
@@ -75,8 +75,12 @@ def _next_rr(node: Any) -> int:
     return next(c)
 
 
-def _has_registry(node: Any) -> bool:
-    return getattr(node, "registry", None) is not None
+def _has_registry(node: "Node") -> bool:
+    try:
+        node.registry
+    except NotStarted:
+        return False
+    return True
 
 
 async def _with_proc(target: Any, fn: Callable[[Process], Awaitable[Any]]) -> Any:

@@ -500,11 +500,8 @@ class JobHost(GenServer):
 
 async def start_host(node: "Node") -> JobHost:
     """Start ``pynode_jobs`` on ``node`` (done by ``Node.start`` unless the node's config has
-    ``host_jobs`` false), expose it as ``node.jobs`` and hook its handoff into ``Node.stop``."""
+    ``host_jobs`` false, which keeps it as ``node.jobs``) and hook its handoff into ``Node.stop``."""
     host = await JobHost.start(node, name=HOST_NAME)
     assert isinstance(host, JobHost)
-    node.jobs = host  # type: ignore[attr-defined]
-    on_stop = getattr(node, "on_stop", None)
-    if on_stop is not None:
-        on_stop(host.shutdown)
+    node.on_stop(host.shutdown)
     return host

@@ -242,7 +242,7 @@ class _Job:
             elif tag == MEMBERSHIP and len(msg) == 1:
                 await self._follow_membership()
             elif tag == EXIT_TAG and len(msg) == 3:
-                await self._exit_signal(msg[1], msg[2])
+                await self.exit_signal(msg[1], msg[2])
             elif tag == DOWN_TAG and len(msg) == 5 and msg[1] in self._replica_mons:
                 gone = self._replica_mons.pop(msg[1])
                 log.info("job %r: replica host %s is gone (%s); replicating again", self.id, gone, msg[4])
@@ -348,7 +348,7 @@ class _Job:
             await self.replicate()
 
     # -- partitions: two copies of one job --------------------------------------------------
-    async def _exit_signal(self, sender: Any, reason: Any) -> None:
+    async def exit_signal(self, sender: Any, reason: Any) -> None:
         """A trapped exit signal. ``{name_conflict, Key, Winner}`` for this job's key merges
         this copy into the winner (protocol, "Partitions"); any other reason acts as it would
         on a process that does not trap exits."""

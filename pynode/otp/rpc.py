@@ -18,6 +18,10 @@ stack, which ``rpc:call`` reports as ``{badrpc, {'EXIT', {undef, [...]}}}``.
 The legacy ``rex`` server answers ``{'$gen_call', From, {call, M, F, A, GL}}`` and
 ``{From, {call, M, F, A, GL}}`` (``erl_call``/``ei_rpc``) with the value or
 ``{badrpc, {'EXIT', Reason}}``.
+
+Out of this node, :func:`erpc_call` is erpc.erl's client: a ``SPAWN_REQUEST`` through the
+distribution's :meth:`~pynode.core.runtime.Transport.spawn_request`, then the
+``SPAWN_REPLY`` and the ``DOWN`` of the monitor, in the calling process's own mailbox.
 """
 
 from __future__ import annotations
@@ -27,9 +31,10 @@ import inspect
 import logging
 from typing import Any, Callable
 
-from erl_interop.terms import Atom, Pid
+from erl_interop.terms import Atom, Pid, Reference
 
-from ..core import Exit, Process, exception_reason
+from ..core import DOWN_TAG, NOCONNECTION, Exit, Process, Runtime, exception_reason
+from ..dist.incoming import SPAWN_REPLY_TAG
 from ..errors import ErlangError, RpcError, Throw
 from .gen_server import reply
 
@@ -47,6 +52,9 @@ ERROR = Atom("error")
 UNDEF = Atom("undef")
 BADRPC = Atom("badrpc")
 EXIT_TAG = Atom("EXIT")
+MONITOR = Atom("monitor")
+KILL = Atom("kill")
+TIMEOUT = Atom("timeout")
 
 
 def _accepts(fn: Callable[..., Any], n: int) -> bool:
@@ -91,7 +99,7 @@ def _outcome(res: Any, exc: BaseException | None, value: Any) -> Any:
     return (res, ERROR, exception_reason(exc), stack)
 
 
-def handle_spawn_request(node: Any, req: Any) -> None:
+def handle_spawn_request(node: Runtime, req: Any) -> None:
     """Serve an incoming SPAWN_REQUEST (``req`` is a ``control.SpawnRequest``)."""
     m, f, arity = req.mfa
     opts = req.opts
@@ -99,7 +107,7 @@ def handle_spawn_request(node: Any, req: Any) -> None:
     monitor = Atom("monitor") in opts
     args = req.args
     caller: Pid = req.from_pid
-    dist = node.dist
+    dist = node._dist()
     if type(args) is not list or len(args) != arity:
         dist.spawn_reply(req.req_id, caller, 0, Atom("badarg"))
         return
@@ -198,7 +206,52 @@ async def erpc_call(proc: Process, node: str, m: str, f: str, args: list[Any], t
     """``erpc:call(Node, M, F, A, Timeout)`` from ``proc``: returns the value, or raises
     :class:`RpcError` with ``(Class, Reason)`` (``error``/``exit``/``throw``, or
     ``(erpc, noconnection | timeout | notsup)``)."""
-    return await proc.node._dist().erpc_call(proc, Atom(node), Atom(m), Atom(f), list(args), timeout)
+    return await _erpc_call(proc, Atom(node), Atom(m), Atom(f), list(args), timeout)
+
+
+def _is_spawn_outcome(req_id: Reference) -> Callable[[Any], bool]:
+    """The messages that end the first wait of an erpc call: its SPAWN_REPLY, or the DOWN of
+    its monitor (the connection went down before the reply)."""
+    def match(x: Any) -> bool:
+        return type(x) is tuple and len(x) >= 2 and x[1] == req_id and (x[0] == SPAWN_REPLY_TAG or x[0] == DOWN_TAG)
+    return match
+
+
+async def _erpc_call(proc: Process, node: Atom, m: Atom, f: Atom, args: list[Any], timeout: float | None) -> Any:
+    """erpc.erl's call: ``spawn_request(Node, erpc, execute_call, [Res, M, F, A], [monitor])``,
+    then the SPAWN_REPLY (the pid, or why not), then the DOWN whose reason carries the
+    result: ``{Res, return, Value}`` or ``{Res, Class, Reason, Stack}``."""
+    runtime = proc.node
+    dist = runtime._dist()
+    req_id = runtime.make_ref()
+    res = runtime.make_ref()
+    proc.monitors[req_id] = Pid(node, 0, 0, 0)  # placeholder until SPAWN_REPLY names the pid
+    dist.spawn_request(proc, node, req_id, (ERPC, EXECUTE_CALL, 4), [MONITOR], [res, m, f, args])
+    try:
+        msg = await proc.receive(_is_spawn_outcome(req_id), timeout)
+        if msg[0] == SPAWN_REPLY_TAG:
+            result = msg[3]
+            if type(result) is not Pid:
+                proc.monitors.pop(req_id, None)
+                raise RpcError((ERPC, result))
+            proc.monitors[req_id] = result
+            msg = await proc.receive(lambda x: type(x) is tuple and len(x) == 5 and x[0] == DOWN_TAG and x[1] == req_id, timeout)
+    except TimeoutError:
+        dist.forget_spawn(req_id)
+        pid = proc.monitors.pop(req_id, None)
+        if type(pid) is Pid and pid.id:
+            dist.exit2(proc.pid, pid, KILL)
+        raise RpcError((ERPC, TIMEOUT)) from None
+    finally:
+        dist.forget_spawn(req_id)
+    reason = msg[4]
+    if reason == NOCONNECTION:
+        raise RpcError((ERPC, NOCONNECTION))
+    if type(reason) is tuple and len(reason) >= 3 and reason[0] == res:
+        if reason[1] == Atom("return"):
+            return reason[2]
+        raise RpcError(tuple(reason[1:]))
+    raise RpcError((EXIT, (Atom("signal"), reason)))
 
 
 async def rpc_call(proc: Process, node: str, m: str, f: str, args: list[Any], timeout: float | None = 5.0) -> Any:

@@ -156,6 +156,11 @@ class RegistryAPI:
         members whose entries this node's mirror holds in full."""
         return self.server.synced_members()
 
+    def claimed_members(self) -> list[Atom]:
+        """Every member this node knows, plus every node a member's snapshot named as a
+        member (those it is still connecting to), sorted."""
+        return self.server.claimed_members()
+
     async def wait_synced(self, nodes: Any, timeout: float | None = DEFAULT_AWAIT_TIMEOUT) -> bool:
         """Wait until every node in ``nodes`` (names, or a callable returning them, asked
         again after each snapshot) is a member whose snapshot this node has applied.

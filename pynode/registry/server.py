@@ -98,6 +98,8 @@ class Registry(GenServer):
     synced: dict[Atom, Pid]
     #: peer node -> its registry pid whose snapshot (``sync``) this node has applied
     heard: dict[Atom, Pid]
+    #: peer node -> the member list its snapshot carried
+    claims: dict[Atom, list[Atom]]
 
     @classmethod
     async def start_for(cls, node: "Node") -> "Registry":
@@ -111,6 +113,7 @@ class Registry(GenServer):
         self.peers = {}
         self.synced = {}
         self.heard = {}
+        self.claims = {}
         #: futures resolved at the next applied snapshot (:meth:`RegistryAPI.wait_synced`)
         self._sync_waiters: list[asyncio.Future[None]] = []
         self._peer_refs: dict[Reference, Atom] = {}
@@ -134,6 +137,14 @@ class Registry(GenServer):
     def synced_members(self) -> list[Atom]:
         """This node plus every member whose snapshot this node has applied, sorted."""
         return sorted([self.process.node.name, *(n for n in self.peers if n in self.heard)])
+
+    def claimed_members(self) -> list[Atom]:
+        """Every node this node knows as a member or that a member's snapshot named as one,
+        sorted: the membership this node converges to once it has heard from them all."""
+        out = {self.process.node.name, *self.peers}
+        for ms in self.claims.values():
+            out.update(ms)
+        return sorted(out)
 
     def next_sync(self) -> "asyncio.Future[None]":
         """A future resolved when the next snapshot from any peer has been applied."""
@@ -321,6 +332,7 @@ class Registry(GenServer):
         ref = self.process.monitor(frm)
         self.synced.pop(frm.node, None)  # (re)learnt: it gets a fresh snapshot
         self.heard.pop(frm.node, None)
+        self.claims.pop(frm.node, None)
         self.peers[frm.node] = (frm, ref)
         self._peer_refs[ref] = frm.node
         return True
@@ -329,6 +341,7 @@ class Registry(GenServer):
         pid, ref = self.peers.pop(node)
         self.synced.pop(node, None)
         self.heard.pop(node, None)
+        self.claims.pop(node, None)
         self._peer_refs.pop(ref, None)
         self.process.demonitor(ref, flush=True)
         self._settle(self.mirror.drop_node(node))
@@ -359,6 +372,8 @@ class Registry(GenServer):
             parsed.append((ok[0], ok[1], e[1], e[2]))
         self._settle(self.mirror.replace_node(frm.node, parsed))
         self.heard[frm.node] = frm
+        me = self.process.node.name
+        self.claims[frm.node] = [m for m in members if type(m) is Atom and m != me and "@" in m]
         waiters, self._sync_waiters = self._sync_waiters, []
         for w in waiters:
             if not w.done():
@@ -411,6 +426,7 @@ class Registry(GenServer):
                 del self.peers[node]
                 self.synced.pop(node, None)  # it purged our entries too (or is gone)
                 self.heard.pop(node, None)
+                self.claims.pop(node, None)
                 log.info("%s: registry of %s is gone (%s); purging its entries", self.process.node.name, node, reason)
                 self._settle(self.mirror.drop_node(node))
             return
