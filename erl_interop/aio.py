@@ -254,7 +254,8 @@ class Link:
       out in one ``write``.
     - :meth:`run` reads until the link ends. For each event of the connection it calls
       ``handlers[type(event)](target, event)``; ticks are handled here, bad messages are
-      logged and the link kept. It returns when the peer closes, on a protocol or socket
+      logged and the link kept, but a handler that raises
+      :class:`~erl_interop.errors.DistProtocolError` (an invalid message) drops the link. It returns when the peer closes, on a protocol or socket
       error, on a tick timeout, or when :meth:`close` is called (events already read are
       then dropped). A ticker task runs meanwhile and is cancelled when it returns.
     - :meth:`close` flushes what is queued, closes the writer and calls ``on_close`` once.
@@ -321,6 +322,8 @@ class Link:
                     if h is not None:
                         try:
                             h(target, ev)
+                        except DistProtocolError:
+                            raise  # the handler found the message invalid: drop the link
                         except Exception:
                             log.exception("error handling %r from %s", ev, self.peer)
                         if self.closed:

@@ -20,6 +20,7 @@ from erl_interop.terms import Atom
 from .core import Process, Runtime
 from .discovery import Discovery
 from .dist import Distribution, DistSettings
+from .dist.distribution import is_ip_address
 from .errors import CallError, ErlangError, NotStarted
 from .jobs import JobHost, start_host
 from .otp import net_kernel
@@ -71,6 +72,9 @@ class Node(Runtime):
     :param setup_timeout: handshake time limit (``net_setuptime``, default 7 s).
     :param hidden: connect as a hidden node (default; ``PUBLISHED`` is not advertised).
     :param dist_flags: the distribution flags to advertise (default ``DEFAULT_FLAGS``).
+    :param longnames: ``-name`` (True) or ``-sname`` (False) mode; default: long when the
+        host part of ``name`` has a dot or is an IP address. As on the BEAM, a short-name
+        node neither dials nor accepts a host with a dot, a long-name node one without.
     :param config: settings of the built-in services, the ``available_processes`` keys of
         ``sys.config`` (``pynode.config.load_config``): discovery (docs/DISCOVERY.md), jobs.
     """
@@ -87,6 +91,7 @@ class Node(Runtime):
         setup_timeout: float = 7.0,
         hidden: bool = True,
         dist_flags: int | None = None,
+        longnames: bool | None = None,
         config: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(name)
@@ -100,6 +105,10 @@ class Node(Runtime):
         #: distribution flags to advertise (default: erl_interop.flags.DEFAULT_FLAGS); add
         #: DIST_HDR_ATOM_CACHE / FRAGMENTS to receive in header mode
         self.dist_flags = dist_flags
+        host = _node_host(name)
+        #: ``-name`` (True) or ``-sname`` (False); by default long when the host part has a
+        #: dot or is an address. It decides which peers the node may talk to, as on the BEAM.
+        self.longnames = longnames if longnames is not None else ("." in host or is_ip_address(host))
         self.dist: Distribution | None = None
         self._registry: RegistryAPI | None = None
         self._discovery: Discovery | None = None
@@ -123,6 +132,7 @@ class Node(Runtime):
             setup_timeout=self.setup_timeout,
             hidden=self.hidden,
             dist_flags=self.dist_flags,
+            longnames=self.longnames,
         )
         self.dist = Distribution(self, settings, spawn_handler=handle_spawn_request)
         await self.dist.start()

@@ -78,6 +78,7 @@ async def run(args: argparse.Namespace) -> int:
         epmd_port=args.epmd_port,
         listen_host=args.listen,
         listen_port=args.port,
+        longnames=bool(args.name),
     )
     config: dict[Any, Any] = {}
     if args.config:

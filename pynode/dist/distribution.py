@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import ipaddress
 import logging
 from typing import Any, Callable
 
@@ -37,18 +38,19 @@ from erl_interop.terms import Atom, Pid, Reference
 from ..core import Process, Runtime
 from . import outgoing as out
 from .outgoing import EMPTY, T_REG_SEND, T_SEND, T_SEND_SENDER
-from .incoming import HANDLERS
+from .incoming import HANDLERS, SPAWN_REPLY_TAG
 from .link import CLOSED, CONNECTING, SUPERSEDED, UP, YIELDED, Builder, PeerConnection
 
 #: what the node does with a SPAWN_REQUEST (``erpc``/``rpc:call`` into this node): the rpc
 #: server of :mod:`pynode.otp.rpc`, handed in by the composition root (:mod:`pynode.node`)
 SpawnHandler = Callable[[Runtime, Any], None]
 
-__all__ = ["Distribution", "DistSettings", "SpawnHandler"]
+__all__ = ["Distribution", "DistSettings", "SpawnHandler", "name_kind_error"]
 
 log = logging.getLogger("pynode.dist")
 
 NODEUP = Atom("nodeup")
+NOTSUP = Atom("notsup")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +69,31 @@ class DistSettings:
     hidden: bool = True
     #: the flags to advertise (``None``: :data:`erl_interop.flags.DEFAULT_FLAGS`)
     dist_flags: int | None = None
+    #: ``-name`` (True) or ``-sname`` (False): which peer names it may talk to (:func:`name_kind_error`)
+    longnames: bool = False
+
+
+def is_ip_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def name_kind_error(peer: str, longnames: bool) -> str | None:
+    """Why a node running with ``-name`` (``longnames``) or ``-sname`` may not talk to
+    ``peer``, or None. The rule and the words are ``inet_tcp_dist:splitnode/3``'s: a
+    long-name node refuses a host with no dot that is not an address; a short-name node
+    refuses a host with a dot (an IPv4 address included) (docs/WIRE.md §4.6)."""
+    alive, _, host = peer.partition("@")
+    if not alive or not host:
+        return f"** Nodename {peer} illegal **"
+    if longnames and "." not in host and not is_ip_address(host):
+        return f"** System running to use fully qualified hostnames **\n** Hostname {host} is illegal **"
+    if not longnames and "." in host:
+        return f"** System NOT running to use fully qualified hostnames **\n** Hostname {host} is illegal **"
+    return None
 
 
 class Distribution:
@@ -147,6 +174,12 @@ class Distribution:
 
     # -- handshake policy (erl_interop.handshake.HandshakePolicy) ---------------------------
     def accept_pending(self, peer_name: str, peer_flags: DistFlags, peer_creation: int) -> Status:
+        why = name_kind_error(peer_name, self.settings.longnames)
+        if why is not None:
+            # inet_tcp_dist refuses such a peer once its name is known; we say so in the
+            # handshake (not_allowed) rather than after it, so the dialler learns why.
+            log.error("%s\n** Connection attempt from node %s rejected **", why, peer_name)
+            return "not_allowed"
         peer = Atom(peer_name)
         c = self.conns.get(peer)
         if c is None or c.state is CLOSED:
@@ -215,6 +248,12 @@ class Distribution:
 
     async def _dial(self, c: PeerConnection) -> None:
         node, st = self.node, self.settings
+        why = name_kind_error(c.peer, st.longnames)
+        if why is not None:
+            log.error("%s", why)
+            c.failure = HandshakeError("connect", "illegal_hostname", why.replace("\n", " "))
+            c.close()
+            return
         try:
             reader, writer, complete = await aio.connect(
                 node.name,
@@ -359,7 +398,13 @@ class Distribution:
         delivered to ``proc`` as ``{'$spawn_reply', ReqId, Flags, Result}``
         (:data:`~pynode.dist.incoming.SPAWN_REPLY_TAG`) unless :meth:`forget_spawn` was called."""
         self.spawn_waiters[req_id] = proc
-        self._submit(node, out.spawn_request(req_id, proc.pid, proc.pid, mfa, opts, args))
+
+        def refused() -> None:  # the peer has no SPAWN: OTP answers notsup at once
+            waiter = self.spawn_waiters.pop(req_id, None)
+            if waiter is not None:
+                waiter.deliver((SPAWN_REPLY_TAG, req_id, 0, NOTSUP))
+
+        self._submit(node, out.spawn_request(req_id, proc.pid, proc.pid, mfa, opts, args, refused))
 
     def forget_spawn(self, req_id: Reference) -> None:
         """No longer deliver the SPAWN_REPLY of ``req_id`` (its requester gave up)."""

@@ -17,9 +17,10 @@ the handshake is encoded for the flags the handshake settled. The tags are the o
 | unlink ack | - | `UNLINK_ID_ACK` |
 | exit (link) | `EXIT_PAYLOAD` | `PAYLOAD_EXIT`, else `EXIT` |
 | exit/2 | `EXIT_PAYLOAD` | `PAYLOAD_EXIT2`, else `EXIT2` |
-| monitor / demonitor | - | `MONITOR_P` / `DEMONITOR_P` |
+| monitor / demonitor | `DIST_MONITOR` (`DIST_MONITOR_NAME` for a name) | `MONITOR_P` / `DEMONITOR_P`; nothing without (the monitor is kept here and fires `noconnection`) |
 | monitor DOWN | `EXIT_PAYLOAD` | `PAYLOAD_MONITOR_P_EXIT`, else `MONITOR_P_EXIT` |
-| spawn request / reply | - | `SPAWN_REQUEST` / `SPAWN_REPLY` |
+| spawn request | `SPAWN` | `SPAWN_REQUEST`; without it nothing, and the requester gets `notsup` at once |
+| spawn reply | - | `SPAWN_REPLY` |
 
 The send paths of :class:`~pynode.dist.distribution.Distribution` write the first three
 straight to an established link without a builder (the hot path); they produce the same
@@ -30,7 +31,7 @@ Owns: the builders. May import: :mod:`erl_interop`.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from erl_interop import control as C
 from erl_interop.control import MISSING
@@ -124,12 +125,29 @@ def exit2(frm: Pid, to: Pid, reason: Any) -> Builder:
     return _exit_signal(_T_PAYLOAD_EXIT2, _T_EXIT2, frm, to, (), reason)
 
 
+def _monitors(f: DistFlags, target: Pid | Atom) -> bool:
+    """Whether the peer takes MONITOR_P/DEMONITOR_P for ``target`` (``DIST_MONITOR``, and
+    ``DIST_MONITOR_NAME`` for a name)."""
+    return bool(f & DistFlags.DIST_MONITOR) and (type(target) is Pid or bool(f & DistFlags.DIST_MONITOR_NAME))
+
+
 def monitor(watcher: Pid, target: Pid | Atom, ref: Reference) -> Builder:
-    return lambda f: ((_T_MONITOR_P, watcher, target, ref), MISSING)
+    def build(f: DistFlags) -> Control:
+        if not _monitors(f, target):
+            # A peer without DIST_MONITOR (JInterface, erl_call) is sent nothing: the monitor
+            # lives on this side only and fires noconnection when the link goes, as OTP 25's
+            # monitor/2 does for such a peer (docs/WIRE.md §4.5).
+            return DROP
+        return (_T_MONITOR_P, watcher, target, ref), MISSING
+    return build
 
 
 def demonitor(watcher: Pid, target: Pid | Atom, ref: Reference) -> Builder:
-    return lambda f: ((_T_DEMONITOR_P, watcher, target, ref), MISSING)
+    def build(f: DistFlags) -> Control:
+        if not _monitors(f, target):
+            return DROP
+        return (_T_DEMONITOR_P, watcher, target, ref), MISSING
+    return build
 
 
 def monitor_exit(obj: Any, watcher: Pid, ref: Reference, reason: Any) -> Builder:
@@ -137,8 +155,15 @@ def monitor_exit(obj: Any, watcher: Pid, ref: Reference, reason: Any) -> Builder
 
 
 def spawn_request(req_id: Reference, frm: Pid, group_leader: Pid, mfa: tuple[Atom, Atom, int],
-                  opts: list[Any], args: list[Any]) -> Builder:
-    return lambda f: ((_T_SPAWN_REQUEST, req_id, frm, group_leader, mfa, opts), args)
+                  opts: list[Any], args: list[Any], refused: Callable[[], None]) -> Builder:
+    """``refused`` is called (and nothing sent) when the peer has no ``SPAWN``: OTP's
+    spawn_request then answers ``notsup`` at once (erpc: ``{erpc, notsup}``)."""
+    def build(f: DistFlags) -> Control:
+        if not f & DistFlags.SPAWN:
+            refused()
+            return DROP
+        return (_T_SPAWN_REQUEST, req_id, frm, group_leader, mfa, opts), args
+    return build
 
 
 def spawn_reply(req_id: Reference, to: Pid, flags: int, result: Any) -> Builder:
