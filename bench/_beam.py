@@ -131,10 +131,11 @@ class Beam:
 _CPU_ARGS = ["+S", "1:1", "+SDcpu", "1:1", "+sbwt", "none", "+sbwtdcpu", "none", "+sbwtdio", "none"]
 
 
-def start(cpu_clock: bool = True) -> Beam:
-    """Start an ``erl`` node on localhost and load the benchmark module into it."""
+def start(cpu_clock: bool = True, otp_root: str | None = None) -> Beam:
+    """Start an ``erl`` node on localhost and load the benchmark module into it; ``otp_root``:
+    the OTP release it runs (``$PYNODE_OTP_ROOT`` by default, see pynode.testing)."""
     node = BeamNode.start(
-        unique_name("bench") + "@localhost", cookie="bench", args=_CPU_ARGS if cpu_clock else []
+        unique_name("bench") + "@localhost", cookie="bench", args=_CPU_ARGS if cpu_clock else [], otp_root=otp_root
     )
     try:
         with tempfile.TemporaryDirectory(prefix="pynode_bench_") as tmp:

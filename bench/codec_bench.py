@@ -16,6 +16,11 @@ way, in the same run. Ratios are pynode ops/s divided by the other codec's ops/s
 means pynode is faster). Correctness is checked before timing: pynode must re-encode the
 BEAM's bytes exactly; the other codecs must decode them and encode a term equal to the
 original (checked with pynode's decoder); a failure is printed in the table, not raised.
+
+Then (unless ``--no-hostile``) :func:`hostile` times two inputs a peer may send on purpose,
+with the core in use: a map whose 130,000 integer keys share one Python hash, beside the
+same map with spread hashes, and a term nested 1,000,000 levels (100,000 with ``--quick``);
+docs/WIRE.md §5.5, bench/README.md.
 """
 
 from __future__ import annotations
@@ -188,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="cpu: process CPU time (steady on a shared machine; the BEAM runs on one "
                          "scheduler and reports its own CPU time); wall: elapsed time (default cpu)")
     ap.add_argument("--only", default="", help="comma-separated corpus item names")
+    ap.add_argument("--no-hostile", action="store_true", help="skip the hostile-input figures")
     args = ap.parse_args(argv)
     target_s = args.target if args.target is not None else (0.02 if args.quick else 0.08)
     repeat = args.repeat if args.repeat is not None else (3 if args.quick else 5)
@@ -219,7 +225,6 @@ def main(argv: list[str] | None = None) -> int:
             cell.dec = ops_s
         for cell, ops_s in zip((c for c, _ in encs), measure_interleaved([j for _, j in encs], target_s, repeat, clock)):
             cell.enc = ops_s
-    elapsed = time.perf_counter() - t0
 
     print(
         f"pynode codec benchmark: Python {platform.python_version()} ({platform.python_implementation()}), "
@@ -289,8 +294,47 @@ def main(argv: list[str] | None = None) -> int:
         print("correctness: every codec round-trips every item")
     print("pynode re-encodes every item byte-exactly: "
           + ("yes" if not any(r.cells["pynode"].note for r in rows) else "NO"))
-    print(f"total time {elapsed:.1f} s")
+    if not args.no_hostile:
+        print()
+        hostile(levels=100_000 if args.quick else 1_000_000, repeat=repeat)
+    print(f"total time {time.perf_counter() - t0:.1f} s")
     return 0 if ok or not args.check else 1
+
+
+#: CPython hashes an int as its value modulo this prime: k * P + c all hash to c.
+_P61 = 2**61 - 1
+
+
+def hostile(levels: int, repeat: int) -> None:
+    """Figures for hostile input (docs/WIRE.md §5.5), wall clock, best of ``repeat``: a map of
+    130,000 integer keys that share one Python hash against the same map with spread hashes
+    (the issue's 1.95 MB map froze the node for 103 s when decoding was quadratic), and a
+    term nested ``levels`` deep (refused beyond 400 levels before)."""
+    n = 130_000
+    colliding = codec.encode(codec.Map((7 + i * _P61, i) for i in range(n)))
+    spread = codec.encode({7 + i * (1 << 61): i for i in range(n)})
+    deep: Any = codec.Atom("leaf")
+    for i in range(levels):
+        deep = [deep] if i % 3 == 0 else (deep,) if i % 3 == 1 else {codec.Atom("k"): deep}
+    deep_raw = codec.encode(deep)
+
+    def best(fn: Callable[[], Any]) -> float:
+        times = []
+        for _ in range(repeat):
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+        return min(times)
+
+    tc = best(lambda: codec.decode(colliding))
+    ts = best(lambda: codec.decode(spread))
+    td = best(lambda: codec.decode(deep_raw))
+    te = best(lambda: codec.encode(deep))
+    core = "C accelerator" if codec.ACCELERATED else "pure Python"
+    print(f"hostile input ({core}; wall clock, best of {repeat}):")
+    print(f"  map of {n} integer keys sharing one Python hash ({len(colliding) / 1e6:.2f} MB): decode {tc * 1e3:.0f} ms;"
+          f" same size, spread hashes: {ts * 1e3:.0f} ms; ratio {tc / ts:.1f}x")
+    print(f"  term nested {levels} levels ({len(deep_raw) / 1e6:.2f} MB): decode {td * 1e3:.0f} ms, encode {te * 1e3:.0f} ms")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,14 @@ Run from the repository root::
     .venv/bin/python bench/dist_bench.py            # full run, 1-2 minutes
     .venv/bin/python bench/dist_bench.py --quick    # ~30 s, noisier
     .venv/bin/python bench/dist_bench.py --profile  # also cProfile the Python side (slower)
+    .venv/bin/python bench/dist_bench.py --releases # OTP 25 (host) and each cached release
+    PYNODE_OTP_ROOT=/var/cache/pynode/otp-sid .venv/bin/python bench/dist_bench.py  # OTP 29 only
+
+OTP releases: the BEAM peers are the host's, or those of the release ``$PYNODE_OTP_ROOT``
+names (a Debian chroot built by ``./dev.sh test`` / ``./dev.sh otp-root SUITE``; see
+pynode.testing). ``--releases`` runs every row on each release in turn, in this one process:
+the host's and every complete chroot in ``$PYNODE_OTP_CACHE`` (/var/cache/pynode), or the
+roots and suites listed; each release gets its own A, B and E, and its own Python node P.
 
 Theory of operation: three BEAM peers run beside the benchmark for the whole run: ``erl``
 nodes A and B, which load :data:`MODULE_SOURCE` (compiled, so the BEAM side runs compiled
@@ -54,11 +62,12 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
+from erl_interop import codec  # noqa: E402
 from erl_interop.terms import Atom, Pid  # noqa: E402
 from pynode.otp.gen_server import GenServer  # noqa: E402
 from pynode.node import Node  # noqa: E402
 from pynode.core.process import Process  # noqa: E402
-from pynode.testing import BeamNode, unique_name  # noqa: E402
+from pynode.testing import BeamNode, otp_root, otp_version, unique_name  # noqa: E402
 
 COOKIE = "distbench"
 
@@ -165,7 +174,8 @@ class Peers:
                 n.kill()
 
 
-def start_peers() -> Peers:
+def start_peers(root: str | None = None) -> Peers:
+    """A, B and E of the release ``root`` names (``$PYNODE_OTP_ROOT`` by default, ``"/"``: the host's)."""
     started: list[BeamNode] = []
     try:
         with tempfile.TemporaryDirectory(prefix="pynode_dist_bench_") as tmp:
@@ -173,7 +183,7 @@ def start_peers() -> Peers:
             with open(path, "w", encoding="utf-8") as f:
                 f.write(MODULE_SOURCE)
             for tag in ("benchA", "benchB"):
-                n = BeamNode.start(unique_name(tag) + "@localhost", cookie=COOKIE)
+                n = BeamNode.start(unique_name(tag) + "@localhost", cookie=COOKIE, otp_root=root)
                 started.append(n)
                 res = n.eval(
                     '{ok, M, Bin} = compile:file("%s", [binary, report]),'
@@ -182,7 +192,7 @@ def start_peers() -> Peers:
                 )
                 if res != "ok":
                     raise RuntimeError(f"could not load the benchmark module on {n.name}: {res!r}")
-        e = BeamNode.start(unique_name("benchE") + "@localhost", cookie=COOKIE, lang="elixir")
+        e = BeamNode.start(unique_name("benchE") + "@localhost", cookie=COOKIE, lang="elixir", otp_root=root)
         started.append(e)
         e.eval(ELIXIR_CALLER)
     except BaseException:
@@ -390,8 +400,10 @@ def _med(xs: list[float]) -> float:
     return statistics.median(xs) if xs else float("nan")
 
 
-def report(results: dict[str, dict[str, dict[str, Sample]]], sizes: Sizes) -> str:
+def report(results: dict[str, dict[str, dict[str, Sample]]], sizes: Sizes, column: str = "loop") -> str:
+    """The table: one line per row and key of ``results`` (event loops, or releases)."""
     loops = list(results)
+    w = max(8, *(len(k) for k in loops))
     lines: list[str] = []
     rows = [
         ("BEAM->X small", f"one-way BEAM->X, {{msg,I,atom}} x{sizes.small} (msg/s)"),
@@ -399,7 +411,8 @@ def report(results: dict[str, dict[str, dict[str, Sample]]], sizes: Sizes) -> st
         ("X->BEAM small", f"one-way X->BEAM, {{msg,I,atom}} x{sizes.small} (msg/s)"),
         ("X->BEAM bin1k", f"one-way X->BEAM, 1 KB binary x{sizes.bin1k} (msg/s)"),
     ]
-    head = f"{'row':<44} {'loop':<8} {'python':>10} {'cpu':>5} {'cpu/msg':>8} {'sys':>4} {'BEAM':>10} {'py/BEAM':>8}"
+    tw = max(44, *(len(t) for _, t in rows))  # the title column
+    head = f"{'row':<{tw}} {column:<{w}} {'python':>10} {'cpu':>5} {'cpu/msg':>8} {'sys':>4} {'BEAM':>10} {'py/BEAM':>8}"
     lines.append(head)
     lines.append("-" * len(head))
     for key, title in rows:
@@ -407,7 +420,7 @@ def report(results: dict[str, dict[str, dict[str, Sample]]], sizes: Sizes) -> st
             r = results[lp][key]
             pyv, bv = _med(r["py"].values), _med(r["beam"].values)
             lines.append(
-                f"{title if i == 0 else '':<44} {lp:<8} {pyv:>10,.0f} {_med(r['py'].cpu) * 100:>4.0f}% "
+                f"{title if i == 0 else '':<{tw}} {lp:<{w}} {pyv:>10,.0f} {_med(r['py'].cpu) * 100:>4.0f}% "
                 f"{_med(r['py'].cpu_us):>6.1f}us {_med(r['py'].sys_share) * 100:>3.0f}% {bv:>10,.0f} {pyv / bv:>8.2f}"
             )
     for idx, (unit, title, fmt) in enumerate(
@@ -427,7 +440,7 @@ def report(results: dict[str, dict[str, dict[str, Sample]]], sizes: Sizes) -> st
                 if idx == 0
                 else " " * 19
             )
-            lines.append(f"{title if i == 0 else '':<44} {lp:<8} {fmt.format(pyv)} {cpu} {fmt.format(bv)} {ratio:>8.2f}")
+            lines.append(f"{title if i == 0 else '':<{tw}} {lp:<{w}} {fmt.format(pyv)} {cpu} {fmt.format(bv)} {ratio:>8.2f}")
     lines.append("")
     lines.append(
         "python/BEAM: medians of %d runs; ratio = python/BEAM for throughput, BEAM/python for latency "
@@ -436,6 +449,34 @@ def report(results: dict[str, dict[str, dict[str, Sample]]], sizes: Sizes) -> st
         "machine runs; sys: the kernel's share of that CPU time (socket calls; loopback TCP does the receiver's work too)." % sizes.repeat
     )
     return "\n".join(lines)
+
+
+def found_releases(spec: str) -> list[str]:
+    """The release roots ``--releases`` names: ``found`` is the host's (``/``) and every chroot
+    of ``$PYNODE_OTP_CACHE`` that ./dev.sh finished building (its ``.pynode-otp`` stamp), by
+    OTP version; otherwise a comma-separated list of roots, ``host``, or Debian suites
+    (``trixie`` is ``$PYNODE_OTP_CACHE/otp-trixie``)."""
+    cache = os.environ.get("PYNODE_OTP_CACHE", "/var/cache/pynode")
+    if spec == "found":
+        roots = ["/"] + [
+            os.path.join(cache, d) for d in sorted(os.listdir(cache) if os.path.isdir(cache) else [])
+            if d.startswith("otp-") and os.path.isfile(os.path.join(cache, d, ".pynode-otp"))
+        ]
+    else:
+        roots = []
+        for item in (x.strip() for x in spec.split(",") if x.strip()):
+            roots.append("/" if item == "host" else item if os.sep in item else os.path.join(cache, "otp-" + item))
+
+    def key(r: str) -> tuple[int, ...]:
+        return tuple(int(x) for x in otp_version(r).split(".") if x.isdigit())
+
+    return sorted(roots, key=key)
+
+
+def release_name(root: str | None) -> str:
+    """``OTP 27.3.4.1 otp-trixie`` / ``OTP 25.2.3 host``."""
+    r = otp_root(root)
+    return f"OTP {otp_version(r)} " + (os.path.basename(r) if r else "host")
 
 
 def run_loop(kind: str, coro: Any) -> Any:
@@ -454,7 +495,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bin1k", type=int, help="1 KB binaries per one-way run (default 25000; 10000 quick)")
     ap.add_argument("--calls", type=int, help="sequential calls per call run (default 3000; 1000 quick)")
     ap.add_argument("--yield-every", type=int, default=256, help="Python sender yields every N sends (default 256)")
-    ap.add_argument("--loops", default="uvloop,asyncio", help="event loops to run, comma-separated")
+    ap.add_argument("--loops", help="event loops to run, comma-separated (default uvloop,asyncio; with --releases, "
+                                    "the first of them that is installed)")
+    ap.add_argument("--releases", nargs="?", const="found", metavar="LIST",
+                    help="every row on each OTP release in turn: the host's and every cached chroot (no LIST), or "
+                         "LIST: comma-separated roots, 'host', Debian suites (trixie, sid)")
     ap.add_argument("--profile", action="store_true", help="also cProfile the Python side (after the timing)")
     ap.add_argument("--profile-loop", default="asyncio", help="event loop for --profile (default asyncio)")
     ap.add_argument("--top", type=int, default=22, help="functions per profile")
@@ -468,7 +513,7 @@ def main(argv: list[str] | None = None) -> int:
         repeat=args.repeat or (1 if q else 3),
         yield_every=args.yield_every,
     )
-    loops = [x.strip() for x in args.loops.split(",") if x.strip()]
+    loops = [x.strip() for x in (args.loops or "uvloop,asyncio").split(",") if x.strip()]
     if "uvloop" in loops:
         try:
             import uvloop  # type: ignore[import-not-found]  # noqa: F401
@@ -476,12 +521,13 @@ def main(argv: list[str] | None = None) -> int:
             print("uvloop is not installed: skipping it", file=sys.stderr)
             loops.remove("uvloop")
     t_start = time.perf_counter()
+    if args.releases:
+        return releases_main(args, sizes, loops if args.loops else loops[:1], t_start)
     peers = start_peers()
     try:
-        otp = peers.a.eval("list_to_binary(erlang:system_info(otp_release)).")
         print(
             f"dist_bench: Python {platform.python_version()} on {platform.machine()}, {os.cpu_count()} CPUs, "
-            f"OTP {bytes(otp).decode()}, Elixir caller; loops: {', '.join(loops)}; "
+            f"{release_name(None)}, Elixir caller; loops: {', '.join(loops)}; "
             f"yield every {sizes.yield_every} sends",
             flush=True,
         )
@@ -496,6 +542,34 @@ def main(argv: list[str] | None = None) -> int:
             print(run_loop(args.profile_loop, profile(peers, sizes, args.top)))
     finally:
         peers.stop()
+    print(f"\ntotal {time.perf_counter() - t_start:.1f} s")
+    return 0
+
+
+def releases_main(args: argparse.Namespace, sizes: Sizes, loops: list[str], t_start: float) -> int:
+    """``--releases``: the rows on each release, one after the other, in this process."""
+    roots = found_releases(args.releases)
+    names = [release_name(r) for r in roots]
+    print(
+        f"dist_bench --releases: Python {platform.python_version()} on {platform.machine()}, {os.cpu_count()} CPUs, "
+        f"codec {'C' if codec.ACCELERATED else 'pure Python'}; releases: {', '.join(names)}; loop{'s' if len(loops) > 1 else ''}: {', '.join(loops)}; "
+        f"yield every {sizes.yield_every} sends",
+        flush=True,
+    )
+    by_loop: dict[str, dict[str, dict[str, dict[str, Sample]]]] = {lp: {} for lp in loops}
+    for root, name in zip(roots, names):
+        t0 = time.perf_counter()
+        peers = start_peers(root)
+        try:
+            ex = peers.e.eval("System.version()")
+            for lp in loops:
+                by_loop[lp][name] = run_loop(lp, measure(peers, sizes, lp))
+        finally:
+            peers.stop()
+        print(f"  [{name} (Elixir {bytes(ex).decode()}): {time.perf_counter() - t0:.1f} s]", flush=True)
+    for lp in loops:
+        print(f"\nloop: {lp}; BEAM = two BEAM nodes of the same release, measured in the same run")
+        print(report(by_loop[lp], sizes, column="release"))
     print(f"\ntotal {time.perf_counter() - t_start:.1f} s")
     return 0
 

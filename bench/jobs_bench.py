@@ -47,6 +47,20 @@ Scenarios:
    surviving host (the replica holders have adopted them); also shown: when CE's registry
    had purged the dead node's names (its ``nodedown``).
 
+4. *run kinds* (``--only run``): ``--run-jobs`` (1,000) jobs of simulated I/O, each
+   ``--run-steps`` (5) steps of an ``await`` of ``--step-ms`` (20) ms sleep then a checkpoint
+   (acknowledged once replicated), started by CE with ``Pynode.Jobs.start/3`` (K Tasks), on
+   the mixed cluster as the Python run kind ``py_steps`` (:class:`PySteps`, defined here and
+   loaded by the Python hosts with ``--import bench.jobs_bench``; the Elixir host does not
+   know it, so P1 and P2 run them) and on the all-Elixir cluster as ``Job.Steps`` (the same
+   shape, on E1-E3). Figures: jobs/s (N over the time from the first start to the moment CE
+   read the last job's results), the latency of each checkpoint as ``run`` sees it (p50,
+   p99 over every checkpoint, measured inside ``run`` and returned in its results), then
+   the *move*: N long jobs (a step every ``--move-step-ms``, 2000 ms) are started on one
+   host (P2 / E3) by its own ``{start, ...}`` call, and that host is stopped (SIGTERM /
+   ``:init.stop()``); the figure is the time from the signal until every job id resolves
+   to a survivor, and how many then answer ``status`` ``running`` there.
+
 After 2 and 3, CE calls ``Job.Otp.check_results/1`` on every id: each must answer
 ``"results of <id>"`` (the state survived the move); the count that did is printed.
 Clock: CE stamps ``:os.system_time(:microsecond)``, this process ``time.time_ns()``, one
@@ -79,11 +93,11 @@ from erl_interop.terms import Atom, Pid  # noqa: E402
 from pynode import jobs  # noqa: E402
 from pynode.jobs import HOST_KEY, job_key  # noqa: E402
 from pynode.node import Node  # noqa: E402
-from pynode.testing import BeamNode, unique_name  # noqa: E402
+from pynode.testing import BeamNode, mix_build_root, unique_name  # noqa: E402
 
 COOKIE = "jobsbench"
 MIX = os.path.join(_ROOT, "mix_compat")
-EBIN = os.path.join(MIX, "_build", "dev", "lib", "available_processes", "ebin")
+EBIN = str(mix_build_root(MIX) / "dev" / "lib" / "available_processes" / "ebin")  # the release's own build
 OK = Atom("ok")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -206,6 +220,52 @@ defmodule JobsBench do
   def count(prefix, n), do: Enum.count(0..(n - 1), fn i -> is_pid(Registry.where(key(prefix, i))) end)
 
   def hosts, do: Registry.lookup_pids(Pynode.Jobs.host_key()) |> Enum.map(&node/1) |> Enum.sort()
+
+  # Run kinds: starts with placement, or on one host by its own {start, ...} call.
+  def run_starts(prefix, n, k, kind, args),
+    do: par(n, k, fn i -> ok_pid(Pynode.Jobs.start(kind, id(prefix, i), args)) end)
+
+  def host_starts(prefix, n, k, node, kind, args) do
+    par(n, k, fn i ->
+      ok_pid(GenServer.call({:pynode_jobs, node}, {:start, kind, id(prefix, i), args}, 30_000))
+    end)
+  end
+
+  # Waits until every job is done; {us since t0_us (:os.system_time), errors, latencies}.
+  def run_wait(prefix, n, timeout_ms) do
+    deadline = System.monotonic_time(:millisecond) + timeout_ms
+    rs = Enum.map(0..(n - 1), fn i -> wait_done(id(prefix, i), deadline) end)
+    t = :os.system_time(:microsecond)
+    errs = Enum.count(rs, &(not is_list(&1)))
+    {t, errs, Enum.find(rs, &(not is_list(&1))), rs |> Enum.filter(&is_list/1) |> Enum.concat()}
+  end
+
+  defp wait_done(j, deadline) do
+    case Pynode.Jobs.results(j) do
+      {:ok, %{checkpoint_us: l}} -> l
+      {:ok, other} -> {:no_latencies, j, other}
+      {:error, :not_done} ->
+        if System.monotonic_time(:millisecond) > deadline do
+          {:timeout, j}
+        else
+          Process.sleep(5)
+          wait_done(j, deadline)
+        end
+      other -> {j, other}
+    end
+  end
+
+  # How many jobs answer status running on one of `survivors`.
+  def running_on(prefix, n, k, survivors) do
+    {_, bad, first} =
+      par(n, k, fn i ->
+        case Pynode.Jobs.status(id(prefix, i)) do
+          {:ok, %{status: :running, node: nd}} -> if nd in survivors, do: :ok, else: {:on, nd}
+          other -> other
+        end
+      end)
+    {n - bad, first}
+  end
 end
 :ok
 """
@@ -307,7 +367,7 @@ class PyHost(Host):
         self.prof_path = os.path.join(log_dir, self.name.split("@")[0] + ".prof")
         self.prof_n = 0
         self.log = open(self.log_path, "wb")
-        args = ["--sname", self.name, "--cookie", COOKIE, "--config", config_path]
+        args = ["--sname", self.name, "--cookie", COOKIE, "--config", config_path, "--import", "bench.jobs_bench"]
         cmd = [sys.executable, "-c", PROF_WRAPPER, self.prof_path, *args] if profile else [sys.executable, "-m", "pynode", *args]
         self.proc = subprocess.Popen(cmd, cwd=_ROOT, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         self.profile = profile
@@ -670,11 +730,107 @@ class Bench:
         finally:
             await self.stop_cluster(cl)
 
+    # -- run kinds ------------------------------------------------------------------------------
+    async def run_kinds(self, kind: str, res: "Results") -> None:
+        a = self.args
+        n, k = a.run_jobs, a.clients
+        cl = await self.start_cluster(kind)
+        rk = ":py_steps" if kind == "mixed" else ':"Job.Steps"'
+        try:
+            p = ex_str(f"rk{kind[:2]}")
+            t0 = await self.ce_ev(":os.system_time(:microsecond)")
+            _, errs, first = await self.ce_ev(f"JobsBench.run_starts({p}, {n}, {k}, {rk}, [{a.run_steps}, {a.step_ms}, 0, true])",
+                                              300)
+            t_end, werrs, wfirst, lat = await self.ce_ev(f"JobsBench.run_wait({p}, {n}, {int(a.timeout * 1000)})",
+                                                         a.timeout + 60)
+            if isinstance(lat, (bytes, str)):  # a list of small integers travels as a string
+                lat = [ord(x) if isinstance(x, str) else x for x in lat]
+            jobs_s = n / ((t_end - t0) / 1e6)
+            print(f"    {kind} run kind: {jobs_s:,.0f} jobs/s, checkpoint p50 {_pct(lat, 50):,.0f} µs "
+                  f"p99 {_pct(lat, 99):,.0f} µs ({len(lat)} checkpoints, {errs + werrs} errors)", flush=True)
+            # the move: n long jobs on the victim, which is then stopped
+            victim = cl.by_label("P2" if kind == "mixed" else "E3")
+            survivors = [h.name for h in cl.hosts if h is not victim]
+            mp = ex_str(f"mv{kind[:2]}")
+            _, merrs, mfirst = await self.ce_ev(
+                f"JobsBench.host_starts({mp}, {n}, {k}, :{ex_str(victim.name)}, {rk}, [1000000, {a.move_step_ms}, 0])", 300)
+            assert merrs == 0, mfirst
+
+            async def all_there() -> bool:
+                pl = await self.ce_ev(f"JobsBench.placement({mp}, {n})")
+                return int(pl.get(Atom(victim.name), 0)) == n
+            await self.until("every long job on the victim", all_there, 60)
+            loop = asyncio.get_running_loop()
+            watch = asyncio.ensure_future(self.ce_ev(
+                f"JobsBench.watch({mp}, {n}, :{ex_str(victim.name)}, {atoms(survivors)}, {int(a.timeout * 1000)}, {a.poll_ms})",
+                a.timeout + 30))
+            await asyncio.sleep(0.05)
+            t_sig = time.time_ns() // 1000
+            exit_fut = loop.run_in_executor(self.pool, victim.stop)
+            _t_gone, t_all, _polls, _mm, left = await watch
+            await exit_fut
+            cl.hosts = [h for h in cl.hosts if h is not victim]
+            running, bad = await self.ce_ev(f"JobsBench.running_on({mp}, {n}, {k}, {atoms(survivors)})", 300)
+            row = RunRow(kind=kind, jobs=n, jobs_s=jobs_s, errs=errs + werrs, first_err=first or wfirst,
+                         ckpt_p50_us=_pct(lat, 50), ckpt_p99_us=_pct(lat, 99), ckpts=len(lat), move_jobs=n,
+                         on_victim=n, move_s=(t_all - t_sig) / 1e6 if t_all else None, running_after=running,
+                         first_bad=bad if running < n else left or None)
+            res.runs.append(row)
+            print(f"    {kind} move of {n} running jobs off {victim.label}: {_s(row.move_s)} s; "
+                  f"{running}/{n} running on survivors", flush=True)
+        finally:
+            await self.stop_cluster(cl)
+
     def _all_results(self, prefix: str, n: int) -> Callable[[], Awaitable[bool]]:
         async def f() -> bool:
             _, bad, _ = await self.ce_ev(f"JobsBench.checks({ex_str(prefix)}, {n}, {self.args.clients})", 120)
             return bad == 0
         return f
+
+
+# --- the Python run kind of scenario 4 (loaded by the Python hosts: --import bench.jobs_bench) ---
+@jobs.job_kind("py_steps")
+class PySteps(jobs.RunKind):
+    """The twin of Elixir ``Job.Steps``: args ``[Steps, StepMs, FailingAttempts, Timed]``;
+    each step awaits a sleep of StepMs then checkpoints the number of steps done; the result
+    ``#{steps, attempt}``, with Timed also ``checkpoint_us`` (each checkpoint's latency)."""
+
+    async def run(self, ctx: jobs.RunContext) -> Any:
+        steps, step_ms, *rest = ctx.args
+        timed = len(rest) > 1 and rest[1] in (True, Atom("true"))
+        lat: list[int] = []
+        for i in range(int(ctx.state or 0), steps):
+            await asyncio.sleep(step_ms / 1000.0)
+            t = time.perf_counter_ns()
+            await ctx.checkpoint(i + 1)
+            lat.append((time.perf_counter_ns() - t) // 1000)
+            ctx.progress(done=i + 1, total=steps)
+        out: dict[Atom, Any] = {Atom("steps"): steps, Atom("attempt"): ctx.attempt}
+        if timed:
+            out[Atom("checkpoint_us")] = lat
+        return out
+
+
+def _pct(xs: list[int], p: float) -> float:
+    s = sorted(xs)
+    return float(s[min(len(s) - 1, int(round(p / 100.0 * (len(s) - 1))))]) if s else float("nan")
+
+
+@dataclass
+class RunRow:
+    kind: str
+    jobs: int
+    jobs_s: float
+    errs: int
+    first_err: Any
+    ckpt_p50_us: float
+    ckpt_p99_us: float
+    ckpts: int
+    move_jobs: int
+    on_victim: int
+    move_s: float | None
+    running_after: int
+    first_bad: Any
 
 
 @dataclass
@@ -700,6 +856,7 @@ class Results:
     tp: dict[tuple[str, str, str], list[tuple[float, int, Any]]] = field(default_factory=dict)
     tp_cpu: dict[tuple[str, str, str, str], list[float]] = field(default_factory=dict)
     disrupt: list[Disrupt] = field(default_factory=list)
+    runs: list[RunRow] = field(default_factory=list)
     profiles: list[str] = field(default_factory=list)
 
 
@@ -766,6 +923,34 @@ def report(res: Results, a: argparse.Namespace) -> str:
              "unregistered; kill: the nodedown purge). all running: every id resolves to a pid on a survivor. "
              "max missing: most ids without a holder at one poll. results ok: Job.Otp.check_results/1 "
              "afterwards. Ratios: mixed/all-Elixir for rates, all-Elixir/mixed for times (below 1: mixed slower).")
+    if res.runs:
+        L.append("")
+        L.append(f"run kinds: {a.run_jobs:,} jobs of {a.run_steps} steps (await a {a.step_ms} ms sleep, then a checkpoint), "
+                 f"mixed: Python kind py_steps on P1+P2; all-Elixir: Job.Steps on E1-E3; move: {a.run_jobs:,} running "
+                 f"jobs (a step every {a.move_step_ms} ms) off a stopping P2 / E3")
+        head = f"{'':<34} {'mixed (Python kind)':>20} {'all-Elixir (BEAM)':>18} {'Python/BEAM':>11}"
+        L.append(head)
+        L.append("-" * len(head))
+        m = next((r for r in res.runs if r.kind == "mixed"), None)
+        e = next((r for r in res.runs if r.kind == "elixir"), None)
+
+        def row(title: str, get: Callable[[RunRow], float | None], fmt: str) -> None:
+            mv = get(m) if m else None
+            evv = get(e) if e else None
+            ratio = f"{mv / evv:.2f}" if mv and evv else "-"
+            L.append(f"{title:<34} {(format(mv, fmt) if mv is not None else '-'):>20} "
+                     f"{(format(evv, fmt) if evv is not None else '-'):>18} {ratio:>11}")
+        row("jobs/s", lambda r: r.jobs_s, ",.0f")
+        row("checkpoint latency p50 (ms)", lambda r: r.ckpt_p50_us / 1e3, ",.2f")
+        row("checkpoint latency p99 (ms)", lambda r: r.ckpt_p99_us / 1e3, ",.2f")
+        row("move running jobs off a stop (s)", lambda r: r.move_s, ",.3f")
+        for r in res.runs:
+            L.append(f"  {r.kind}: {r.ckpts:,} checkpoints, {r.errs} errors"
+                     + (f" (first {r.first_err!r})" if r.errs else "")
+                     + f"; after the move {r.running_after}/{r.move_jobs} running on survivors"
+                     + (f" (first other {r.first_bad!r})" if r.running_after < r.move_jobs else ""))
+        L.append("  ratio: the Python figure over the BEAM one (jobs/s: below 1, the mixed cluster is slower; "
+                 "latency and move time: above 1, slower)")
     return "\n".join(L)
 
 
@@ -790,6 +975,11 @@ async def run(a: argparse.Namespace, tmp: str) -> Results:
         for kind, victim, how in scen:
             await b.disrupt(kind, victim, how, res)
         print(f"  [stop / kill -9: {time.perf_counter() - t:.1f} s]", flush=True)
+        if only is None or "run" in only:
+            t = time.perf_counter()
+            for kind in ("mixed", "elixir"):
+                await b.run_kinds(kind, res)
+            print(f"  [run kinds: {time.perf_counter() - t:.1f} s]", flush=True)
     finally:
         if b.ce is not None:
             b.ce.kill()
@@ -806,7 +996,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work-ms", type=int, default=50, help="Job.Otp work_ms on every host (default 50)")
     ap.add_argument("--poll-ms", type=int, default=5, help="CE's poll interval in stop / kill (default 5)")
     ap.add_argument("--timeout", type=float, default=60.0, help="give up on a stop / kill after this long (s)")
-    ap.add_argument("--only", help="comma-separated subset: throughput, stop, kill, or one scenario such as "
+    ap.add_argument("--run-jobs", type=int, help="run-kind jobs in scenario 4 (default 1000; 200 quick)")
+    ap.add_argument("--run-steps", type=int, default=5, help="steps (sleep + checkpoint) per run-kind job (5)")
+    ap.add_argument("--step-ms", type=int, default=20, help="the simulated I/O of one step, ms (20)")
+    ap.add_argument("--move-step-ms", type=int, default=2000, help="a step of the long jobs moved off a stop, ms (2000)")
+    ap.add_argument("--only", help="comma-separated subset: throughput, stop, kill, run, or one scenario such as "
                     "kill-mixed-P2, stop-elixir-E3, stop-mixed-E1")
     ap.add_argument("--repeat", type=int, help="throughput batches per client and cluster, median kept (3; 1 quick)")
     ap.add_argument("--profile", action="store_true",
@@ -817,6 +1011,7 @@ def main(argv: list[str] | None = None) -> int:
     a.n = a.n or (500 if a.quick else 2000)
     a.jobs = a.jobs or (300 if a.quick else 1000)
     a.repeat = a.repeat or (1 if a.quick else 3)
+    a.run_jobs = a.run_jobs or (200 if a.quick else 1000)
     t_start = time.perf_counter()
     r = subprocess.run(["mix", "compile"], cwd=MIX, env=dict(os.environ, MIX_ENV="dev"), capture_output=True, text=True)
     if r.returncode != 0:

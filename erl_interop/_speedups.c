@@ -6,27 +6,34 @@ This module mirrors two internals of codec.py exactly and nothing else:
 
   decode_at(data, pos, depth, refs) -> (term, end)   == codec._decode, as seen through
                                                         codec.decode_term (see below)
-  encode_into(term, out) -> None                     == codec._enc
+  encode_into(term, out[, depth]) -> None            == codec._enc
 
 codec.py calls init(globals()) once at import, which hands over the term classes, the
-error classes, the limits (MAX_DEPTH, MAX_ATOM_CHARS, MAX_REF_WORDS) and the Python
-helpers this module defers to on rare paths (_atom_enc and its table _atom_bytes,
-_ENCODERS, _fallback_encoder, exact_key, and the pure-Python _decode/_enc). Nothing is
-imported from here, so there is no import cycle; before init() both functions raise
-RuntimeError.
+error classes, the constants (RECURSION_DEPTH, MAX_HASHED_KEY_DEPTH, MAP_HASH_CHECK,
+MAX_ATOM_CHARS, MAX_REF_WORDS) and the Python helpers this module defers to on rare paths
+(_atom_enc and its table _atom_bytes, _ENCODERS, _fallback_encoder, exact_key,
+bounded_repr, and the pure-Python _decode/_enc). Nothing is imported from here, so there
+is no import cycle; before init() both functions raise RuntimeError.
 
 Decoding is a recursive descent over the bytes object's buffer (bytes are immutable, the
 caller holds a reference). It checks every claimed length against the bytes that remain
-before allocating, refuses nesting at MAX_DEPTH (so C recursion is bounded by MAX_DEPTH
-frames), and raises DecodeError(offset, message) at the same offset the Python decoder
-reports through decode_term: where the Python code would run off the end of the input
-(IndexError / struct.error, which decode_term turns into DecodeError(len(data), ...)) this
-module raises DecodeError(len(data), ...) directly. Atoms are interned in a bounded
-direct-mapped cache keyed by (encoding, raw bytes). Pid, Reference, Port, Export, Fun,
-BitBinary and ImproperList values are built like object.__new__(cls) followed by writes
-through the classes' slot member descriptors (offsets validated in init()); Map values
-(rare) go through Map(pairs). Inputs this module does not take (data not bytes, negative
-or huge pos/depth) are passed to the pure-Python _decode.
+before allocating, and raises DecodeError(offset, message) at the same offset the Python
+decoder reports through decode_term: where the Python code would run off the end of the
+input (IndexError / struct.error, which decode_term turns into DecodeError(len(data), ...))
+this module raises DecodeError(len(data), ...) directly. There is no nesting limit: at
+RECURSION_DEPTH levels a container is handed to dec_deep, which decodes the rest of it
+with an explicit stack of frames (codec._decode_deep), so C recursion never goes beyond
+RECURSION_DEPTH frames and the explicit stack is bounded by the input's size. A LIST_EXT
+tail continues its list in place (never recursed into). Maps go through map_build
+(codec._make_map): a dict unless a key nests tuples deeper than MAX_HASHED_KEY_DEPTH,
+or (beyond MAP_HASH_CHECK keys) more pairs of keys share a Python hash than there are
+keys, or a dict cannot hold the keys exactly; then a Map, with duplicates found through
+exact_key bytes. Atoms are interned in a bounded direct-mapped cache keyed by
+(encoding, raw bytes). Pid, Reference, Port, Export, Fun, BitBinary and ImproperList
+values are built like object.__new__(cls) followed by writes through the classes' slot
+member descriptors (offsets validated in init()); Map values (rare) go through
+Map(pairs). Inputs this module does not take (data not bytes, negative or huge
+pos/depth) are passed to the pure-Python _decode.
 
 Encoding dispatches on the exact type like _enc. Output is gathered in a C buffer (on
 the stack at first) and appended to `out` in one piece; it is flushed into `out` before
@@ -35,15 +42,15 @@ _fallback_encoder), so `out` always holds exactly what the Python encoder would 
 written by then. Known classes whose fields are not the plain types the fast path expects
 (a float arity, an id that is an IntEnum, a list of ids, ...) are handed to the Python
 encoder registered for the class in _ENCODERS, so odd values fail or succeed exactly as
-in Python.
+in Python. Ports are always V4_PORT_EXT (OTP 26+).
 
-Nesting while encoding: each container level calls Py_EnterRecursiveCall, so the
-interpreter's recursion limit applies to C levels and Python levels alike, and a term
-too deep raises RecursionError at about the depth the Python _enc does (callers --
-encode, encode_term, connection -- turn it into EncodeError, as for the Python
-encoder). In addition, one encode_into call refuses more than ENC_MAX_DEPTH (1000)
-nested levels with EncodeError even if the recursion limit was raised, so a raised limit
-cannot overflow the C stack.
+Nesting while encoding: up to RECURSION_DEPTH levels, each container level recurses and
+calls Py_EnterRecursiveCall (so a chain of Python callbacks, namedtuple in namedtuple,
+still meets the interpreter's recursion limit: RecursionError, which callers turn into
+EncodeError, as for the Python encoder); deeper, enc_deep continues with an explicit
+stack (codec._enc_deep): a fun is written in place and its size patched in afterwards,
+by its offset from the start of `out`. So no term of the mapping's exact types is too
+deep to encode.
 */
 
 #define PY_SSIZE_T_CLEAN
@@ -88,9 +95,6 @@ cannot overflow the C stack.
 #define V4_PORT_EXT 120
 #define VERSION 131
 
-/* Hard cap on nesting inside one encode_into call (see the theory of operation). */
-#define ENC_MAX_DEPTH 1000
-
 /* ------------------------------------------------------------------------------------ */
 /* State set by init()                                                                  */
 /* ------------------------------------------------------------------------------------ */
@@ -105,11 +109,11 @@ static int initialized = 0;
 static PyTypeObject *AtomType;
 static SlotClass C_Pid, C_Ref, C_Port, C_Export, C_Fun, C_BitBinary, C_Improper, C_Map;
 static PyObject *DecodeErrorCls, *EncodeErrorCls;
-static PyObject *py_exact_key, *py_atom_enc, *py_atom_bytes, *py_encoders, *py_fallback_encoder;
+static PyObject *py_exact_key, *py_atom_enc, *py_atom_bytes, *py_encoders, *py_fallback_encoder, *py_bounded_repr;
 static PyObject *py_decode, *py_enc;
 static PyObject *special_names; /* {True: Atom("true"), False: Atom("false"), None: Atom("nil")} */
-static PyObject *two_pow_32;    /* the int 1 << 32 */
-static Py_ssize_t max_depth = 400, max_atom_chars = 255, max_ref_words = 5;
+static Py_ssize_t recursion_depth = 64, max_hashed_key_depth = 64, map_hash_check = 32;
+static Py_ssize_t max_atom_chars = 255, max_ref_words = 5;
 
 #define SLOT(o, off) (*(PyObject **)((char *)(o) + (off)))
 
@@ -212,12 +216,6 @@ need_err(Py_ssize_t pos, Py_ssize_t n, Py_ssize_t len, const char *what)
     return dec_err(pos, "%s claims %zd bytes but only %zd remain", what, n, len - pos);
 }
 
-static PyObject *
-depth_err(Py_ssize_t pos)
-{
-    return dec_err(pos, "terms nested deeper than %zd levels", max_depth);
-}
-
 #define NEED(s, p, k)                                                                  \
     do {                                                                               \
         if ((s)->len - (p) < (Py_ssize_t)(k))                                          \
@@ -243,6 +241,7 @@ rd64(const unsigned char *p)
 }
 
 static PyObject *dec(Dec *s, Py_ssize_t pos, Py_ssize_t depth, Py_ssize_t *endp);
+static PyObject *dec_deep(Dec *s, Py_ssize_t pos, Py_ssize_t *endp);
 
 /* codec._make_atom */
 static PyObject *
@@ -488,56 +487,25 @@ improper_new(PyObject *elements, PyObject *tail)
     return slot_new(&C_Improper, v);
 }
 
+/* [items | tail] where tail was not decoded from a LIST_EXT (codec._list_with_tail).
+   Steals both. */
 static PyObject *
-dec_list(Dec *s, Py_ssize_t pos, Py_ssize_t depth, Py_ssize_t *endp)
+list_with_tail(PyObject *items, PyObject *tail)
 {
-    const unsigned char *d = s->d;
-    Py_ssize_t n, i;
-    PyObject *items, *tail;
-    NEED(s, pos, 5);
-    n = rd32(d + pos + 1);
-    pos += 5;
-    if (n > s->len - pos)
-        return need_err(pos, n, s->len, "list");
-    if (depth >= max_depth)
-        return depth_err(pos);
-    depth++;
-    items = PyList_New(n);
-    if (items == NULL)
-        return NULL;
-    for (i = 0; i < n; i++) {
-        PyObject *v = dec(s, pos, depth, &pos);
-        if (v == NULL) {
-            Py_DECREF(items);
-            return NULL;
-        }
-        PyList_SET_ITEM(items, i, v);
-    }
-    if (pos >= s->len) {
-        Py_DECREF(items);
-        return trunc_err(s);
-    }
-    if (d[pos] == NIL_EXT) {
-        *endp = pos + 1;
-        return items;
-    }
-    tail = dec(s, pos, depth, &pos);
-    if (tail == NULL) {
-        Py_DECREF(items);
-        return NULL;
-    }
-    if (PyList_CheckExact(tail)) { /* non-canonical [a | [b]]: the same term as [a, b] */
+    Py_ssize_t n = PyList_GET_SIZE(items);
+    PyObject *head;
+    if (PyList_CheckExact(tail)) { /* STRING_EXT as a tail: the same term as a longer list */
         int r = PyList_SetSlice(items, n, n, tail);
         Py_DECREF(tail);
         if (r < 0) {
             Py_DECREF(items);
             return NULL;
         }
-        *endp = pos;
         return items;
     }
     if (Py_IS_TYPE(tail, C_Improper.tp)) {
-        PyObject *head = PyList_AsTuple(items), *elements, *tt;
+        PyObject *elements, *tt;
+        head = PyList_AsTuple(items);
         Py_DECREF(items);
         if (head == NULL) {
             Py_DECREF(tail);
@@ -551,24 +519,293 @@ dec_list(Dec *s, Py_ssize_t pos, Py_ssize_t depth, Py_ssize_t *endp)
             Py_DECREF(tt);
             return NULL;
         }
-        *endp = pos;
         return improper_new(elements, tt);
     }
     if (n == 0) {
         Py_DECREF(items);
-        *endp = pos;
         return tail;
     }
-    {
-        PyObject *head = PyList_AsTuple(items);
-        Py_DECREF(items);
-        if (head == NULL) {
-            Py_DECREF(tail);
+    head = PyList_AsTuple(items);
+    Py_DECREF(items);
+    if (head == NULL) {
+        Py_DECREF(tail);
+        return NULL;
+    }
+    return improper_new(head, tail);
+}
+
+/* codec._list_tail: at a LIST_EXT tag, or where a list's elements end, read the list
+   headers that follow (a tail that is a LIST_EXT continues the list). Returns 0 when the
+   list ended with NIL_EXT (consumed), 1 when *more elements follow, 2 when a tail term
+   follows, -1 on error. *posp moves past what was read. */
+static int
+list_tail(Dec *s, Py_ssize_t *posp, Py_ssize_t *more)
+{
+    Py_ssize_t pos = *posp, n;
+    for (;;) {
+        if (pos >= s->len) {
+            trunc_err(s);
+            return -1;
+        }
+        if (s->d[pos] == NIL_EXT) {
+            *posp = pos + 1;
+            return 0;
+        }
+        if (s->d[pos] != LIST_EXT) {
+            *posp = pos;
+            return 2;
+        }
+        if (s->len - pos < 5) {
+            trunc_err(s);
+            return -1;
+        }
+        n = rd32(s->d + pos + 1);
+        pos += 5;
+        if (n > s->len - pos) {
+            need_err(pos, n, s->len, "list");
+            return -1;
+        }
+        if (n) {
+            *more = n;
+            *posp = pos;
+            return 1;
+        }
+    }
+}
+
+static PyObject *
+dec_list(Dec *s, Py_ssize_t pos, Py_ssize_t depth, Py_ssize_t *endp)
+{
+    PyObject *items = NULL, *chunk, *tail;
+    Py_ssize_t n = 0, i;
+    int what;
+    depth++;
+    for (;;) {
+        what = list_tail(s, &pos, &n);
+        if (what != 1)
+            break;
+        chunk = PyList_New(n);
+        if (chunk == NULL)
+            goto fail;
+        for (i = 0; i < n; i++) {
+            PyObject *v = dec(s, pos, depth, &pos);
+            if (v == NULL) {
+                Py_DECREF(chunk);
+                goto fail;
+            }
+            PyList_SET_ITEM(chunk, i, v);
+        }
+        if (items == NULL)
+            items = chunk;
+        else { /* [a | [b | T]]: b continues the list */
+            int r = PyList_SetSlice(items, PyList_GET_SIZE(items), PyList_GET_SIZE(items), chunk);
+            Py_DECREF(chunk);
+            if (r < 0)
+                goto fail;
+        }
+    }
+    if (what < 0)
+        goto fail;
+    if (items == NULL && (items = PyList_New(0)) == NULL)
+        return NULL;
+    if (what == 0) {
+        *endp = pos;
+        return items;
+    }
+    tail = dec(s, pos, depth, &pos);
+    if (tail == NULL)
+        goto fail;
+    *endp = pos;
+    return list_with_tail(items, tail);
+fail:
+    Py_XDECREF(items);
+    return NULL;
+}
+
+/* --- maps: codec._make_map ----------------------------------------------------------- */
+
+static inline int
+hash_nested(PyObject *x)
+{
+    PyTypeObject *tp = Py_TYPE(x);
+    return tp == &PyTuple_Type || tp == C_Improper.tp || tp == C_Fun.tp;
+}
+
+/* codec._too_deep_to_hash: 1 when key nests tuples (improper lists, funs) more than
+   max_hashed_key_depth levels, 0 otherwise, -1 on error (no memory). Borrowed references
+   only: no Python code runs during the walk. */
+static int
+too_deep_to_hash(PyObject *key)
+{
+    typedef struct {
+        PyObject *o;
+        Py_ssize_t d;
+    } KD;
+    KD sbuf[64], *st = sbuf;
+    Py_ssize_t sp = 0, cap = 64;
+    int r = 0;
+    if (!hash_nested(key))
+        return 0;
+    st[sp].o = key;
+    st[sp].d = 1;
+    sp++;
+    while (sp > 0 && r == 0) {
+        KD top = st[--sp];
+        PyObject *x = top.o, *seq, *extra = NULL;
+        Py_ssize_t i, n;
+        if (Py_IS_TYPE(x, &PyTuple_Type))
+            seq = x;
+        else if (Py_IS_TYPE(x, C_Improper.tp)) {
+            seq = SLOT(x, C_Improper.off[0]);
+            extra = SLOT(x, C_Improper.off[1]);
+        }
+        else
+            seq = SLOT(x, C_Fun.off[7]);
+        n = (seq != NULL && PyTuple_Check(seq)) ? PyTuple_GET_SIZE(seq) : 0;
+        for (i = 0; i <= n && r == 0; i++) {
+            PyObject *y = i < n ? PyTuple_GET_ITEM(seq, i) : extra;
+            if (y == NULL || !hash_nested(y))
+                continue;
+            if (top.d >= max_hashed_key_depth) {
+                r = 1;
+                break;
+            }
+            if (sp == cap) {
+                KD *nst;
+                if (st == sbuf) {
+                    nst = PyMem_Malloc(2 * cap * sizeof(KD));
+                    if (nst != NULL)
+                        memcpy(nst, sbuf, sizeof(sbuf));
+                }
+                else
+                    nst = PyMem_Realloc(st, 2 * cap * sizeof(KD));
+                if (nst == NULL) {
+                    PyErr_NoMemory();
+                    r = -1;
+                    break;
+                }
+                st = nst;
+                cap *= 2;
+            }
+            st[sp].o = y;
+            st[sp].d = top.d + 1;
+            sp++;
+        }
+    }
+    if (st != sbuf)
+        PyMem_Free(st);
+    return r;
+}
+
+static int
+cmp_hash(const void *a, const void *b)
+{
+    Py_hash_t x = *(const Py_hash_t *)a, y = *(const Py_hash_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* codec._hashes_spread: 1 when the pairs of keys with equal Python hashes are at most as
+   many as the keys (a dict of them builds in linear time), 0 when they are more or a key
+   is unhashable, -1 on another error. kv holds key, value, key, value, ... */
+static int
+hashes_spread(PyObject **kv, Py_ssize_t n)
+{
+    Py_hash_t *h = PyMem_Malloc((n ? n : 1) * sizeof(Py_hash_t));
+    Py_ssize_t i, run = 1, pairs = 0;
+    if (h == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (i = 0; i < n; i++) {
+        h[i] = PyObject_Hash(kv[2 * i]);
+        if (h[i] == -1 && PyErr_Occurred()) {
+            PyMem_Free(h);
+            if (!PyErr_ExceptionMatches(PyExc_TypeError))
+                return -1;
+            PyErr_Clear();
+            return 0;
+        }
+    }
+    qsort(h, (size_t)n, sizeof(Py_hash_t), cmp_hash);
+    for (i = 1; i < n; i++) {
+        if (h[i] == h[i - 1])
+            pairs += run++;
+        else
+            run = 1;
+    }
+    PyMem_Free(h);
+    return pairs <= n;
+}
+
+/* codec._make_map over kv (key, value, ...; n pairs; borrowed). */
+static PyObject *
+map_build(PyObject **kv, Py_ssize_t n, Py_ssize_t pos)
+{
+    Py_ssize_t i;
+    PyObject *d, *seen, *pairs, *result;
+    int deep = 0, spread;
+    for (i = 0; i < n && !deep; i++) {
+        deep = too_deep_to_hash(kv[2 * i]);
+        if (deep < 0)
+            return NULL;
+    }
+    if (!deep) {
+        spread = n <= map_hash_check ? 1 : hashes_spread(kv, n);
+        if (spread < 0)
+            return NULL;
+        if (spread) {
+            d = PyDict_New();
+            if (d == NULL)
+                return NULL;
+            for (i = 0; i < n; i++) {
+                if (PyDict_SetItem(d, kv[2 * i], kv[2 * i + 1]) < 0) {
+                    if (!PyErr_ExceptionMatches(PyExc_TypeError)) { /* an unhashable key: keep pairs */
+                        Py_DECREF(d);
+                        return NULL;
+                    }
+                    PyErr_Clear();
+                    Py_CLEAR(d);
+                    break;
+                }
+            }
+            if (d != NULL && PyDict_GET_SIZE(d) == n)
+                return d;
+            Py_XDECREF(d);
+        }
+    }
+    /* Keys distinct in Erlang merged in Python (1, 1.0, true; 0.0, -0.0), unhashable keys,
+       keys that collide or nest too deep, or a duplicate key (binary_to_term refuses those):
+       exact_key bytes tell them apart. */
+    seen = PySet_New(NULL);
+    if (seen == NULL)
+        return NULL;
+    for (i = 0; i < n; i++) {
+        PyObject *ek = PyObject_CallOneArg(py_exact_key, kv[2 * i]);
+        if (ek == NULL || PySet_Add(seen, ek) < 0) {
+            Py_XDECREF(ek);
+            Py_DECREF(seen);
             return NULL;
         }
-        *endp = pos;
-        return improper_new(head, tail);
+        Py_DECREF(ek);
     }
+    i = PySet_GET_SIZE(seen);
+    Py_DECREF(seen);
+    if (i != n)
+        return dec_err(pos, "map has a duplicate key");
+    pairs = PyList_New(n);
+    if (pairs == NULL)
+        return NULL;
+    for (i = 0; i < n; i++) {
+        PyObject *p = PyTuple_Pack(2, kv[2 * i], kv[2 * i + 1]);
+        if (p == NULL) {
+            Py_DECREF(pairs);
+            return NULL;
+        }
+        PyList_SET_ITEM(pairs, i, p);
+    }
+    result = PyObject_CallOneArg((PyObject *)C_Map.tp, pairs);
+    Py_DECREF(pairs);
+    return result;
 }
 
 static PyObject *
@@ -577,15 +814,13 @@ dec_map(Dec *s, Py_ssize_t pos, Py_ssize_t depth, Py_ssize_t *endp)
     Py_ssize_t n, i, got = 0;
     PyObject *stackbuf[32];
     PyObject **kv = stackbuf;
-    PyObject *d = NULL, *result = NULL;
+    PyObject *result = NULL;
 
     NEED(s, pos, 5);
     n = rd32(s->d + pos + 1);
     pos += 5;
     if (n > (s->len - pos) / 2)
         return need_err(pos, 2 * n, s->len, "map");
-    if (depth >= max_depth)
-        return depth_err(pos);
     depth++;
     if (2 * n > (Py_ssize_t)(sizeof(stackbuf) / sizeof(stackbuf[0]))) {
         kv = PyMem_Malloc(2 * n * sizeof(PyObject *));
@@ -597,64 +832,10 @@ dec_map(Dec *s, Py_ssize_t pos, Py_ssize_t depth, Py_ssize_t *endp)
         if (kv[got] == NULL)
             goto done;
     }
-    d = PyDict_New();
-    if (d == NULL)
-        goto done;
-    for (i = 0; i < n; i++) {
-        if (PyDict_SetItem(d, kv[2 * i], kv[2 * i + 1]) < 0) {
-            if (!PyErr_ExceptionMatches(PyExc_TypeError)) /* an unhashable key: keep pairs */
-                goto done;
-            PyErr_Clear();
-            Py_CLEAR(d);
-            break;
-        }
-    }
-    if (d != NULL && PyDict_GET_SIZE(d) == n) {
-        result = d;
-        d = NULL;
+    result = map_build(kv, n, pos);
+    if (result != NULL)
         *endp = pos;
-        goto done;
-    }
-    Py_CLEAR(d);
-    {
-        /* Keys distinct in Erlang merged in Python (1, 1.0, true), unhashable keys, or a
-           duplicate key (binary_to_term refuses those). */
-        PyObject *seen = PySet_New(NULL), *pairs;
-        if (seen == NULL)
-            goto done;
-        for (i = 0; i < n; i++) {
-            PyObject *ek = PyObject_CallOneArg(py_exact_key, kv[2 * i]);
-            if (ek == NULL || PySet_Add(seen, ek) < 0) {
-                Py_XDECREF(ek);
-                Py_DECREF(seen);
-                goto done;
-            }
-            Py_DECREF(ek);
-        }
-        i = PySet_GET_SIZE(seen);
-        Py_DECREF(seen);
-        if (i != n) {
-            dec_err(pos, "map has a duplicate key");
-            goto done;
-        }
-        pairs = PyList_New(n);
-        if (pairs == NULL)
-            goto done;
-        for (i = 0; i < n; i++) {
-            PyObject *p = PyTuple_Pack(2, kv[2 * i], kv[2 * i + 1]);
-            if (p == NULL) {
-                Py_DECREF(pairs);
-                goto done;
-            }
-            PyList_SET_ITEM(pairs, i, p);
-        }
-        result = PyObject_CallOneArg((PyObject *)C_Map.tp, pairs);
-        Py_DECREF(pairs);
-        if (result != NULL)
-            *endp = pos;
-    }
 done:
-    Py_XDECREF(d);
     for (i = 0; i < got; i++)
         Py_DECREF(kv[i]);
     if (kv != stackbuf)
@@ -741,36 +922,56 @@ slot_new_checked(SlotClass *c, PyObject **v)
     return slot_new(c, v);
 }
 
-static PyObject *
-dec_fun(Dec *s, Py_ssize_t pos, Py_ssize_t depth, Py_ssize_t *endp)
-{
-    const unsigned char *d = s->d;
-    Py_ssize_t start = pos, size, nfree, i, p;
+/* A NEW_FUN_EXT up to its free variables (codec._fun_head). The references are owned. */
+typedef struct {
+    Py_ssize_t start, size, nfree;
     uint32_t index;
     int arity;
-    PyObject *mod = NULL, *old_index = NULL, *old_uniq = NULL, *pid = NULL, *free = NULL;
-    PyObject *v[8];
+    PyObject *mod, *old_index, *old_uniq, *pid;
+} FunHead;
 
-    NEED(s, pos, 5);
-    size = rd32(d + pos + 1);
-    if (size > s->len - pos - 1)
-        return need_err(pos + 1, size, s->len, "fun");
-    NEED(s, pos, 6);
-    arity = d[pos + 5];
-    NEED(s, pos, 30);
-    index = rd32(d + pos + 22);
-    nfree = rd32(d + pos + 26);
+static void
+fun_head_clear(FunHead *h)
+{
+    Py_CLEAR(h->mod);
+    Py_CLEAR(h->old_index);
+    Py_CLEAR(h->old_uniq);
+    Py_CLEAR(h->pid);
+}
+
+/* 0 with *h filled and *endp at the first free variable, or -1 (nothing held). */
+static int
+fun_head(Dec *s, Py_ssize_t pos, FunHead *h, Py_ssize_t *endp)
+{
+    const unsigned char *d = s->d;
+    Py_ssize_t p;
+    h->mod = h->old_index = h->old_uniq = h->pid = NULL;
+    h->start = pos;
+    if (s->len - pos < 5)
+        goto trunc;
+    h->size = rd32(d + pos + 1);
+    if (h->size > s->len - pos - 1) {
+        need_err(pos + 1, h->size, s->len, "fun");
+        return -1;
+    }
+    if (s->len - pos < 30)
+        goto trunc;
+    h->arity = d[pos + 5];
+    h->index = rd32(d + pos + 22);
+    h->nfree = rd32(d + pos + 26);
     pos += 30;
-    if (nfree > s->len - pos)
-        return need_err(pos, nfree, s->len, "fun free variables");
-    mod = atom_at(s, pos, &p);
-    if (mod == NULL)
-        return NULL;
-    old_index = int_at(s, p, &p);
-    if (old_index == NULL)
+    if (h->nfree > s->len - pos) {
+        need_err(pos, h->nfree, s->len, "fun free variables");
+        return -1;
+    }
+    h->mod = atom_at(s, pos, &p);
+    if (h->mod == NULL)
         goto fail;
-    old_uniq = int_at(s, p, &p);
-    if (old_uniq == NULL)
+    h->old_index = int_at(s, p, &p);
+    if (h->old_index == NULL)
+        goto fail;
+    h->old_uniq = int_at(s, p, &p);
+    if (h->old_uniq == NULL)
         goto fail;
     if (p >= s->len) {
         trunc_err(s);
@@ -780,46 +981,73 @@ dec_fun(Dec *s, Py_ssize_t pos, Py_ssize_t depth, Py_ssize_t *endp)
         dec_err(p, "fun pid must be a pid");
         goto fail;
     }
-    if (depth >= max_depth) {
-        depth_err(p);
-        goto fail;
-    }
-    pid = dec(s, p, depth + 1, &p);
-    if (pid == NULL)
-        goto fail;
-    free = PyTuple_New(nfree);
-    if (free == NULL)
-        goto fail;
-    for (i = 0; i < nfree; i++) {
-        PyObject *x = dec(s, p, depth + 1, &p);
-        if (x == NULL)
-            goto fail;
-        PyTuple_SET_ITEM(free, i, x);
-    }
-    if (p - start - 1 != size) {
-        dec_err(start, "fun claims %zd bytes but holds %zd", size, p - start - 1);
-        goto fail;
-    }
-    mod = as_atom(mod);
-    if (mod == NULL)
+    h->pid = dec(s, p, 0, &p);
+    if (h->pid == NULL)
         goto fail;
     *endp = p;
-    v[0] = PyLong_FromLong(arity);
-    v[1] = PyBytes_FromStringAndSize((const char *)d + start + 6, 16);
-    v[2] = u32_obj(index);
-    v[3] = mod;
-    v[4] = old_index;
-    v[5] = old_uniq;
-    v[6] = pid;
-    v[7] = free;
-    return slot_new_checked(&C_Fun, v);
+    return 0;
+trunc:
+    trunc_err(s);
+    return -1;
 fail:
-    Py_XDECREF(mod);
-    Py_XDECREF(old_index);
-    Py_XDECREF(old_uniq);
-    Py_XDECREF(pid);
-    Py_XDECREF(free);
-    return NULL;
+    fun_head_clear(h);
+    return -1;
+}
+
+/* codec._fun_done: the Fun, from its head (whose references it takes) and its free
+   variables (a tuple, stolen), ending at p. */
+static PyObject *
+fun_done(Dec *s, FunHead *h, PyObject *free, Py_ssize_t p)
+{
+    PyObject *v[8];
+    if (p - h->start - 1 != h->size) {
+        dec_err(h->start, "fun claims %zd bytes but holds %zd", h->size, p - h->start - 1);
+        fun_head_clear(h);
+        Py_DECREF(free);
+        return NULL;
+    }
+    v[3] = as_atom(h->mod);
+    h->mod = NULL;
+    if (v[3] == NULL) {
+        fun_head_clear(h);
+        Py_DECREF(free);
+        return NULL;
+    }
+    v[0] = PyLong_FromLong(h->arity);
+    v[1] = PyBytes_FromStringAndSize((const char *)s->d + h->start + 6, 16);
+    v[2] = u32_obj(h->index);
+    v[4] = h->old_index;
+    v[5] = h->old_uniq;
+    v[6] = h->pid;
+    v[7] = free;
+    h->old_index = h->old_uniq = h->pid = NULL;
+    return slot_new_checked(&C_Fun, v);
+}
+
+static PyObject *
+dec_fun(Dec *s, Py_ssize_t pos, Py_ssize_t depth, Py_ssize_t *endp)
+{
+    FunHead h;
+    PyObject *free;
+    Py_ssize_t i, p;
+    if (fun_head(s, pos, &h, &p) < 0)
+        return NULL;
+    free = PyTuple_New(h.nfree);
+    if (free == NULL) {
+        fun_head_clear(&h);
+        return NULL;
+    }
+    for (i = 0; i < h.nfree; i++) {
+        PyObject *x = dec(s, p, depth + 1, &p);
+        if (x == NULL) {
+            fun_head_clear(&h);
+            Py_DECREF(free);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(free, i, x);
+    }
+    *endp = p;
+    return fun_done(s, &h, free, p);
 }
 
 /* FLOAT_EXT: as binary_to_term, [+-]digits.digits[(e|E)[+-]digits] then NUL or the end of
@@ -892,6 +1120,8 @@ dec(Dec *s, Py_ssize_t pos, Py_ssize_t depth, Py_ssize_t *endp)
     case SMALL_TUPLE_EXT:
     case LARGE_TUPLE_EXT: {
         PyObject *t;
+        if (depth >= recursion_depth)
+            return dec_deep(s, pos, endp);
         if (tag == SMALL_TUPLE_EXT) {
             NEED(s, pos, 2);
             n = d[pos + 1];
@@ -904,8 +1134,6 @@ dec(Dec *s, Py_ssize_t pos, Py_ssize_t depth, Py_ssize_t *endp)
             if (n > L - pos)
                 return need_err(pos, n, L, "tuple");
         }
-        if (depth >= max_depth)
-            return depth_err(pos);
         t = PyTuple_New(n);
         if (t == NULL)
             return NULL;
@@ -935,6 +1163,8 @@ dec(Dec *s, Py_ssize_t pos, Py_ssize_t depth, Py_ssize_t *endp)
         return PyList_New(0);
 
     case LIST_EXT:
+        if (depth >= recursion_depth)
+            return dec_deep(s, pos, endp);
         return dec_list(s, pos, depth, endp);
 
     case STRING_EXT: {
@@ -960,6 +1190,8 @@ dec(Dec *s, Py_ssize_t pos, Py_ssize_t depth, Py_ssize_t *endp)
     }
 
     case MAP_EXT:
+        if (depth >= recursion_depth)
+            return dec_deep(s, pos, endp);
         return dec_map(s, pos, depth, endp);
 
     case NEW_PID_EXT:
@@ -1120,6 +1352,8 @@ dec(Dec *s, Py_ssize_t pos, Py_ssize_t depth, Py_ssize_t *endp)
     }
 
     case NEW_FUN_EXT:
+        if (depth >= recursion_depth)
+            return dec_deep(s, pos, endp);
         return dec_fun(s, pos, depth, endp);
 
     case FLOAT_EXT: {
@@ -1152,6 +1386,258 @@ dec(Dec *s, Py_ssize_t pos, Py_ssize_t depth, Py_ssize_t *endp)
     default:
         return dec_err(pos, "unknown tag %d", tag);
     }
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Decoding with an explicit stack (codec._decode_deep)                                 */
+/* ------------------------------------------------------------------------------------ */
+
+enum { FR_TUPLE, FR_LIST, FR_TAIL, FR_MAP, FR_FUN };
+
+typedef struct {
+    int kind;
+    Py_ssize_t got, want; /* values received, values expected */
+    PyObject *obj;        /* the tuple (FR_TUPLE), the items (FR_LIST, FR_TAIL), the free variables (FR_FUN) */
+    PyObject **kv;        /* FR_MAP: key, value, ... (PyMem) */
+    FunHead *fun;         /* FR_FUN (PyMem) */
+} Frame;
+
+static void
+frame_clear(Frame *f)
+{
+    Py_ssize_t i;
+    Py_CLEAR(f->obj);
+    if (f->kv != NULL) {
+        for (i = 0; i < f->got; i++)
+            Py_DECREF(f->kv[i]);
+        PyMem_Free(f->kv);
+        f->kv = NULL;
+    }
+    if (f->fun != NULL) {
+        fun_head_clear(f->fun);
+        PyMem_Free(f->fun);
+        f->fun = NULL;
+    }
+}
+
+/* Room for one more frame; returns it zeroed, or NULL (no memory). */
+static Frame *
+frame_push(Frame **st, Py_ssize_t *sp, Py_ssize_t *cap)
+{
+    Frame *f;
+    if (*sp == *cap) {
+        Py_ssize_t ncap = *cap ? 2 * *cap : 64;
+        Frame *n = PyMem_Realloc(*st, ncap * sizeof(Frame));
+        if (n == NULL) {
+            PyErr_NoMemory();
+            return NULL;
+        }
+        *st = n;
+        *cap = ncap;
+    }
+    f = &(*st)[(*sp)++];
+    memset(f, 0, sizeof(*f));
+    return f;
+}
+
+/* dec() for a container at pos, without recursion: what dec() hands over once terms nest
+   recursion_depth levels. The same checks in the same order as the recursive code (so the
+   same term, or the same error at the same offset); scalars go to dec(), which does not
+   recurse for them. */
+static PyObject *
+dec_deep(Dec *s, Py_ssize_t pos, Py_ssize_t *endp)
+{
+    const unsigned char *d = s->d;
+    Py_ssize_t L = s->len, sp = 0, cap = 0, n;
+    Frame *st = NULL, *f;
+    PyObject *value;
+    for (;;) {
+        int tag;
+        if (pos >= L) {
+            trunc_err(s);
+            goto fail;
+        }
+        tag = d[pos];
+        if (tag == SMALL_TUPLE_EXT || tag == LARGE_TUPLE_EXT) {
+            if (tag == SMALL_TUPLE_EXT) {
+                if (L - pos < 2) {
+                    trunc_err(s);
+                    goto fail;
+                }
+                n = d[pos + 1];
+                pos += 2;
+            }
+            else {
+                if (L - pos < 5) {
+                    trunc_err(s);
+                    goto fail;
+                }
+                n = rd32(d + pos + 1);
+                pos += 5;
+                if (n > L - pos) {
+                    need_err(pos, n, L, "tuple");
+                    goto fail;
+                }
+            }
+            value = PyTuple_New(n);
+            if (value == NULL)
+                goto fail;
+            if (n) {
+                if ((f = frame_push(&st, &sp, &cap)) == NULL) {
+                    Py_DECREF(value);
+                    goto fail;
+                }
+                f->kind = FR_TUPLE;
+                f->obj = value;
+                f->want = n;
+                continue;
+            }
+        }
+        else if (tag == LIST_EXT) {
+            Py_ssize_t more = 0;
+            int what = list_tail(s, &pos, &more);
+            if (what < 0)
+                goto fail;
+            value = PyList_New(0);
+            if (value == NULL)
+                goto fail;
+            if (what) {
+                if ((f = frame_push(&st, &sp, &cap)) == NULL) {
+                    Py_DECREF(value);
+                    goto fail;
+                }
+                f->kind = what == 2 ? FR_TAIL : FR_LIST;
+                f->obj = value;
+                f->want = more;
+                continue;
+            }
+        }
+        else if (tag == MAP_EXT) {
+            if (L - pos < 5) {
+                trunc_err(s);
+                goto fail;
+            }
+            n = rd32(d + pos + 1);
+            pos += 5;
+            if (n > (L - pos) / 2) {
+                need_err(pos, 2 * n, L, "map");
+                goto fail;
+            }
+            if (n) {
+                PyObject **kv = PyMem_Malloc(2 * n * sizeof(PyObject *));
+                if (kv == NULL) {
+                    PyErr_NoMemory();
+                    goto fail;
+                }
+                if ((f = frame_push(&st, &sp, &cap)) == NULL) {
+                    PyMem_Free(kv);
+                    goto fail;
+                }
+                f->kind = FR_MAP;
+                f->kv = kv;
+                f->want = 2 * n;
+                continue;
+            }
+            value = map_build(NULL, 0, pos);
+        }
+        else if (tag == NEW_FUN_EXT) {
+            FunHead h;
+            if (fun_head(s, pos, &h, &pos) < 0)
+                goto fail;
+            value = PyTuple_New(h.nfree);
+            if (value == NULL) {
+                fun_head_clear(&h);
+                goto fail;
+            }
+            if (h.nfree) {
+                FunHead *hp = PyMem_Malloc(sizeof(FunHead));
+                if (hp == NULL || (f = frame_push(&st, &sp, &cap)) == NULL) {
+                    if (hp == NULL)
+                        PyErr_NoMemory();
+                    PyMem_Free(hp);
+                    fun_head_clear(&h);
+                    Py_DECREF(value);
+                    goto fail;
+                }
+                *hp = h;
+                f->kind = FR_FUN;
+                f->obj = value;
+                f->fun = hp;
+                f->want = h.nfree;
+                continue;
+            }
+            value = fun_done(s, &h, value, pos);
+        }
+        else
+            value = dec(s, pos, 0, &pos); /* not a container */
+        if (value == NULL)
+            goto fail;
+        /* Hand the value up, completing the frames it completes. */
+        while (sp > 0) {
+            f = &st[sp - 1];
+            if (f->kind == FR_TAIL) {
+                value = list_with_tail(f->obj, value);
+                f->obj = NULL;
+                sp--;
+                if (value == NULL)
+                    goto fail;
+                continue;
+            }
+            if (f->kind == FR_LIST) {
+                int r = PyList_Append(f->obj, value);
+                Py_DECREF(value);
+                if (r < 0)
+                    goto fail;
+            }
+            else if (f->kind == FR_MAP)
+                f->kv[f->got] = value;
+            else
+                PyTuple_SET_ITEM(f->obj, f->got, value); /* FR_TUPLE, FR_FUN */
+            value = NULL;
+            if (++f->got < f->want)
+                break;
+            if (f->kind == FR_LIST) {
+                Py_ssize_t more = 0;
+                int what = list_tail(s, &pos, &more);
+                if (what < 0)
+                    goto fail;
+                if (what == 1) {
+                    f->want += more;
+                    break;
+                }
+                if (what == 2) {
+                    f->kind = FR_TAIL;
+                    break;
+                }
+                value = f->obj;
+                f->obj = NULL;
+            }
+            else if (f->kind == FR_TUPLE) {
+                value = f->obj;
+                f->obj = NULL;
+            }
+            else if (f->kind == FR_MAP)
+                value = map_build(f->kv, f->want / 2, pos);
+            else {
+                value = fun_done(s, f->fun, f->obj, pos);
+                f->obj = NULL;
+            }
+            frame_clear(f);
+            sp--;
+            if (value == NULL)
+                goto fail;
+        }
+        if (sp == 0) {
+            PyMem_Free(st);
+            *endp = pos;
+            return value;
+        }
+    }
+fail:
+    while (sp > 0)
+        frame_clear(&st[--sp]);
+    PyMem_Free(st);
+    return NULL;
 }
 
 static PyObject *
@@ -1368,6 +1854,7 @@ enc_err(const char *fmt, ...)
 }
 
 static int enc(W *w, PyObject *t, int depth);
+static int enc_deep(W *w, PyObject *t);
 
 /* Call a Python encoder fn(t, out) after flushing what we hold. */
 static int
@@ -1694,7 +2181,7 @@ enc_pid(W *w, PyObject *t)
     if (w_byte(w, NEW_PID_EXT) < 0 || enc_atom(w, node) < 0)
         return -1;
     if (u32_of(id, &a) || u32_of(serial, &b) || u32_of(creation, &c)) {
-        PyObject *r = PyObject_Repr(t);
+        PyObject *r = PyObject_CallFunction(py_bounded_repr, "Oi", t, 200); /* never repr(): 5000 digits raise */
         if (r != NULL) {
             enc_err("pid fields out of range: %U", r);
             Py_DECREF(r);
@@ -1760,32 +2247,20 @@ enc_port(W *w, PyObject *t)
     uint64_t i64;
     uint32_t c;
     char *p;
-    int small;
     if (node == NULL || id == NULL || creation == NULL || !PyLong_CheckExact(id) || !PyLong_CheckExact(creation))
         return 1;
-    small = PyObject_RichCompareBool(id, two_pow_32, Py_LT); /* exact ints: cannot fail */
-    if (small < 0)
-        return -1;
-    if (w_byte(w, small ? NEW_PORT_EXT : V4_PORT_EXT) < 0 || enc_atom(w, node) < 0)
+    /* V4_PORT_EXT whatever the id: what OTP 26 and later always write */
+    if (w_byte(w, V4_PORT_EXT) < 0 || enc_atom(w, node) < 0)
         return -1;
     if (u64_of(id, &i64) || u32_of(creation, &c)) {
         enc_err("port fields out of range");
         return -1;
     }
-    if (small) {
-        p = w_take(w, 8);
-        if (p == NULL)
-            return -1;
-        put32(p, (uint32_t)i64);
-        put32(p + 4, c);
-    }
-    else {
-        p = w_take(w, 12);
-        if (p == NULL)
-            return -1;
-        put64(p, i64);
-        put32(p + 8, c);
-    }
+    p = w_take(w, 12);
+    if (p == NULL)
+        return -1;
+    put64(p, i64);
+    put32(p + 8, c);
     return 0;
 }
 
@@ -1906,17 +2381,12 @@ done:
     return r;
 }
 
+/* The checks of codec._fun_prefix on a Fun's fields f[0..7] (borrowed): 1 when the fields
+   are not plain (the caller delegates to Python), -1 on error, 0 with *arity, *index set. */
 static int
-enc_fun(W *w, PyObject *t, int depth)
+fun_check(PyObject *t, PyObject **f, long *arity, uint32_t *index)
 {
-    PyObject *f[8];
-    Py_ssize_t i, nfree, blen;
-    W *bw = NULL;
-    PyObject *body = NULL;
-    uint32_t index;
-    long arity;
-    int of, r = -1;
-    char *p;
+    int i, of;
     for (i = 0; i < 8; i++) {
         f[i] = SLOT(t, C_Fun.off[i]);
         if (f[i] == NULL)
@@ -1931,11 +2401,51 @@ enc_fun(W *w, PyObject *t, int depth)
         enc_err("fun uniq must be 16 bytes");
         return -1;
     }
-    arity = PyLong_AsLongAndOverflow(f[0], &of);
-    if (of || arity < 0 || arity > 255 || u32_of(f[2], &index)) {
+    *arity = PyLong_AsLongAndOverflow(f[0], &of);
+    if (of || *arity < 0 || *arity > 255 || u32_of(f[2], index)) {
         enc_err("fun fields out of range");
         return -1;
     }
+    return 0;
+}
+
+/* codec._fun_prefix: the body up to the free variables, into bw. */
+static int
+fun_prefix(W *bw, PyObject **f, long arity, uint32_t index)
+{
+    char *p = w_take(bw, 25);
+    int k;
+    if (p == NULL)
+        return -1;
+    p[0] = (char)arity;
+    memcpy(p + 1, PyBytes_AS_STRING(f[1]), 16);
+    put32(p + 17, index);
+    put32(p + 21, (uint32_t)PyTuple_GET_SIZE(f[7]));
+    if (enc_atom(bw, f[3]) < 0 || enc_int(bw, f[4]) < 0 || enc_int(bw, f[5]) < 0)
+        return -1;
+    k = enc_pid(bw, f[6]);
+    if (k < 0)
+        return -1;
+    if (k > 0 && enc_delegate(bw, f[6]) < 0) /* Python's _enc_pid(t.pid, body) */
+        return -1;
+    return 0;
+}
+
+static int
+enc_fun(W *w, PyObject *t, int depth)
+{
+    PyObject *f[8];
+    Py_ssize_t i, nfree, blen;
+    W *bw = NULL;
+    PyObject *body = NULL;
+    uint32_t index;
+    long arity;
+    int r = -1;
+    char *p;
+    r = fun_check(t, f, &arity, &index);
+    if (r != 0)
+        return r;
+    r = -1;
     nfree = PyTuple_GET_SIZE(f[7]);
     for (i = 0; i < 8; i++)
         Py_INCREF(f[i]);
@@ -1949,22 +2459,8 @@ enc_fun(W *w, PyObject *t, int depth)
         goto done;
     }
     w_init(bw, body);
-    p = w_take(bw, 25);
-    if (p == NULL)
+    if (fun_prefix(bw, f, arity, index) < 0)
         goto done;
-    p[0] = (char)arity;
-    memcpy(p + 1, PyBytes_AS_STRING(f[1]), 16);
-    put32(p + 17, index);
-    put32(p + 21, (uint32_t)nfree);
-    if (enc_atom(bw, f[3]) < 0 || enc_int(bw, f[4]) < 0 || enc_int(bw, f[5]) < 0)
-        goto done;
-    {
-        int k = enc_pid(bw, f[6]);
-        if (k < 0)
-            goto done;
-        if (k > 0 && enc_delegate(bw, f[6]) < 0) /* Python's _enc_pid(t.pid, body) */
-            goto done;
-    }
     for (i = 0; i < nfree; i++)
         if (enc(bw, PyTuple_GET_ITEM(f[7], i), depth) < 0)
             goto done;
@@ -2042,10 +2538,8 @@ static int
 enc_container(W *w, PyObject *t, int depth, int (*fn)(W *, PyObject *, int))
 {
     int r;
-    if (depth >= ENC_MAX_DEPTH) {
-        enc_err("term nested too deeply to encode (limit %d)", ENC_MAX_DEPTH);
-        return -1;
-    }
+    if (depth >= recursion_depth)
+        return enc_deep(w, t);
     if (Py_EnterRecursiveCall(" while encoding an Erlang term"))
         return -1;
     r = fn(w, t, depth + 1);
@@ -2137,25 +2631,329 @@ enc(W *w, PyObject *t, int depth)
     return r;
 }
 
+/* ------------------------------------------------------------------------------------ */
+/* Encoding with an explicit stack (codec._enc_deep)                                    */
+/* ------------------------------------------------------------------------------------ */
+
+enum { EF_TUPLE, EF_LIST, EF_DICT, EF_MAP, EF_IMPROPER, EF_FUN };
+
+typedef struct {
+    int kind;
+    PyObject *obj;     /* owned: the tuple, list, dict, Map items, improper list, fun free variables */
+    Py_ssize_t i, n;   /* next index (dict: PyDict_Next position) and size */
+    PyObject *pending; /* EF_DICT: the value to write after its key (owned) */
+    Py_ssize_t at;     /* EF_FUN: where its size field is, counted from the start of out */
+} EFrame;
+
+static EFrame *
+eframe_push(EFrame **st, Py_ssize_t *sp, Py_ssize_t *cap, int kind, PyObject *obj, Py_ssize_t n)
+{
+    EFrame *f;
+    if (*sp == *cap) {
+        Py_ssize_t ncap = *cap ? 2 * *cap : 64;
+        EFrame *nst = PyMem_Realloc(*st, ncap * sizeof(EFrame));
+        if (nst == NULL) {
+            PyErr_NoMemory();
+            return NULL;
+        }
+        *st = nst;
+        *cap = ncap;
+    }
+    f = &(*st)[(*sp)++];
+    f->kind = kind;
+    f->obj = Py_NewRef(obj);
+    f->i = 0;
+    f->n = n;
+    f->pending = NULL;
+    f->at = 0;
+    return f;
+}
+
+/* Write one value; a container of the exact types pushes a frame for its contents. */
+static int
+enc_deep_one(W *w, PyObject *x, EFrame **st, Py_ssize_t *sp, Py_ssize_t *cap)
+{
+    PyTypeObject *tp = Py_TYPE(x);
+    Py_ssize_t n, i;
+    char *p;
+    if (tp == &PyTuple_Type) {
+        n = PyTuple_GET_SIZE(x);
+        if (n < 256) {
+            if ((p = w_take(w, 2)) == NULL)
+                return -1;
+            p[0] = SMALL_TUPLE_EXT;
+            p[1] = (char)n;
+        }
+        else {
+            if ((p = w_take(w, 5)) == NULL)
+                return -1;
+            p[0] = LARGE_TUPLE_EXT;
+            put32(p + 1, (uint32_t)n);
+        }
+        if (n && eframe_push(st, sp, cap, EF_TUPLE, x, n) == NULL)
+            return -1;
+        return 0;
+    }
+    if (tp == &PyList_Type) {
+        n = PyList_GET_SIZE(x);
+        if (n == 0)
+            return w_byte(w, NIL_EXT);
+        if (n < 65536) { /* STRING_EXT, as enc_list */
+            Py_ssize_t at = w->len;
+            if ((p = w_take(w, 3 + n)) == NULL)
+                return -1;
+            for (i = 0; i < n; i++) {
+                PyObject *y = PyList_GET_ITEM(x, i);
+                long v;
+                int of;
+                if (!PyLong_CheckExact(y))
+                    break;
+                v = PyLong_AsLongAndOverflow(y, &of);
+                if (of || v < 0 || v > 255)
+                    break;
+                p[3 + i] = (char)v;
+            }
+            if (i == n) {
+                p[0] = STRING_EXT;
+                p[1] = (char)(n >> 8);
+                p[2] = (char)n;
+                return 0;
+            }
+            w->len = at;
+        }
+        if (n > 0xFFFFFFFFLL) {
+            enc_err("list too long to encode");
+            return -1;
+        }
+        if ((p = w_take(w, 5)) == NULL)
+            return -1;
+        p[0] = LIST_EXT;
+        put32(p + 1, (uint32_t)n);
+        return eframe_push(st, sp, cap, EF_LIST, x, n) == NULL ? -1 : 0;
+    }
+    if (tp == &PyDict_Type) {
+        n = PyDict_GET_SIZE(x);
+        if (n > 0xFFFFFFFFLL) {
+            enc_err("map too large to encode");
+            return -1;
+        }
+        if ((p = w_take(w, 5)) == NULL)
+            return -1;
+        p[0] = MAP_EXT;
+        put32(p + 1, (uint32_t)n);
+        return eframe_push(st, sp, cap, EF_DICT, x, n) == NULL ? -1 : 0;
+    }
+    if (tp == C_Map.tp) {
+        PyObject *items = SLOT(x, C_Map.off[0]);
+        if (items == NULL || !PyTuple_CheckExact(items))
+            return enc_delegate(w, x);
+        n = PyTuple_GET_SIZE(items);
+        for (i = 0; i < n; i++) {
+            PyObject *kv = PyTuple_GET_ITEM(items, i);
+            if (!PyTuple_CheckExact(kv) || PyTuple_GET_SIZE(kv) != 2)
+                return enc_delegate(w, x);
+        }
+        if ((p = w_take(w, 5)) == NULL)
+            return -1;
+        p[0] = MAP_EXT;
+        put32(p + 1, (uint32_t)n);
+        return eframe_push(st, sp, cap, EF_MAP, items, 2 * n) == NULL ? -1 : 0;
+    }
+    if (tp == C_Improper.tp) {
+        PyObject *elements = SLOT(x, C_Improper.off[0]), *tail = SLOT(x, C_Improper.off[1]);
+        if (elements == NULL || tail == NULL || !PyTuple_CheckExact(elements))
+            return enc_delegate(w, x);
+        n = PyTuple_GET_SIZE(elements);
+        if ((p = w_take(w, 5)) == NULL)
+            return -1;
+        p[0] = LIST_EXT;
+        put32(p + 1, (uint32_t)n);
+        return eframe_push(st, sp, cap, EF_IMPROPER, x, n + 1) == NULL ? -1 : 0;
+    }
+    if (tp == C_Fun.tp) {
+        PyObject *f[8];
+        long arity;
+        uint32_t index;
+        Py_ssize_t at;
+        EFrame *fr;
+        int k = fun_check(x, f, &arity, &index), r;
+        if (k < 0)
+            return -1;
+        if (k > 0)
+            return enc_delegate(w, x);
+        for (i = 0; i < 8; i++)
+            Py_INCREF(f[i]);
+        /* written in place; the size is patched in once the free variables are done */
+        r = w_byte(w, NEW_FUN_EXT);
+        at = PyByteArray_GET_SIZE(w->out) + w->len;
+        if (r == 0) {
+            if ((p = w_take(w, 4)) == NULL)
+                r = -1;
+            else
+                memset(p, 0, 4);
+        }
+        if (r == 0)
+            r = fun_prefix(w, f, arity, index);
+        if (r == 0) {
+            fr = eframe_push(st, sp, cap, EF_FUN, f[7], PyTuple_GET_SIZE(f[7]));
+            if (fr == NULL)
+                r = -1;
+            else
+                fr->at = at;
+        }
+        for (i = 0; i < 8; i++)
+            Py_DECREF(f[i]);
+        return r;
+    }
+    return enc(w, x, 0); /* not a container of the exact types: no recursion in C */
+}
+
+/* The frame's next value (a new reference), or NULL: done (no error set) or an error. */
+static PyObject *
+eframe_next(EFrame *f)
+{
+    PyObject *x = NULL;
+    switch (f->kind) {
+    case EF_TUPLE:
+        if (f->i < f->n)
+            x = Py_NewRef(PyTuple_GET_ITEM(f->obj, f->i++));
+        break;
+    case EF_FUN:
+        if (f->i < f->n)
+            x = Py_NewRef(PyTuple_GET_ITEM(f->obj, f->i++));
+        break;
+    case EF_LIST: /* `for x in t`: the length is re-read at every step, as a list iterator does */
+        if (f->i < PyList_GET_SIZE(f->obj))
+            x = Py_NewRef(PyList_GET_ITEM(f->obj, f->i++));
+        break;
+    case EF_MAP: /* obj: the items, n: twice their number */
+        if (f->i < f->n) {
+            x = Py_NewRef(PyTuple_GET_ITEM(PyTuple_GET_ITEM(f->obj, f->i / 2), f->i % 2));
+            f->i++;
+        }
+        break;
+    case EF_IMPROPER: {
+        PyObject *elements = SLOT(f->obj, C_Improper.off[0]);
+        if (f->i < f->n - 1)
+            x = Py_NewRef(PyTuple_GET_ITEM(elements, f->i++));
+        else if (f->i == f->n - 1) {
+            f->i++;
+            x = Py_NewRef(SLOT(f->obj, C_Improper.off[1]));
+        }
+        break;
+    }
+    case EF_DICT: {
+        PyObject *k, *v;
+        if (f->pending != NULL) {
+            x = f->pending;
+            f->pending = NULL;
+            break;
+        }
+        if (f->i > 0 && PyDict_GET_SIZE(f->obj) != f->n) {
+            PyErr_SetString(PyExc_RuntimeError, "dictionary changed size during iteration");
+            return NULL;
+        }
+        if (PyDict_Next(f->obj, &f->i, &k, &v)) {
+            x = Py_NewRef(k);
+            f->pending = Py_NewRef(v);
+        }
+        break;
+    }
+    }
+    return x;
+}
+
+/* Once a frame is done: what ends it (the NIL_EXT of a list, the size of a fun). */
+static int
+eframe_end(W *w, EFrame *f)
+{
+    if (f->kind == EF_LIST)
+        return w_byte(w, NIL_EXT);
+    if (f->kind == EF_FUN) {
+        Py_ssize_t in_out = PyByteArray_GET_SIZE(w->out), size = in_out + w->len - f->at;
+        char *p;
+        if (size > 0xFFFFFFFFLL) {
+            enc_err("fun too large to encode");
+            return -1;
+        }
+        p = f->at >= in_out ? w->buf + (f->at - in_out) : PyByteArray_AS_STRING(w->out) + f->at;
+        put32(p, (uint32_t)size);
+    }
+    return 0;
+}
+
+static void
+eframe_clear(EFrame *f)
+{
+    Py_CLEAR(f->obj);
+    Py_CLEAR(f->pending);
+}
+
+/* enc() for a container, without recursion: what enc_container hands over once terms nest
+   recursion_depth levels. The same bytes and errors as the recursive encoder. */
+static int
+enc_deep(W *w, PyObject *t)
+{
+    EFrame *st = NULL;
+    Py_ssize_t sp = 0, cap = 0;
+    PyObject *x = Py_NewRef(t);
+    int r;
+    for (;;) {
+        r = enc_deep_one(w, x, &st, &sp, &cap);
+        Py_DECREF(x);
+        if (r < 0)
+            goto fail;
+        for (;;) {
+            EFrame *f;
+            if (sp == 0) {
+                PyMem_Free(st);
+                return 0;
+            }
+            f = &st[sp - 1];
+            x = eframe_next(f);
+            if (x != NULL)
+                break;
+            if (PyErr_Occurred() || eframe_end(w, f) < 0)
+                goto fail;
+            eframe_clear(f);
+            sp--;
+        }
+    }
+fail:
+    while (sp > 0)
+        eframe_clear(&st[--sp]);
+    PyMem_Free(st);
+    return -1;
+}
+
 PyDoc_STRVAR(encode_into_doc,
-"encode_into(term, out) -> None\n\n"
-"codec._enc in C: append the encoding of ``term`` (no version byte) to the bytearray ``out``.");
+"encode_into(term, out, depth=0) -> None\n\n"
+"codec._enc in C: append the encoding of ``term`` (no version byte) to the bytearray ``out``;\n"
+"``depth`` is the nesting already recursed into (the Python encoders of containers pass it).");
 
 static PyObject *
 encode_into(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     W w;
     int r;
+    Py_ssize_t depth = 0;
     if (!initialized)
         return not_initialized();
-    if (nargs != 2) {
-        PyErr_Format(PyExc_TypeError, "encode_into() takes 2 arguments (%zd given)", nargs);
+    if (nargs != 2 && nargs != 3) {
+        PyErr_Format(PyExc_TypeError, "encode_into() takes 2 or 3 arguments (%zd given)", nargs);
         return NULL;
     }
     if (!PyByteArray_Check(args[1]))
         return PyObject_Vectorcall(py_enc, args, nargs, NULL);
+    if (nargs == 3) {
+        depth = PyLong_CheckExact(args[2]) ? PyLong_AsSsize_t(args[2]) : -1;
+        if (depth < 0 || depth > INT_MAX) { /* not a plain depth: the Python encoder's semantics */
+            PyErr_Clear();
+            return PyObject_Vectorcall(py_enc, args, nargs, NULL);
+        }
+    }
     w_init(&w, args[1]);
-    r = enc(&w, args[0], 0);
+    r = enc(&w, args[0], (int)depth);
     assert((r < 0) == (PyErr_Occurred() != NULL));
     if (r == 0)
         r = w_flush(&w);
@@ -2318,14 +3116,16 @@ init(PyObject *self, PyObject *ns)
         set_obj(&py_exact_key, ns, "exact_key") < 0 || set_obj(&py_atom_enc, ns, "_atom_enc") < 0 ||
         set_obj(&py_atom_bytes, ns, "_atom_bytes") < 0 || set_obj(&py_encoders, ns, "_ENCODERS") < 0 ||
         set_obj(&py_fallback_encoder, ns, "_fallback_encoder") < 0 || set_obj(&py_decode, ns, "_decode") < 0 ||
-        set_obj(&py_enc, ns, "_enc") < 0)
+        set_obj(&py_enc, ns, "_enc") < 0 || set_obj(&py_bounded_repr, ns, "bounded_repr") < 0)
         return NULL;
     if (!PyDict_CheckExact(py_atom_bytes) || !PyDict_CheckExact(py_encoders)) {
         PyErr_SetString(PyExc_TypeError, "init(): _atom_bytes and _ENCODERS must be dicts");
         return NULL;
     }
-    if (ns_int(ns, "MAX_DEPTH", &max_depth, 10000) < 0 || ns_int(ns, "MAX_ATOM_CHARS", &max_atom_chars, 65535) < 0 ||
-        ns_int(ns, "MAX_REF_WORDS", &max_ref_words, 8) < 0)
+    if (ns_int(ns, "RECURSION_DEPTH", &recursion_depth, 10000) < 0 ||
+        ns_int(ns, "MAX_HASHED_KEY_DEPTH", &max_hashed_key_depth, 10000) < 0 ||
+        ns_int(ns, "MAP_HASH_CHECK", &map_hash_check, PY_SSIZE_T_MAX) < 0 ||
+        ns_int(ns, "MAX_ATOM_CHARS", &max_atom_chars, 65535) < 0 || ns_int(ns, "MAX_REF_WORDS", &max_ref_words, 8) < 0)
         return NULL;
     names = PyDict_New();
     if (names == NULL)
@@ -2345,11 +3145,6 @@ init(PyObject *self, PyObject *ns)
     Py_DECREF(f);
     Py_DECREF(nl);
     Py_XSETREF(special_names, names);
-    if (two_pow_32 == NULL) {
-        two_pow_32 = PyLong_FromUnsignedLongLong(1ULL << 32);
-        if (two_pow_32 == NULL)
-            return NULL;
-    }
     acache_clear(); /* the Atom class may have changed */
     initialized = 1;
     Py_RETURN_NONE;
@@ -2373,12 +3168,5 @@ static struct PyModuleDef moduledef = {
 PyMODINIT_FUNC
 PyInit__speedups(void)
 {
-    PyObject *m = PyModule_Create(&moduledef);
-    if (m == NULL)
-        return NULL;
-    if (PyModule_AddIntConstant(m, "ENC_MAX_DEPTH", ENC_MAX_DEPTH) < 0) {
-        Py_DECREF(m);
-        return NULL;
-    }
-    return m;
+    return PyModule_Create(&moduledef);
 }

@@ -6,20 +6,30 @@ Theory of operation
 ``(term, next_offset)``. Before anything is allocated for a length the input claims
 (atoms, binaries, strings, lists, tuples, maps, bignums, reference words), the claim is
 checked against the bytes that are actually left, so hostile input cannot make the
-decoder allocate more than a small multiple of its own size. Nesting deeper than
-:data:`MAX_DEPTH` is refused, so no input can exhaust Python's stack. Every failure, of
-whatever origin, surfaces as :class:`~erl_interop.errors.DecodeError` with an offset.
+decoder allocate more than a small multiple of its own size. There is no nesting limit,
+as in the BEAM: once containers nest :data:`RECURSION_DEPTH` levels, the rest of the term
+is decoded with an explicit stack (:func:`_decode_deep`), so the Python stack a call uses
+is bounded whatever the input, and the explicit stack by the input's size. A list whose
+tail is another LIST_EXT is continued in place, never recursed into. Maps become a
+``dict``, or a :class:`Map` when a dict cannot hold them exactly or cannot be built in
+linear time and safely (:func:`_make_map`: duplicate keys are found through
+:func:`~erl_interop.terms.exact_key` bytes, never through the keys' own hashes, which a
+peer can make collide). Every failure, of whatever origin, surfaces as
+:class:`~erl_interop.errors.DecodeError` with an offset.
 
-*Encoding* produces the canonical bytes of ``term_to_binary(T, [{minor_version, 2}])``:
-UTF-8 atoms (``SMALL_ATOM_UTF8_EXT`` / ``ATOM_UTF8_EXT``), ``NEW_FLOAT_EXT``,
-``NEW_PID_EXT``, ``NEWER_REFERENCE_EXT``, ``NEW_PORT_EXT`` (``V4_PORT_EXT`` only when a
-port id needs more than 32 bits), the smallest integer form, ``STRING_EXT`` for short
-byte lists. Dispatch is on the exact ``type`` of a value through a table, so ``bool``
-(a subclass of ``int``) and :class:`Atom` (a subclass of ``str``) take their own paths;
-other subclasses fall back to an ``isinstance`` walk.
+*Encoding* produces the canonical bytes of ``term_to_binary(T, [{minor_version, 2}])`` of
+the current OTP: UTF-8 atoms (``SMALL_ATOM_UTF8_EXT`` / ``ATOM_UTF8_EXT``),
+``NEW_FLOAT_EXT``, ``NEW_PID_EXT``, ``NEWER_REFERENCE_EXT``, ``V4_PORT_EXT`` (what OTP 26
+and later always write; OTP 24 and 25 decode it), the smallest integer form,
+``STRING_EXT`` for short byte lists. Dispatch is on the exact ``type`` of a value through
+a table, so ``bool`` (a subclass of ``int``) and :class:`Atom` (a subclass of ``str``)
+take their own paths; other subclasses fall back to an ``isinstance`` walk and a
+conversion. Like decoding, encoding recurses :data:`RECURSION_DEPTH` levels and then
+continues with an explicit stack (:func:`_enc_deep`), so any depth encodes.
 
 Atoms are interned: decoding keeps a bounded table from encoded bytes to :class:`Atom`,
-encoding a bounded table from :class:`Atom` to its encoded bytes.
+encoding a bounded table from :class:`Atom` to its encoded bytes. Error messages show
+terms through :func:`~erl_interop.bounded.bounded_repr`, so they are short and never fail.
 """
 
 from __future__ import annotations
@@ -28,12 +38,16 @@ import os
 import re
 import struct
 import zlib
-from typing import Any, Callable, Sequence
+from collections import Counter
+from itertools import chain
+from typing import Any, Callable, Iterator, Sequence
 
+from .bounded import bounded_repr
 from .errors import DecodeError, EncodeError
 from .terms import Atom, BitBinary, Export, Fun, ImproperList, Map, Pid, Port, Reference, exact_key
 
-__all__ = ["encode", "decode", "decode_term", "encode_term", "MAX_DEPTH", "MAX_UNCOMPRESSED_SIZE"]
+__all__ = ["encode", "decode", "decode_term", "encode_term", "RECURSION_DEPTH", "MAX_HASHED_KEY_DEPTH",
+           "MAP_HASH_CHECK", "MAX_UNCOMPRESSED_SIZE"]
 
 VERSION = 131
 
@@ -70,10 +84,21 @@ ATOM_UTF8_EXT = 118
 SMALL_ATOM_UTF8_EXT = 119
 V4_PORT_EXT = 120
 
-#: Deepest nesting accepted. CPython's default recursion limit is 1000 frames and the
-#: decoder uses one frame per level, so 400 leaves room for the caller's own stack (an
-#: asyncio node sits ~50 frames deep). Distribution traffic nests a handful of levels.
-MAX_DEPTH = 400
+#: Levels of nesting that decoding and encoding handle by plain recursion (one Python
+#: frame, or one C frame in the accelerator, per level). Deeper containers continue on an
+#: explicit stack (:func:`_decode_deep`, :func:`_enc_deep`). It is not a limit: terms of any
+#: depth decode and encode, as on the BEAM (docs/WIRE.md §5.5); it only keeps the stack
+#: used by a call small and fixed. Distribution traffic nests a handful of levels.
+RECURSION_DEPTH = 64
+
+#: A map key that nests tuples (improper lists, funs) deeper than this is never hashed:
+#: CPython's tuple hash recurses on the C stack without a guard and crashes the process
+#: at ~150,000 levels. Such a map decodes as a :class:`Map` (docs/WIRE.md §5.5).
+MAX_HASHED_KEY_DEPTH = 64
+
+#: Maps with more keys than this have their keys' Python hashes checked before a dict is
+#: built: many keys sharing one hash make the dict quadratic to build (docs/WIRE.md §5.5).
+MAP_HASH_CHECK = 32
 
 #: Largest uncompressed size a ``compressed`` term (tag 80) may claim: zlib expands up to
 #: ~1000x, so without a cap a small input could demand gigabytes. 64 MiB is far above any
@@ -202,6 +227,8 @@ def _decode(data: bytes, pos: int, depth: int, refs: Sequence[Any] | None) -> tu
     if tag == SMALL_INTEGER_EXT:
         return data[pos + 1], pos + 2
     if tag == SMALL_TUPLE_EXT or tag == LARGE_TUPLE_EXT:
+        if depth >= RECURSION_DEPTH:
+            return _decode_deep(data, pos, refs)
         if tag == SMALL_TUPLE_EXT:
             n = data[pos + 1]
             pos += 2
@@ -210,8 +237,6 @@ def _decode(data: bytes, pos: int, depth: int, refs: Sequence[Any] | None) -> tu
             pos += 5
             if n > len(data) - pos:
                 _need(data, pos, n, "tuple")
-        if depth >= MAX_DEPTH:
-            raise DecodeError(pos, f"terms nested deeper than {MAX_DEPTH} levels")
         depth += 1
         items: list[Any] = []
         append = items.append
@@ -228,28 +253,26 @@ def _decode(data: bytes, pos: int, depth: int, refs: Sequence[Any] | None) -> tu
     if tag == NIL_EXT:
         return [], pos + 1
     if tag == LIST_EXT:
-        (n,) = _u32(data, pos + 1)
-        pos += 5
-        if n > len(data) - pos:
-            _need(data, pos, n, "list")
-        if depth >= MAX_DEPTH:
-            raise DecodeError(pos, f"terms nested deeper than {MAX_DEPTH} levels")
+        if depth >= RECURSION_DEPTH:
+            return _decode_deep(data, pos, refs)
         depth += 1
         items = []
         append = items.append
-        for _ in range(n):
-            v, pos = _decode(data, pos, depth, refs)
-            append(v)
-        if data[pos] == NIL_EXT:
-            return items, pos + 1
+        while True:  # a tail that is itself a LIST_EXT continues this list: [a | [b | T]] is [a, b | T]
+            (n,) = _u32(data, pos + 1)
+            pos += 5
+            if n > len(data) - pos:
+                _need(data, pos, n, "list")
+            for _ in range(n):
+                v, pos = _decode(data, pos, depth, refs)
+                append(v)
+            tag = data[pos]
+            if tag == NIL_EXT:
+                return items, pos + 1
+            if tag != LIST_EXT:
+                break
         tail, pos = _decode(data, pos, depth, refs)
-        if type(tail) is list:  # non-canonical [a | [b]]: the same term as [a, b]
-            return items + tail, pos
-        if type(tail) is ImproperList:
-            return ImproperList(tuple(items) + tail.elements, tail.tail), pos
-        if not items:
-            return tail, pos
-        return ImproperList(tuple(items), tail), pos
+        return _list_with_tail(items, tail), pos
     if tag == INTEGER_EXT:
         return _i32(data, pos + 1)[0], pos + 5
     if tag == STRING_EXT:
@@ -259,30 +282,23 @@ def _decode(data: bytes, pos: int, depth: int, refs: Sequence[Any] | None) -> tu
             _need(data, pos + 3, n, "string")
         return list(data[pos + 3 : end]), end
     if tag == MAP_EXT:
+        if depth >= RECURSION_DEPTH:
+            return _decode_deep(data, pos, refs)
         (n,) = _u32(data, pos + 1)
         pos += 5
         if n > (len(data) - pos) // 2:
             _need(data, pos, 2 * n, "map")
-        if depth >= MAX_DEPTH:
-            raise DecodeError(pos, f"terms nested deeper than {MAX_DEPTH} levels")
         depth += 1
-        pairs: list[tuple[Any, Any]] = []
-        append = pairs.append
+        keys: list[Any] = []
+        values: list[Any] = []
+        kappend = keys.append
+        vappend = values.append
         for _ in range(n):
             k, pos = _decode(data, pos, depth, refs)
+            kappend(k)
             v, pos = _decode(data, pos, depth, refs)
-            append((k, v))
-        try:
-            d = dict(pairs)
-        except TypeError:  # an unhashable key (list, dict): keep the pairs
-            d = None
-        if d is None or len(d) != n:
-            # Keys distinct in Erlang merged in Python (1, 1.0, true), unhashable keys, or
-            # a duplicate key (binary_to_term refuses those). exact_key keeps this linear.
-            if len({exact_key(k) for k, _ in pairs}) != n:
-                raise DecodeError(pos, "map has a duplicate key")
-            return Map(pairs), pos
-        return d, pos
+            vappend(v)
+        return _make_map(keys, values, pos), pos
     if tag == NEW_PID_EXT:
         node, pos = _node_atom(data, pos + 1, refs)
         pid_id, serial, creation = _u32x3(data, pos)
@@ -364,31 +380,15 @@ def _decode(data: bytes, pos: int, depth: int, refs: Sequence[Any] | None) -> tu
             raise DecodeError(pos, "export arity must be a small integer")
         return Export(_as_atom(mod), _as_atom(fun), data[pos + 1]), pos + 2
     if tag == NEW_FUN_EXT:
-        start = pos
-        (size,) = _u32(data, pos + 1)
-        if size > len(data) - pos - 1:
-            _need(data, pos + 1, size, "fun")
-        arity = data[pos + 5]
-        uniq = data[pos + 6 : pos + 22]
-        index, nfree = _u32x2(data, pos + 22)
-        pos += 30
-        if nfree > len(data) - pos:
-            _need(data, pos, nfree, "fun free variables")
-        mod, pos = _atom_at(data, pos, refs)
-        old_index, pos = _int_at(data, pos)
-        old_uniq, pos = _int_at(data, pos)
-        if data[pos] not in (NEW_PID_EXT, PID_EXT):
-            raise DecodeError(pos, "fun pid must be a pid")
-        if depth >= MAX_DEPTH:
-            raise DecodeError(pos, f"terms nested deeper than {MAX_DEPTH} levels")
-        pid, pos = _decode(data, pos, depth + 1, refs)
+        if depth >= RECURSION_DEPTH:
+            return _decode_deep(data, pos, refs)
+        head, pos = _fun_head(data, pos, refs)
+        depth += 1
         free = []
-        for _ in range(nfree):
-            v, pos = _decode(data, pos, depth + 1, refs)
+        for _ in range(head[9]):
+            v, pos = _decode(data, pos, depth, refs)
             free.append(v)
-        if pos - start - 1 != size:
-            raise DecodeError(start, f"fun claims {size} bytes but holds {pos - start - 1}")
-        return Fun(arity, uniq, index, _as_atom(mod), old_index, old_uniq, pid, tuple(free)), pos
+        return _fun_done(head, free, pos), pos
     if tag == FLOAT_EXT:
         raw = data[pos + 1 : pos + 32]
         if len(raw) < 31:
@@ -407,6 +407,230 @@ def _decode(data: bytes, pos: int, depth: int, refs: Sequence[Any] | None) -> tu
     if tag == FUN_EXT:
         raise DecodeError(pos, "FUN_EXT (117) was removed from OTP; refused")
     raise DecodeError(pos, f"unknown tag {tag}")
+
+
+def _list_with_tail(items: list[Any], tail: Any) -> Any:
+    """``[items... | tail]`` where ``tail`` is not a LIST_EXT (those extend ``items``)."""
+    if type(tail) is list:  # STRING_EXT as a tail, or NIL_EXT: the same term as a longer list
+        return items + tail
+    if type(tail) is ImproperList:
+        return ImproperList(tuple(items) + tail.elements, tail.tail)
+    if not items:
+        return tail
+    return ImproperList(tuple(items), tail)
+
+
+def _fun_head(data: bytes, pos: int, refs: Sequence[Any] | None) -> tuple[tuple[Any, ...], int]:
+    """A NEW_FUN_EXT up to its free variables: ``((start, size, arity, uniq, index, module,
+    old_index, old_uniq, pid, nfree), position of the first free variable)``."""
+    start = pos
+    (size,) = _u32(data, pos + 1)
+    if size > len(data) - pos - 1:
+        _need(data, pos + 1, size, "fun")
+    arity = data[pos + 5]
+    uniq = data[pos + 6 : pos + 22]
+    index, nfree = _u32x2(data, pos + 22)
+    pos += 30
+    if nfree > len(data) - pos:
+        _need(data, pos, nfree, "fun free variables")
+    mod, pos = _atom_at(data, pos, refs)
+    old_index, pos = _int_at(data, pos)
+    old_uniq, pos = _int_at(data, pos)
+    if data[pos] not in (NEW_PID_EXT, PID_EXT):
+        raise DecodeError(pos, "fun pid must be a pid")
+    pid, pos = _decode(data, pos, 0, refs)
+    return (start, size, arity, uniq, index, mod, old_index, old_uniq, pid, nfree), pos
+
+
+def _fun_done(head: tuple[Any, ...], free: list[Any], pos: int) -> Fun:
+    start, size, arity, uniq, index, mod, old_index, old_uniq, pid, _ = head
+    if pos - start - 1 != size:
+        raise DecodeError(start, f"fun claims {size} bytes but holds {pos - start - 1}")
+    return Fun(arity, uniq, index, _as_atom(mod), old_index, old_uniq, pid, tuple(free))
+
+
+# Kinds of the containers _decode_deep has open.
+_F_TUPLE, _F_LIST, _F_TAIL, _F_MAP, _F_FUN = range(5)
+
+
+def _list_tail(data: bytes, pos: int) -> tuple[int, int, int]:
+    """At a LIST_EXT tag, or where a list's elements end: read the list headers that follow
+    (a tail that is a LIST_EXT continues the list). Returns ``(what, pos, n)``: ``what`` 0
+    when the list ended with NIL_EXT (consumed), 1 when ``n`` more elements follow, 2 when a
+    tail term follows."""
+    while True:
+        t = data[pos]
+        if t == NIL_EXT:
+            return 0, pos + 1, 0
+        if t != LIST_EXT:
+            return 2, pos, 0
+        (n,) = _u32(data, pos + 1)
+        pos += 5
+        if n > len(data) - pos:
+            _need(data, pos, n, "list")
+        if n:
+            return 1, pos, n
+
+
+def _decode_deep(data: bytes, pos: int, refs: Sequence[Any] | None) -> tuple[Any, int]:
+    """:func:`_decode` of a container, with an explicit stack instead of recursion: what
+    ``_decode`` hands over once terms nest :data:`RECURSION_DEPTH` levels deep. The same
+    checks in the same order, so the same term or the same error at the same offset.
+    Scalars are left to ``_decode`` (they do not nest); every container is handled here,
+    so the Python stack stays flat however deep the input nests.
+
+    The values of the open containers wait on one list, ``vals``; each open container is
+    its kind, where its values start in ``vals`` and how many it takes (plain ints: no
+    object per level for the garbage collector to walk, which would cost more than the
+    decoding itself)."""
+    vals: list[Any] = []
+    kinds: list[int] = []
+    starts: list[int] = []
+    wants: list[int] = []
+    heads: list[tuple[Any, ...]] = []  # of the open funs
+    while True:
+        tag = data[pos]
+        if tag == SMALL_TUPLE_EXT or tag == LARGE_TUPLE_EXT:
+            if tag == SMALL_TUPLE_EXT:
+                n = data[pos + 1]
+                pos += 2
+            else:
+                (n,) = _u32(data, pos + 1)
+                pos += 5
+                if n > len(data) - pos:
+                    _need(data, pos, n, "tuple")
+            if n:
+                kinds.append(_F_TUPLE)
+                starts.append(len(vals))
+                wants.append(n)
+                continue
+            value: Any = ()
+        elif tag == LIST_EXT:
+            what, pos, n = _list_tail(data, pos)
+            if what:
+                kinds.append(_F_LIST if what == 1 else _F_TAIL)
+                starts.append(len(vals))
+                wants.append(n if what == 1 else 1)
+                continue
+            value = []
+        elif tag == MAP_EXT:
+            (n,) = _u32(data, pos + 1)
+            pos += 5
+            if n > (len(data) - pos) // 2:
+                _need(data, pos, 2 * n, "map")
+            if n:
+                kinds.append(_F_MAP)
+                starts.append(len(vals))
+                wants.append(2 * n)
+                continue
+            value = _make_map([], [], pos)
+        elif tag == NEW_FUN_EXT:
+            head, pos = _fun_head(data, pos, refs)
+            if head[9]:
+                kinds.append(_F_FUN)
+                starts.append(len(vals))
+                wants.append(head[9])
+                heads.append(head)
+                continue
+            value = _fun_done(head, [], pos)
+        else:
+            value, pos = _decode(data, pos, 0, refs)  # not a container: no recursion
+        vals.append(value)
+        # Complete the containers this value completes.
+        while kinds and len(vals) - starts[-1] == wants[-1]:
+            kind = kinds[-1]
+            if kind == _F_LIST:
+                what, pos, n = _list_tail(data, pos)
+                if what == 1:
+                    wants[-1] += n
+                    break
+                if what == 2:  # the tail term is the list's last value
+                    kinds[-1] = _F_TAIL
+                    wants[-1] += 1
+                    break
+            kinds.pop()
+            wants.pop()
+            start = starts.pop()
+            if kind == _F_TUPLE:
+                value = tuple(vals[start:])
+            elif kind == _F_LIST:
+                value = vals[start:]
+            elif kind == _F_MAP:
+                value = _make_map(vals[start::2], vals[start + 1 :: 2], pos)
+            elif kind == _F_TAIL:
+                value = _list_with_tail(vals[start:-1], vals[-1])
+            else:
+                value = _fun_done(heads.pop(), vals[start:], pos)
+            del vals[start:]
+            vals.append(value)
+        if not kinds:
+            return vals[0], pos
+
+
+#: Key types whose Python ``hash`` recurses into their elements without a depth guard
+#: (CPython's tuple hash; the dataclass hashes of these hash a tuple of their fields).
+_HASH_NESTED = frozenset((tuple, ImproperList, Fun))
+
+
+def _too_deep_to_hash(key: Any) -> bool:
+    """True when ``key`` nests tuples (improper lists, funs) more than
+    :data:`MAX_HASHED_KEY_DEPTH` levels: its ``hash`` would recurse that deep on the C stack
+    (CPython 3.11 crashes at ~150,000 levels). Lists and maps end the walk: a list is not
+    hashable (``hash`` fails at once) and a :class:`Map` hashes without recursion. So each
+    node is walked for at most one key, and the check is linear in the input."""
+    if type(key) not in _HASH_NESTED:
+        return False
+    stack = [(key, 1)]
+    while stack:
+        x, d = stack.pop()
+        tp = type(x)
+        if tp is tuple:
+            items = x
+        elif tp is ImproperList:
+            items = (*x.elements, x.tail)
+        else:
+            items = x.free_vars
+        for y in items:
+            if type(y) in _HASH_NESTED:
+                if d >= MAX_HASHED_KEY_DEPTH:
+                    return True
+                stack.append((y, d + 1))
+    return False
+
+
+def _hashes_spread(keys: list[Any]) -> bool:
+    """False when so many keys share a Python hash that a dict of them would take more
+    than linear time: the pairs of keys with equal hashes outnumber the keys (a peer can
+    choose integers, floats or tuples that collide; docs/WIRE.md §5.5). Unhashable keys:
+    False too (the map is a :class:`Map` anyway)."""
+    try:
+        hashes = list(map(hash, keys))
+    except TypeError:
+        return False
+    n = len(hashes)
+    if len(set(hashes)) == n:
+        return True
+    return sum(c * (c - 1) // 2 for c in Counter(hashes).values()) <= n
+
+
+def _make_map(keys: list[Any], values: list[Any], pos: int) -> Any:
+    """The decoded map: a dict when one holds it exactly and is safe to build, else a
+    :class:`Map` (terms.py). Duplicate keys (binary_to_term refuses them) are found through
+    :func:`exact_key` bytes, so this is linear whatever the keys' Python hashes."""
+    n = len(keys)
+    if _HASH_NESTED.isdisjoint(map(type, keys)) or not any(map(_too_deep_to_hash, keys)):
+        if n <= MAP_HASH_CHECK or _hashes_spread(keys):
+            try:
+                d = dict(zip(keys, values))
+            except TypeError:  # an unhashable key (list, dict): keep the pairs
+                d = None
+            if d is not None and len(d) == n:
+                return d
+    # Keys distinct in Erlang merged in Python (1, 1.0, true; 0.0, -0.0), unhashable keys,
+    # keys that collide or nest too deep, or a duplicate key.
+    if len(set(map(exact_key, keys))) != n:
+        raise DecodeError(pos, "map has a duplicate key")
+    return Map(zip(keys, values))
 
 
 def _as_atom(v: Any) -> Atom:
@@ -531,7 +755,7 @@ def _int_enc(v: int) -> bytes:
 _SMALL_INTS = [bytes((SMALL_INTEGER_EXT, i)) for i in range(256)]
 
 
-def _enc(t: Any, out: bytearray) -> None:
+def _enc(t: Any, out: bytearray, depth: int = 0) -> None:
     tp = type(t)
     if tp is Atom:
         b = _atom_bytes.get(t)
@@ -542,6 +766,8 @@ def _enc(t: Any, out: bytearray) -> None:
         else:
             out += _int_enc(t)
     elif tp is tuple:
+        if depth >= RECURSION_DEPTH:
+            return _enc_deep(t, out)
         n = len(t)
         if n < 256:
             out.append(SMALL_TUPLE_EXT)
@@ -549,8 +775,9 @@ def _enc(t: Any, out: bytearray) -> None:
         else:
             out.append(LARGE_TUPLE_EXT)
             out += _p_u32(n)
+        depth += 1
         for x in t:
-            _enc(x, out)
+            _enc(x, out, depth)
     elif tp is bytes:
         out.append(BINARY_EXT)
         out += _p_u32(len(t))
@@ -559,15 +786,18 @@ def _enc(t: Any, out: bytearray) -> None:
         n = len(t)
         if n == 0:
             out.append(NIL_EXT)
-        elif n < 65536 and set(map(type, t)) == _INT_ONLY and min(t) >= 0 and max(t) < 256:
+        elif n < 65536 and type(t[0]) is int and set(map(type, t)) == _INT_ONLY and min(t) >= 0 and max(t) < 256:
             out.append(STRING_EXT)
             out += _p_u16(n)
             out += bytes(t)
+        elif depth >= RECURSION_DEPTH:
+            return _enc_deep(t, out)
         else:
             out.append(LIST_EXT)
             out += _p_u32(n)
+            depth += 1
             for x in t:
-                _enc(x, out)
+                _enc(x, out, depth)
             out.append(NIL_EXT)
     elif tp is str:
         raw = t.encode("utf-8")
@@ -575,19 +805,168 @@ def _enc(t: Any, out: bytearray) -> None:
         out += _p_u32(len(raw))
         out += raw
     elif tp is dict:
+        if depth >= RECURSION_DEPTH:
+            return _enc_deep(t, out)
         out.append(MAP_EXT)
         out += _p_u32(len(t))
+        depth += 1
         for k, v in t.items():
-            _enc(k, out)
-            _enc(v, out)
+            _enc(k, out, depth)
+            _enc(v, out, depth)
     else:
-        enc = _ENCODERS.get(tp)
-        if enc is None:
-            enc = _fallback_encoder(t)
-        enc(t, out)
+        enc = _LEAF_ENCODERS.get(tp)
+        if enc is not None:
+            enc(t, out)
+        elif tp is ImproperList or tp is Map or tp is Fun:
+            if depth >= RECURSION_DEPTH:
+                return _enc_deep(t, out)
+            _NESTED_ENCODERS[tp](t, out, depth + 1)
+        else:
+            _fallback_encoder(t)(t, out)
+    return None
 
 
 _INT_ONLY = {int}
+
+
+_DONE = object()
+
+
+# What _enc_deep iterates for each open container.
+_E_SEQ, _E_PAIRS, _E_ITER = range(3)
+#: The end of an open container that has nothing after its elements
+_NO_END = object()
+#: The end of a list: NIL_EXT
+_NIL_END = object()
+
+
+class _Tail:
+    """The end of an improper list: its tail, a term still to write."""
+
+    __slots__ = ("term",)
+
+    def __init__(self, term: Any) -> None:
+        self.term = term
+
+
+def _enc_deep(t: Any, out: bytearray) -> None:
+    """:func:`_enc` of a container, with an explicit stack instead of recursion (what
+    ``_enc`` hands over at :data:`RECURSION_DEPTH` levels). The same bytes and the same
+    errors: containers are iterated as ``_enc`` iterates them (a list by index with its
+    length read at each step, as a list iterator does; a dict through ``items()``); a fun
+    is written in place and its size patched in when its free variables are done. Values
+    that are not containers of the exact types go to ``_enc`` (subclasses through their
+    conversion, which recurses on its own account).
+
+    Each open container is four entries of parallel lists (what it is, the sequence, the
+    next index, what ends it): no object per level for the garbage collector to walk."""
+    kinds: list[int] = []
+    seqs: list[Any] = []
+    idxs: list[int] = []
+    ends: list[Any] = []
+    x = t
+    while True:
+        tp = type(x)
+        if tp is tuple:
+            n = len(x)
+            if n < 256:
+                out.append(SMALL_TUPLE_EXT)
+                out.append(n)
+            else:
+                out.append(LARGE_TUPLE_EXT)
+                out += _p_u32(n)
+            if n:
+                kinds.append(_E_SEQ)
+                seqs.append(x)
+                idxs.append(0)
+                ends.append(_NO_END)
+        elif tp is list:
+            n = len(x)
+            if n == 0:
+                out.append(NIL_EXT)
+            elif n < 65536 and type(x[0]) is int and set(map(type, x)) == _INT_ONLY and min(x) >= 0 and max(x) < 256:
+                out.append(STRING_EXT)
+                out += _p_u16(n)
+                out += bytes(x)
+            else:
+                out.append(LIST_EXT)
+                out += _p_u32(n)
+                kinds.append(_E_SEQ)
+                seqs.append(x)
+                idxs.append(0)
+                ends.append(_NIL_END)
+        elif tp is dict:
+            out.append(MAP_EXT)
+            out += _p_u32(len(x))
+            kinds.append(_E_ITER)
+            seqs.append(chain.from_iterable(x.items()))
+            idxs.append(0)
+            ends.append(_NO_END)
+        elif tp is Map:
+            items = x.items()
+            if type(items) is tuple and all(type(kv) is tuple and len(kv) == 2 for kv in items):
+                out.append(MAP_EXT)
+                out += _p_u32(len(items))
+                kinds.append(_E_PAIRS)
+                seqs.append(items)
+                idxs.append(0)
+                ends.append(_NO_END)
+            else:  # hand-made odd items: whatever _enc_map makes of them
+                _enc_map(x, out)
+        elif tp is ImproperList:
+            els = x.elements
+            out.append(LIST_EXT)
+            out += _p_u32(len(els))
+            kinds.append(_E_SEQ if type(els) is tuple else _E_ITER)
+            seqs.append(els if type(els) is tuple else iter(els))
+            idxs.append(0)
+            ends.append(_Tail(x.tail))
+        elif tp is Fun:
+            body = _fun_prefix(x)
+            out.append(NEW_FUN_EXT)
+            at = len(out)
+            out += b"\0\0\0\0"
+            out += body
+            free = x.free_vars
+            kinds.append(_E_SEQ if type(free) is tuple else _E_ITER)
+            seqs.append(free if type(free) is tuple else iter(free))
+            idxs.append(0)
+            ends.append(at)
+        else:
+            _enc(x, out)
+        # The next value to write, closing the containers that are done.
+        while kinds:
+            kind = kinds[-1]
+            i = idxs[-1]
+            seq = seqs[-1]
+            if kind == _E_SEQ:
+                if i < len(seq):
+                    idxs[-1] = i + 1
+                    x = seq[i]
+                    break
+            elif kind == _E_PAIRS:
+                if i < 2 * len(seq):
+                    idxs[-1] = i + 1
+                    x = seq[i >> 1][i & 1]
+                    break
+            else:
+                x = next(seq, _DONE)
+                if x is not _DONE:
+                    break
+            end = ends[-1]
+            kinds.pop()
+            seqs.pop()
+            idxs.pop()
+            ends.pop()
+            if end is _NIL_END:
+                out.append(NIL_EXT)
+            elif type(end) is int:
+                out[end : end + 4] = _p_u32(len(out) - end)
+            elif end is not _NO_END:  # an improper list's tail: written next
+                x = end.term
+                break
+        else:
+            return
 
 
 def _enc_bool(t: bool, out: bytearray) -> None:
@@ -629,13 +1008,13 @@ def _enc_pid(t: Pid, out: bytearray) -> None:
     try:
         out += _p_pid(t.id, t.serial, t.creation)
     except struct.error:
-        raise EncodeError(f"pid fields out of range: {t!r}") from None
+        raise EncodeError(f"pid fields out of range: {bounded_repr(t, 200)}") from None
 
 
 def _enc_ref(t: Reference, out: bytearray) -> None:
     n = len(t.ids)
     if not 1 <= n <= MAX_REF_WORDS:
-        raise EncodeError(f"reference with {n} words: {t!r}")
+        raise EncodeError(f"reference with {n} words: {bounded_repr(t, 200)}")
     out.append(NEWER_REFERENCE_EXT)
     out += _p_u16(n)
     out += _atom_enc(t.node)
@@ -643,26 +1022,22 @@ def _enc_ref(t: Reference, out: bytearray) -> None:
         out += _p_u32(t.creation)
         out += struct.pack(f">{n}I", *t.ids)
     except struct.error:
-        raise EncodeError(f"reference fields out of range: {t!r}") from None
+        raise EncodeError(f"reference fields out of range: {bounded_repr(t, 200)}") from None
 
 
 def _enc_port(t: Port, out: bytearray) -> None:
+    # V4_PORT_EXT whatever the id: what OTP 26 and later always write (docs/WIRE.md §5.3).
+    out.append(V4_PORT_EXT)
+    out += _atom_enc(t.node)
     try:
-        if t.id < 1 << 32:
-            out.append(NEW_PORT_EXT)
-            out += _atom_enc(t.node)
-            out += _p_u32(t.id) + _p_u32(t.creation)
-        else:
-            out.append(V4_PORT_EXT)
-            out += _atom_enc(t.node)
-            out += _p_u64(t.id) + _p_u32(t.creation)
+        out += _p_u64(t.id) + _p_u32(t.creation)
     except struct.error:
-        raise EncodeError(f"port fields out of range: {t!r}") from None
+        raise EncodeError(f"port fields out of range: {bounded_repr(t, 200)}") from None
 
 
 def _enc_export(t: Export, out: bytearray) -> None:
     if not 0 <= t.arity < 256:
-        raise EncodeError(f"export arity out of range: {t!r}")
+        raise EncodeError(f"export arity out of range: {bounded_repr(t, 200)}")
     out.append(EXPORT_EXT)
     out += _atom_enc(t.module)
     out += _atom_enc(t.function)
@@ -670,7 +1045,8 @@ def _enc_export(t: Export, out: bytearray) -> None:
     out.append(t.arity)
 
 
-def _enc_fun(t: Fun, out: bytearray) -> None:
+def _fun_prefix(t: Fun) -> bytearray:
+    """A NEW_FUN_EXT's body up to its free variables (after the tag and the size)."""
     body = bytearray()
     if len(t.uniq) != 16:
         raise EncodeError("fun uniq must be 16 bytes")
@@ -679,36 +1055,49 @@ def _enc_fun(t: Fun, out: bytearray) -> None:
         body += t.uniq
         body += _p_u32(t.index) + _p_u32(len(t.free_vars))
     except (ValueError, struct.error):
-        raise EncodeError(f"fun fields out of range: {t!r:.80}") from None
+        raise EncodeError(f"fun fields out of range: {bounded_repr(t, 80)}") from None
     body += _atom_enc(t.module)
     body += _int_enc(t.old_index)
     body += _int_enc(t.old_uniq)
     _enc_pid(t.pid, body)
+    return body
+
+
+def _enc_fun(t: Fun, out: bytearray, depth: int = 0) -> None:
+    body = _fun_prefix(t)
     for v in t.free_vars:
-        _enc(v, body)
+        _enc(v, body, depth)
     out.append(NEW_FUN_EXT)
     out += _p_u32(len(body) + 4)
     out += body
 
 
-def _enc_improper(t: ImproperList, out: bytearray) -> None:
+def _enc_improper(t: ImproperList, out: bytearray, depth: int = 0) -> None:
     out.append(LIST_EXT)
     out += _p_u32(len(t.elements))
     for x in t.elements:
-        _enc(x, out)
-    _enc(t.tail, out)
+        _enc(x, out, depth)
+    _enc(t.tail, out, depth)
 
 
-def _enc_map(t: Map, out: bytearray) -> None:
+def _enc_map(t: Map, out: bytearray, depth: int = 0) -> None:
     items = t.items()
     out.append(MAP_EXT)
     out += _p_u32(len(items))
     for k, v in items:
-        _enc(k, out)
-        _enc(v, out)
+        _enc(k, out, depth)
+        _enc(v, out, depth)
 
 
-_ENCODERS: dict[type, Callable[[Any, bytearray], None]] = {
+#: The containers among the classes of the mapping: encoded with the nesting depth.
+_NESTED_ENCODERS: dict[type, Callable[[Any, bytearray, int], None]] = {
+    ImproperList: _enc_improper,
+    Map: _enc_map,
+    Fun: _enc_fun,
+}
+
+#: The other classes of the mapping (and ``bool``, ``None``, ``float``, buffers).
+_LEAF_ENCODERS: dict[type, Callable[[Any, bytearray], None]] = {
     bool: _enc_bool,
     type(None): _enc_none,
     float: _enc_float,
@@ -719,10 +1108,10 @@ _ENCODERS: dict[type, Callable[[Any, bytearray], None]] = {
     Reference: _enc_ref,
     Port: _enc_port,
     Export: _enc_export,
-    Fun: _enc_fun,
-    ImproperList: _enc_improper,
-    Map: _enc_map,
 }
+
+#: Every class's encoder by exact type (the C accelerator hands odd values to these).
+_ENCODERS: dict[type, Callable[..., None]] = {**_LEAF_ENCODERS, **_NESTED_ENCODERS}
 
 
 def _fallback_encoder(t: Any) -> Callable[[Any, bytearray], None]:
@@ -745,7 +1134,7 @@ def _fallback_encoder(t: Any) -> Callable[[Any, bytearray], None]:
         return lambda v, out: _enc(list(v), out)
     if isinstance(t, dict):
         return lambda v, out: _enc(dict(v), out)
-    raise EncodeError(f"cannot encode {type(t).__name__} as an Erlang term: {t!r:.80}")
+    raise EncodeError(f"cannot encode {type(t).__name__} as an Erlang term: {bounded_repr(t, 80)}")
 
 
 def encode_term(term: Any) -> bytes:
@@ -753,8 +1142,8 @@ def encode_term(term: Any) -> bytes:
     out = bytearray()
     try:
         _enc(term, out)
-    except RecursionError:
-        raise EncodeError(f"term nested too deeply to encode (limit ~{MAX_DEPTH})") from None
+    except RecursionError:  # only through subclasses' conversions (namedtuple in namedtuple ...)
+        raise EncodeError("term nested too deeply to encode (through conversions of subclasses)") from None
     except UnicodeEncodeError as e:  # lone surrogates in a str or Atom
         raise EncodeError(f"text is not encodable as UTF-8: {e}") from None
     return bytes(out)
@@ -765,8 +1154,8 @@ def encode(term: Any) -> bytes:
     out = bytearray(b"\x83")
     try:
         _enc(term, out)
-    except RecursionError:
-        raise EncodeError("term nested too deeply to encode") from None
+    except RecursionError:  # only through subclasses' conversions (namedtuple in namedtuple ...)
+        raise EncodeError("term nested too deeply to encode (through conversions of subclasses)") from None
     except UnicodeEncodeError as e:  # lone surrogates in a str or Atom
         raise EncodeError(f"text is not encodable as UTF-8: {e}") from None
     return bytes(out)

@@ -55,6 +55,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Iterable, Literal, NoReturn
 
 from ._events import NEED_DATA, NeedData
+from .bounded import bounded_repr
 from .codec import _decode, _enc, decode_term  # _decode/_enc: see _message and _encode
 from .control import _DECODERS, MISSING, ControlMessage, UnknownControl, from_terms
 from .errors import DecodeError, DistProtocolError, EncodeError, LocalProtocolError
@@ -79,19 +80,21 @@ __all__ = [
 # --- limits and constants -------------------------------------------------------------
 
 #: Largest packet body, and largest reassembled fragmented message, we accept. OTP has no
-#: such limit, but a peer could otherwise make us buffer up to 4 GiB per frame (and
-#: without bound across fragments). 64 MiB is the bound codec.py puts on a compressed
-#: term's expansion: far above any message a node should receive in one piece. Configurable.
-MAX_MESSAGE_SIZE: Final = 64 * 1024 * 1024
+#: such limit (it sends a message of any size: one frame of up to 4 GiB - 1 bytes, or
+#: fragments without bound), but a peer could otherwise make us buffer without bound. 1 GiB
+#: is above what a cluster sends in one message in practice (an 80 MiB binary between two
+#: BEAM nodes is delivered; so it is here). A larger message drops that link, with a log
+#: line naming the limit. Configurable (``Node(max_message_size=...)``; docs/WIRE.md §3.5).
+MAX_MESSAGE_SIZE: Final = 1024 * 1024 * 1024
 
 #: Fragmented messages that may be in flight at once. OTP fragments one message per sending
 #: process at a time, so this is "processes of the peer sending large messages to us at the
 #: same moment"; 4096 is generous and stops a peer from opening sequences without end.
 MAX_FRAGMENTED_MESSAGES: Final = 4096
 
-#: Bytes held in incomplete fragmented messages, all sequences together: four maximal
+#: Bytes held in incomplete fragmented messages, all sequences together: two maximal
 #: messages in flight. Each sequence is also capped by ``max_message_size``.
-MAX_PENDING_FRAGMENT_BYTES: Final = 4 * MAX_MESSAGE_SIZE
+MAX_PENDING_FRAGMENT_BYTES: Final = 2 * MAX_MESSAGE_SIZE
 
 #: Atom cache slots per connection per direction: 8 segments × 256 (docs/WIRE.md §3.3).
 ATOM_CACHE_SIZE: Final = 2048
@@ -371,7 +374,8 @@ class Connection:
         except DistProtocolError as e:
             return BadMessage(e, bytes(data[start:end]))
         if type(msg) is UnknownControl:
-            err = DistProtocolError(f"unknown control message tag {msg.tag} (not used by OTP 25): {control!r:.200}")
+            err = DistProtocolError(f"unknown control message tag {bounded_repr(msg.tag, 40)} (not used by OTP 25): "
+                                    f"{bounded_repr(control, 200)}")
             return BadMessage(err, bytes(data[start:end]), msg)
         self.messages_received += 1
         return msg

@@ -11,7 +11,9 @@ maps each of the 30 tags OTP 25 uses onto a frozen, slotted dataclass and back:
   on (destination pid, registered name or alias; monitor and spawn references; the spawn
   request's ``{M, F, A}``). Other fields (exit reasons, trace tokens, the sender of an exit)
   are passed through as received. A malformed tuple raises
-  :class:`~erl_interop.errors.DistProtocolError` naming the tag.
+  :class:`~erl_interop.errors.DistProtocolError` naming the tag; its message shows the
+  tuple through :func:`~erl_interop.bounded.bounded_repr` (200 characters at most, and
+  never an exception: a field may be a 5000-digit integer, which ``repr`` refuses).
 - An integer tag this module does not know (the obsolete 9-11, 14, 15 and 17; 37 and later,
   which only newer OTP sends) gives an :class:`UnknownControl` *value*, not an error, so a
   node can log it and keep the connection. :class:`~erl_interop.connection.Connection` turns
@@ -38,6 +40,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Final, cast
 
+from .bounded import bounded_repr
 from .errors import DistProtocolError
 from .terms import Atom, Pid, Reference
 
@@ -184,7 +187,7 @@ def _bad(name: str, shape: str, t: tuple[Any, ...], p: Any, fname: str | None = 
         detail = "it carries an unexpected payload term"
     else:
         detail = f"it has {len(t)} elements"
-    raise DistProtocolError(f"malformed {name} ({tag}) control message: expected {shape}, but {detail}: {t!r:.200}")
+    raise DistProtocolError(f"malformed {name} ({tag}) control message: expected {shape}, but {detail}: {bounded_repr(t, 200)}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,10 +211,10 @@ def from_terms(control: Any, payload: Any = MISSING) -> ControlMessage:
     :class:`UnknownControl`.
     """
     if type(control) is not tuple or not control:
-        raise DistProtocolError(f"control message is not a non-empty tuple: {control!r:.200}")
+        raise DistProtocolError(f"control message is not a non-empty tuple: {bounded_repr(control, 200)}")
     tag = control[0]
     if type(tag) is not int:  # bool is an int subclass: `true` must not pass as tag 1
-        raise DistProtocolError(f"control message tag is not an integer: {control!r:.200}")
+        raise DistProtocolError(f"control message tag is not an integer: {bounded_repr(control, 200)}")
     dec = _DECODERS.get(tag)
     if dec is not None:
         return dec(control, payload)
@@ -492,7 +495,7 @@ def _strict_mfa(cls: type[SpawnRequest] | type[SpawnRequestTT]) -> None:
     def decode(t: tuple[Any, ...], p: Any) -> ControlMessage:
         msg = cast("SpawnRequest | SpawnRequestTT", inner(t, p))  # inner is the decoder of cls
         if not _check_mfa(msg.mfa):
-            raise DistProtocolError(f"malformed {name} ({cls.TAG}) control message: {{M, F, Arity}} expected, got {msg.mfa!r:.200}")
+            raise DistProtocolError(f"malformed {name} ({cls.TAG}) control message: {{M, F, Arity}} expected, got {bounded_repr(msg.mfa, 200)}")
         return msg
 
     _DECODERS[cls.TAG] = decode

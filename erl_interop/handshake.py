@@ -50,6 +50,7 @@ import struct
 from dataclasses import dataclass
 from typing import Callable, Literal, NoReturn, Protocol, cast
 
+from erl_interop.bounded import bounded_logger
 from erl_interop._events import NEED_DATA, NeedData
 from erl_interop.errors import HandshakeError, LocalProtocolError
 from erl_interop.flags import DEFAULT_FLAGS, MANDATORY_25, DistFlags
@@ -71,7 +72,7 @@ __all__ = [
     "MAX_PACKET",
 ]
 
-log = logging.getLogger(__name__)
+log = bounded_logger(logging.getLogger(__name__))
 
 Role = Literal["initiator", "acceptor"]
 Status = Literal["ok", "ok_simultaneous", "nok", "alive", "not_allowed"]

@@ -16,7 +16,10 @@ tuple                  ``tuple``
 proper list            ``list`` (``STRING_EXT`` decodes to a list of ints)
 improper list          :class:`ImproperList`
 map                    ``dict``; :class:`Map` when keys would merge in a dict
-                       (``1``/``1.0``/``true``) or are unhashable (lists, maps)
+                       (``1``/``1.0``/``true``, ``0.0``/``-0.0``), are unhashable (lists,
+                       maps), or a dict would be slow or unsafe to build (many keys
+                       sharing one Python hash; keys nested too deep to hash), see
+                       ``docs/WIRE.md`` §5.5
 pid / ref / port       :class:`Pid` / :class:`Reference` / :class:`Port`
 ``fun M:F/A``          :class:`Export`
 closure                :class:`Fun` (opaque, re-encodes byte-exact)
@@ -28,7 +31,11 @@ A Python ``str`` encodes as a UTF-8 binary (an Elixir string); it never decodes 
 
 from __future__ import annotations
 
+import hashlib
+import math
+import struct
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any, Iterable, Iterator
 
 __all__ = [
@@ -95,10 +102,13 @@ class ImproperList:
 class Map:
     """An Erlang map kept as ordered (key, value) pairs.
 
-    Decoding yields a ``dict`` whenever one represents the map exactly. ``Map`` is used
-    instead when the keys would collide in a ``dict`` (``1``, ``1.0`` and ``true`` are
-    three keys in Erlang, one in Python) or cannot be hashed (lists, maps as keys).
-    Lookups use exact Erlang equality (type-aware), not Python's.
+    Decoding yields a ``dict`` whenever one represents the map exactly and can be built
+    safely. ``Map`` is used instead when the keys would collide in a ``dict`` (``1``,
+    ``1.0`` and ``true`` are three keys in Erlang, one in Python; so are ``0.0`` and
+    ``-0.0`` since OTP 27), cannot be hashed (lists, maps as keys), share one Python hash
+    in large numbers (building the dict would take quadratic time), or nest tuples too
+    deep for Python's ``hash`` (which recurses on the C stack). Lookups use exact Erlang
+    equality (type-aware), not Python's, and are linear.
     """
 
     __slots__ = ("_items",)
@@ -142,8 +152,9 @@ class Map:
         return exact_equal(self, other)
 
     def __hash__(self) -> int:
-        # Consistent with exact_equal; a constant hash made a map keyed by many Maps
-        # quadratic to build (a hang on hostile input).
+        # Consistent with exact_equal. exact_key is bytes (hashed with the randomized
+        # bytes hash, built without recursion): a constant hash, or one a peer can make
+        # collide, made a map keyed by many Maps quadratic to build (a hang on hostile input).
         return hash(exact_key(self))
 
     def __repr__(self) -> str:
@@ -151,65 +162,205 @@ class Map:
 
 
 def exact_equal(a: Any, b: Any) -> bool:
-    """Erlang's ``=:=``: like ``==`` but ``1 != 1.0 != true`` and a tuple is not a list."""
-    ta, tb = type(a), type(b)
-    if ta is not tb:
-        # Atom and str are both str subclasses: an Atom equals only an Atom.
-        return False
-    if ta is tuple or ta is list:
-        return len(a) == len(b) and all(exact_equal(x, y) for x, y in zip(a, b))
-    if ta is dict:
-        if len(a) != len(b):
+    """Erlang's ``=:=``: like ``==`` but ``1 != 1.0 != true``, a tuple is not a list, and
+    ``0.0`` is not ``-0.0`` (as in OTP 27 and later; docs/WIRE.md §5.5). Types are compared
+    exactly (an :class:`Atom` never equals a ``str``, a ``dict`` never a :class:`Map`).
+
+    Iterative, so terms of any depth compare; maps are matched through :func:`exact_key`."""
+    stack = [(a, b)]
+    pop = stack.pop
+    push = stack.append
+    while stack:
+        a, b = pop()
+        ta = type(a)
+        if ta is not type(b):
+            # Atom and str are both str subclasses: an Atom equals only an Atom.
             return False
-        for (ka, va), (kb, vb) in zip(sorted_items(a), sorted_items(b)):
-            if not (exact_equal(ka, kb) and exact_equal(va, vb)):
+        if ta is tuple or ta is list:
+            if len(a) != len(b):
                 return False
-        return True
-    if ta is Map:
-        if len(a) != len(b):
+            stack.extend(zip(a, b))
+        elif ta is dict or ta is Map:
+            if len(a) != len(b):
+                return False
+            pairs = _match_items(a, b)
+            if pairs is None:
+                return False
+            stack.extend(pairs)
+        elif ta is ImproperList:
+            push((a.tail, b.tail))
+            push((a.elements, b.elements))
+        elif ta is Fun:
+            stack.extend(zip(_fun_fields(a), _fun_fields(b)))
+        elif ta is float:
+            if not (a == b and (a != 0.0 or math.copysign(1.0, a) == math.copysign(1.0, b))):
+                return False
+        elif not a == b:
             return False
-        rest = list(b.items())
-        for ka, va in a.items():
-            for i, (kb, vb) in enumerate(rest):
-                if exact_equal(ka, kb) and exact_equal(va, vb):
-                    del rest[i]
-                    break
-            else:
-                return False
-        return True
-    if ta is ImproperList:
-        return exact_equal(a.elements, b.elements) and exact_equal(a.tail, b.tail)
-    if ta is float:
-        # -0.0 and 0.0 are distinct terms in OTP 27+, equal in 25; keep Python's view.
-        return bool(a == b)
-    return bool(a == b)
+    return True
+
+
+def _fun_fields(f: Any) -> tuple[Any, ...]:
+    return (f.arity, f.uniq, f.index, f.module, f.old_index, f.old_uniq, f.pid, f.free_vars)
+
+
+def _match_items(a: Any, b: Any) -> list[tuple[Any, Any]] | None:
+    """The (value of a, value of b) pairs under equal keys, or None when the keys differ.
+    Linear through :func:`exact_key`; maps with a repeated key (only a hand-built
+    :class:`Map` can hold one) or keys that have no :func:`exact_key` bytes are matched
+    pair by pair instead."""
+    try:
+        index: dict[Any, Any] = {}
+        for k, v in b.items():
+            ek = exact_key(k)
+            if ek in index:
+                return _match_items_slowly(a, b)
+            index[ek] = v
+        out = []
+        for k, v in a.items():
+            vb = index.pop(exact_key(k), _NO_VALUE)
+            if vb is _NO_VALUE:
+                return None  # a key b lacks (or a key repeated in a: unequal too)
+            out.append((v, vb))
+        return out
+    except TypeError:  # a key whose fallback exact_key is unhashable
+        return _match_items_slowly(a, b)
+
+
+def _match_items_slowly(a: Any, b: Any) -> list[tuple[Any, Any]] | None:
+    rest = list(b.items())
+    for ka, va in a.items():
+        for i, (kb, vb) in enumerate(rest):
+            if exact_equal(ka, kb) and exact_equal(va, vb):
+                del rest[i]
+                break
+        else:
+            return None
+    return []
+
+
+_NO_VALUE = object()
 
 
 def exact_key(t: Any) -> Any:
     """A hashable key such that ``exact_equal(a, b)`` implies ``exact_key(a) == exact_key(b)``
-    and distinct Erlang terms (``1``, ``1.0``, ``true``; tuple vs list) get distinct keys.
-    Used to find duplicate map keys and to hash :class:`Map` in linear time."""
+    and distinct Erlang terms (``1``, ``1.0``, ``true``; ``0.0`` and ``-0.0``; a tuple and a
+    list) get distinct keys. Used to find duplicate map keys and to hash :class:`Map`.
+
+    For values of the mapping's types it is ``bytes``: a type-tagged serialization in which
+    each map contributes the sorted BLAKE2b digests of its items, so it is built in one
+    iterative pass (any depth, linear time) and hashes with Python's randomized ``bytes``
+    hash, which a peer cannot make collide (the keys' own hashes it can: docs/WIRE.md §5.5).
+    Values of other types (subclasses, arbitrary objects) get a nested tuple instead."""
+    tp = type(t)
+    if tp is Atom:  # the common map keys, without the walk below
+        raw = t.encode("utf-8", "surrogatepass")
+        return b"a" + _p_u32(len(raw)) + raw
+    if tp is bytes:
+        return b"b" + _p_u32(len(t)) + t
+    if tp is int:
+        raw = t.to_bytes((t.bit_length() + 8) // 8, "little", signed=True)
+        return b"i" + _p_u32(len(raw)) + raw
+    try:
+        return _key_bytes(t)
+    except _Opaque:
+        return _key_tuple(t)
+
+
+class _Opaque(Exception):
+    """A value outside the mapping's types: :func:`exact_key` falls back to tuples."""
+
+
+_p_u32 = struct.Struct(">I").pack
+_p_f64 = struct.Struct(">d").pack
+_ITEM = object()  # markers on the walk's stack (never terms)
+_ITEM_END = object()
+_MAP_END = object()
+_SCALAR_TAGS = {True: b"T", False: b"F", None: b"N"}
+
+
+def _key_bytes(t: Any) -> bytes:
+    out = bytearray()
+    sinks = [out]  # where bytes go: the output, or the item of a map being serialized
+    digests: list[list[bytes]] = []  # per map in progress, its items' digests
+    todo = [t]
+    pop = todo.pop
+    push = todo.append
+    while todo:
+        x = pop()
+        tp = type(x)
+        sink = sinks[-1]
+        if tp is Atom or tp is str:
+            raw = x.encode("utf-8", "surrogatepass")
+            sink += (b"a" if tp is Atom else b"s") + _p_u32(len(raw))
+            sink += raw
+        elif tp is int:
+            raw = x.to_bytes((x.bit_length() + 8) // 8, "little", signed=True)
+            sink += b"i" + _p_u32(len(raw))
+            sink += raw
+        elif tp is bytes or tp is bytearray or tp is memoryview:
+            raw = bytes(x)
+            sink += b"b" + _p_u32(len(raw))
+            sink += raw
+        elif tp is tuple or tp is list:
+            sink += (b"(" if tp is tuple else b"[") + _p_u32(len(x))
+            todo.extend(reversed(x))
+        elif tp is float:
+            sink += b"f" + _p_f64(x)
+        elif tp is bool or x is None:
+            sink += _SCALAR_TAGS[x]
+        elif tp is dict or tp is Map:
+            items = x.items()
+            sink += (b"{" if tp is dict else b"M") + _p_u32(len(items))
+            push(_MAP_END)
+            digests.append([])
+            for kv in items:
+                if type(kv) is not tuple or len(kv) != 2:
+                    raise _Opaque
+                todo += (_ITEM_END, kv[1], kv[0], _ITEM)
+        elif tp is object:  # one of the markers
+            if x is _ITEM:
+                sinks.append(bytearray())
+            elif x is _ITEM_END:
+                digests[-1].append(hashlib.blake2b(sinks.pop(), digest_size=16).digest())
+            else:
+                ds = digests.pop()
+                ds.sort()
+                sink += b"".join(ds)
+        elif tp is ImproperList:
+            els = x.elements
+            if type(els) is not tuple:
+                raise _Opaque
+            sink += b"|" + _p_u32(len(els))
+            push(x.tail)
+            todo.extend(reversed(els))
+        elif tp in _RECORD_TAGS:
+            sink += _RECORD_TAGS[tp]
+            todo.extend(reversed(_RECORD_FIELDS[tp](x)))
+        else:
+            raise _Opaque
+    return bytes(out)
+
+
+def _key_tuple(t: Any) -> Any:
+    """The fallback of :func:`exact_key` for values outside the mapping (recursive)."""
     tp = type(t)
     if tp is tuple or tp is list:
-        return (tp.__name__, tuple(map(exact_key, t)))
+        return (tp.__name__, tuple(map(_key_tuple, t)))
     if tp is dict or tp is Map:
-        return ("map", frozenset((exact_key(k), exact_key(v)) for k, v in t.items()))
+        return ("map", frozenset((_key_tuple(k), _key_tuple(v)) for k, v in t.items()))
     if tp is ImproperList:
-        return ("improper", exact_key(t.elements), exact_key(t.tail))
+        return ("improper", _key_tuple(t.elements), _key_tuple(t.tail))
     if tp is Fun:
         return ("fun", t.arity, t.uniq, t.index, t.module, t.old_index, t.old_uniq, t.pid,
-                exact_key(t.free_vars))
+                _key_tuple(t.free_vars))
     if tp is bytearray or tp is memoryview:
         return ("bytes", bytes(t))
-    # Scalars (int, float, bool, Atom, bytes, pids, ...): tagging with the type keeps
-    # 1, 1.0 and True apart; 0.0 and -0.0 share a key, as they are =:= in OTP 25.
+    if tp is float:  # 0.0 and -0.0 are distinct terms (OTP 27+)
+        return ("float", _p_f64(t))
+    # Other scalars (int, bool, Atom, bytes, pids, subclasses, ...): tagging with the type
+    # keeps 1, 1.0 and True apart.
     return (tp.__name__, t)
-
-
-def sorted_items(d: dict[Any, Any]) -> list[tuple[Any, Any]]:
-    # Order by (type name, repr) so that maps with equal keys line up; only used by
-    # exact_equal, never on a hot path.
-    return sorted(d.items(), key=lambda kv: (type(kv[0]).__name__, repr(kv[0])))
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,3 +425,15 @@ class Fun:
     old_uniq: int
     pid: Pid
     free_vars: tuple[Any, ...]
+
+
+#: :func:`exact_key`'s tags for the record-like term types, and how to read their fields
+_RECORD_TAGS: dict[type, bytes] = {Pid: b"P", Reference: b"R", Port: b"O", Export: b"E", BitBinary: b"B", Fun: b"U"}
+_RECORD_FIELDS: dict[type, Any] = {
+    Pid: attrgetter("node", "id", "serial", "creation"),
+    Reference: attrgetter("node", "creation", "ids"),
+    Port: attrgetter("node", "id", "creation"),
+    Export: attrgetter("module", "function", "arity"),
+    BitBinary: attrgetter("data", "bits"),
+    Fun: _fun_fields,
+}

@@ -17,7 +17,9 @@ defmodule AvailableProcesses.MixProject do
   def application do
     [
       mod: {AvailableProcesses.Application, []},
-      extra_applications: [:logger],
+      # :ssl for TLS distribution (-proto_dist inet_tls): Elixir 1.15+ keeps only the
+      # applications listed here (and deps) on the code path under mix
+      extra_applications: [:logger, :ssl],
       # Defaults (the same as in sys.config); sys.config (`--erl "-config sys.config"` from
       # this directory) overrides them. The discovery keys are documented in docs/DISCOVERY.md.
       env: [

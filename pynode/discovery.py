@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
+from erl_interop.bounded import bounded_logger
 from erl_interop.aio import resolve_host
 from erl_interop.epmd.client import names
 from erl_interop.errors import EpmdError, HandshakeError, LocalProtocolError
@@ -58,7 +59,7 @@ __all__ = [
     "NO_REGISTRY",
 ]
 
-log = logging.getLogger("pynode.discovery")
+log = bounded_logger(logging.getLogger("pynode.discovery"))
 
 #: docs/DISCOVERY.md "Configuration": the keys, with their defaults
 DEFAULTS: dict[str, Any] = {

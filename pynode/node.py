@@ -13,14 +13,19 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-from typing import Any, Awaitable, Callable, TypeVar
+from typing import Any, Awaitable, Callable, Mapping, TypeVar
 
+from erl_interop.bounded import bounded_logger
+from erl_interop.aio import DIST_BUF_BUSY_LIMIT
+from erl_interop.connection import MAX_MESSAGE_SIZE
 from erl_interop.terms import Atom
 
+from .config import KernelSettings, kernel_settings
 from .core import Process, Runtime
 from .discovery import Discovery
 from .dist import Distribution, DistSettings
 from .dist.distribution import is_ip_address
+from .dist.tls import DistTls, TlsSpec, dist_tls
 from .errors import CallError, ErlangError, NotStarted
 from .jobs import JobHost, start_host
 from .otp import net_kernel
@@ -30,7 +35,7 @@ from .registry import Registry, RegistryAPI
 
 __all__ = ["Node", "default_listen_host"]
 
-log = logging.getLogger("pynode.node")
+log = bounded_logger(logging.getLogger("pynode.node"))
 
 
 def default_listen_host(name: str) -> str:
@@ -64,19 +69,37 @@ class Node(Runtime):
 
     :param name: full node name, ``alive@host`` (``--sname``-style when host has no dot).
     :param cookie: the magic cookie shared with the cluster.
-    :param tick_time: ``net_ticktime`` in seconds (default 60, as OTP).
+    :param tick_time: ``net_ticktime`` in seconds (default: the kernel's ``net_ticktime``,
+        else 60, as OTP).
     :param epmd_port: EPMD port (default ``$ERL_EPMD_PORT`` or 4369).
     :param listen_host: address to listen on. Default: ``127.0.0.1`` when the host part of
         ``name`` is ``localhost`` or a loopback address (nothing else could reach such a
         name), else every interface (``0.0.0.0``), as ``erl`` does.
-    :param setup_timeout: handshake time limit (``net_setuptime``, default 7 s).
+    :param setup_timeout: handshake time limit (``net_setuptime``; default: the kernel's, else
+        7 s), the TLS handshake included.
     :param hidden: connect as a hidden node (default; ``PUBLISHED`` is not advertised).
     :param dist_flags: the distribution flags to advertise (default ``DEFAULT_FLAGS``).
     :param longnames: ``-name`` (True) or ``-sname`` (False) mode; default: long when the
         host part of ``name`` has a dot or is an IP address. As on the BEAM, a short-name
         node neither dials nor accepts a host with a dot, a long-name node one without.
+    :param max_message_size: the largest message a peer may send, in bytes (default 1 GiB);
+        a larger one drops that peer's link, with a log line naming the limit.
+    :param busy_limit: a link's send buffer, in bytes, above which a process that sends on
+        it waits at its next ``receive`` until it drains (default 1 MiB, OTP's
+        ``dist_buf_busy_limit``).
     :param config: settings of the built-in services, the ``available_processes`` keys of
         ``sys.config`` (``pynode.config.load_config``): discovery (docs/DISCOVERY.md), jobs.
+    :param tls: run the distribution over TLS, as ``erl -proto_dist inet_tls`` (README, "TLS
+        distribution"): the path of an ``ssl_dist_optfile`` (the file the BEAM reads), its
+        term, a mapping ``{"server": {...}, "client": {...}}`` of ssl options, or a
+        :class:`~pynode.dist.tls.DistTls`. Default: the kernel's ``proto_dist inet_tls`` with
+        its ``ssl_dist_optfile``/``ssl_dist_opts``, else plain TCP.
+    :param kernel: the ``kernel`` section of ``sys.config``
+        (:func:`pynode.config.load_kernel_settings`, or a dict of its keys): ``net_ticktime``,
+        ``net_setuptime``, ``inet_dist_listen_min``/``max``, ``inet_dist_use_interface``,
+        ``inet_dist_connect_options``/``inet_dist_listen_options``, ``dist_auto_connect``,
+        ``proto_dist``, ``ssl_dist_optfile``. The other arguments win over it. A malformed
+        value raises :class:`~pynode.config.ConfigError` here; unknown keys are logged once.
     """
 
     def __init__(
@@ -84,23 +107,38 @@ class Node(Runtime):
         name: str,
         cookie: str,
         *,
-        tick_time: float = 60.0,
+        tick_time: float | None = None,
         epmd_port: int | None = None,
         listen_host: str | None = None,
         listen_port: int = 0,
-        setup_timeout: float = 7.0,
+        setup_timeout: float | None = None,
         hidden: bool = True,
         dist_flags: int | None = None,
         longnames: bool | None = None,
+        max_message_size: int = MAX_MESSAGE_SIZE,
+        busy_limit: int = DIST_BUF_BUSY_LIMIT,
         config: dict[str, Any] | None = None,
+        tls: TlsSpec | None = None,
+        kernel: KernelSettings | Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(name)
+        k = kernel if isinstance(kernel, KernelSettings) else kernel_settings(kernel or {}, source="Node(kernel=...)")
+        #: the kernel settings in force (``sys.config``'s kernel section)
+        self.kernel = k
         self.cookie = cookie
-        self.tick_time = tick_time
+        self.tick_time = float(tick_time if tick_time is not None else k.net_ticktime or 60)
         self.epmd_port = epmd_port
-        self.listen_host = listen_host if listen_host is not None else default_listen_host(name)
+        if listen_host is None:
+            listen_host = k.use_interface or k.listen_options.ip or default_listen_host(name)
+        self.listen_host = listen_host
         self.listen_port = listen_port
-        self.setup_timeout = setup_timeout
+        self.setup_timeout = float(setup_timeout if setup_timeout is not None else k.net_setuptime or 7.0)
+        #: ``dist_auto_connect``: always, once or never
+        self.dist_auto_connect = k.dist_auto_connect or "always"
+        if k.ignored:
+            log.info("%s: kernel keys without meaning for a Python node, ignored: %s", k.source, ", ".join(k.ignored))
+        #: the TLS distribution settings (``-proto_dist inet_tls``), None for plain TCP
+        self.tls: DistTls | None = self._tls(tls, k)
         self.hidden = hidden
         #: distribution flags to advertise (default: erl_interop.flags.DEFAULT_FLAGS); add
         #: DIST_HDR_ATOM_CACHE / FRAGMENTS to receive in header mode
@@ -109,6 +147,8 @@ class Node(Runtime):
         #: ``-name`` (True) or ``-sname`` (False); by default long when the host part has a
         #: dot or is an address. It decides which peers the node may talk to, as on the BEAM.
         self.longnames = longnames if longnames is not None else ("." in host or is_ip_address(host))
+        self.max_message_size = max_message_size
+        self.busy_limit = busy_limit
         self.dist: Distribution | None = None
         self._registry: RegistryAPI | None = None
         self._discovery: Discovery | None = None
@@ -118,6 +158,28 @@ class Node(Runtime):
         #: settings read by built-in services (the ``available_processes`` env of sys.config)
         self.config: dict[str, Any] = dict(config or {})
         self._stop_hooks: list[Callable[[], Awaitable[Any]]] = []
+
+    def _tls(self, tls: TlsSpec | None, k: KernelSettings) -> DistTls | None:
+        """The TLS settings from ``tls`` or the kernel's ``proto_dist``; logs the socket
+        options that have no effect."""
+        source = "Node(tls=...)"
+        if tls is None and k.tls:
+            tls = k.ssl_dist_optfile if k.ssl_dist_optfile is not None else k.ssl_dist_opts
+            source = f"{k.source}: kernel ssl_dist_opts"
+        elif tls is None and (k.ssl_dist_optfile is not None or k.ssl_dist_opts is not None):
+            log.warning("%s: ssl_dist_optfile without proto_dist inet_tls: plain TCP distribution, as erl does",
+                        k.source)
+        unused = [f"inet_dist_connect_options {o}" for o in k.connect_options.ignored]
+        unused += [f"inet_dist_listen_options {o}" for o in k.listen_options.ignored]
+        unused += [f"inet_dist_listen_options {key}" for key, _ in k.listen_options.other]
+        if tls is None:
+            unused += [f"inet_dist_connect_options {key}" for key, _ in k.connect_options.other]
+        if unused:
+            log.info("%s: socket options without effect on a Python node, ignored: %s", k.source, ", ".join(unused))
+        if tls is None:
+            return None
+        # inet_tls_dist merges inet_dist_connect_options into the ssl client options
+        return dist_tls(tls, client_overrides=k.connect_options.other, source=source)
 
     async def start(self) -> "Node":
         """Listen, register with EPMD (starting pynode's EPMD if none runs) and start the
@@ -133,6 +195,13 @@ class Node(Runtime):
             hidden=self.hidden,
             dist_flags=self.dist_flags,
             longnames=self.longnames,
+            max_message_size=self.max_message_size,
+            busy_limit=self.busy_limit,
+            tls=self.tls,
+            listen_port_range=self.kernel.listen_port_range,
+            auto_connect=self.dist_auto_connect,
+            connect_options=self.kernel.connect_options,
+            listen_options=self.kernel.listen_options,
         )
         self.dist = Distribution(self, settings, spawn_handler=handle_spawn_request)
         await self.dist.start()

@@ -14,6 +14,12 @@ Every test gets a cookie of its own (``pynode.testing.test_cookie()``, the defau
 running side by side must not share one.
 
 ``erl`` missing is an error, never a skip: a suite that cannot reach a real peer has not passed.
+
+Another OTP release: with ``$PYNODE_OTP_ROOT`` naming the root of one (a Debian chroot, e.g.
+``/var/cache/pynode/otp-sid``, as ``./dev.sh test`` builds), every peer of the run is that
+release's: the fixtures start its ``erl`` / ``elixir``, and its programs come first on ``PATH``
+for anything a test starts by name (``iex``, ``mix``, ``epmd``); see :mod:`pynode.testing`.
+The report header names the release.
 """
 
 from __future__ import annotations
@@ -25,6 +31,17 @@ import pytest
 
 from . import testing
 from .testing import BeamNode, unique_name
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    testing.activate_release()
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    try:
+        return f"pynode: BEAM peers {testing.release_label()}"
+    except RuntimeError as e:
+        return f"pynode: BEAM peers: {e}"
 
 
 @pytest.fixture(autouse=True)

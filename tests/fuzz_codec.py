@@ -35,6 +35,13 @@ def _seeds() -> list[bytes]:
         Port(Atom("a@b"), 1 << 40, 2), Export(Atom("m"), Atom("f"), 1),
         Fun(1, bytes(16), 2, Atom("m"), 3, 4, pid, (1, [2])),
     ]
+    # Deeper than the codec's recursion (the explicit stack takes over), of every container kind,
+    # and a map whose keys share one Python hash (the collision-resistant duplicate check).
+    deep: object = Atom("x")
+    for i in range(150):
+        deep = [deep] if i % 5 == 0 else (deep,) if i % 5 == 1 else {1: deep} if i % 5 == 2 else \
+            ImproperList((deep,), 1) if i % 5 == 3 else Fun(1, bytes(16), 2, Atom("m"), 3, 4, pid, (deep,))
+    terms += [deep, Map([(7 + i * (2**61 - 1), i) for i in range(40)]), Map([(0.0, 1), (-0.0, 2)])]
     seeds = [encode(t) for t in terms]
     body = encode(terms)[1:]
     seeds.append(b"\x83P" + struct.pack(">I", len(body)) + zlib.compress(body))

@@ -16,6 +16,9 @@ from erl_interop.flags import DEFAULT_FLAGS, MANDATORY_25, DistFlags
 from erl_interop.handshake import DefaultPolicy, HandshakeComplete
 from pynode.testing import BeamNode, await_until, unique_name, wait_until
 
+# Talks to real BEAM programs (erl, elixir, iex, epmd): run again on each OTP release (./dev.sh test).
+pytestmark = pytest.mark.interop
+
 COOKIE = "hs_cookie"
 TICK = b"\x00\x00\x00\x00"
 

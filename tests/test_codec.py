@@ -27,6 +27,7 @@ from erl_interop import (
     encode_term,
     exact_equal,
 )
+from erl_interop.terms import exact_key
 
 NODE = Atom("n@h")
 PID = Pid(NODE, 1, 2, 3)
@@ -248,6 +249,41 @@ def test_dict_exact_equal_is_type_aware() -> None:
     assert exact_equal({1: 2}, {1: 2})
     assert not exact_equal({1: 2}, {1: 2.0})
     assert not exact_equal({(1,): 2}, {(1.0,): 2})
+    assert exact_equal({Atom("a"): 1, Atom("b"): [2]}, {Atom("b"): [2], Atom("a"): 1})  # order is not a difference
+    assert exact_equal({10**5000: 1}, {10**5000: 1})  # no repr of keys (Python refuses 5000 digits)
+    assert not exact_equal({(1,): 2}, {(1,): 2, (2,): 3})
+
+
+def test_zero_and_negative_zero_are_distinct_terms() -> None:
+    """As in OTP 27 and later (docs/WIRE.md §5.5): =:= tells them apart, a map keeps both."""
+    assert not exact_equal(0.0, -0.0) and exact_equal(-0.0, -0.0) and not exact_equal([0.0], [-0.0])
+    assert exact_key(0.0) != exact_key(-0.0)
+    raw = b"\x83t\x00\x00\x00\x02F" + b"\x00" * 8 + b"a\x01F\x80" + b"\x00" * 7 + b"a\x02"
+    m = decode(raw)
+    assert type(m) is Map and m[0.0] == 1 and m[-0.0] == 2 and encode(m) == raw
+    with pytest.raises(DecodeError):
+        decode(b"\x83t\x00\x00\x00\x02F\x80" + b"\x00" * 7 + b"a\x01F\x80" + b"\x00" * 7 + b"a\x02")
+    assert encode(-0.0) == b"\x83F\x80" + b"\x00" * 7
+
+
+def test_exact_key_and_equal_are_iterative_and_collision_resistant() -> None:
+    deep: object = 1
+    for i in range(200_000):
+        deep = [deep] if i % 3 else {Atom("k"): (deep,)}
+    assert exact_equal(deep, decode(encode(deep)))
+    assert type(exact_key(deep)) is bytes and hash(Map([(1, deep)])) == hash(Map([(1, decode(encode(deep)))]))
+    # keys whose Python hashes are all equal get distinct exact keys (bytes: SipHash-hashed)
+    p61 = 2**61 - 1
+    keys = [7 + i * p61 for i in range(1000)]
+    assert len({hash(k) for k in keys}) == 1 and len({exact_key(k) for k in keys}) == 1000
+    # maps as keys: equal whatever the order of their items
+    assert exact_key({1: 2, 3: 4}) == exact_key({3: 4, 1: 2}) != exact_key(Map([(1, 2), (3, 4)]))
+    assert exact_key(Map([(1, 2), (1.0, 3)])) == exact_key(Map([(1.0, 3), (1, 2)]))
+    # values outside the mapping still get a key (a tuple), consistent with exact_equal
+    class Color(enum.IntEnum):
+        RED = 1
+
+    assert exact_key(Color.RED) == exact_key(Color.RED) and exact_key([Color.RED]) != exact_key([1])
 
 
 # --- pids, refs, ports, funs ----------------------------------------------------------------
@@ -256,8 +292,12 @@ def test_pid_ref_port() -> None:
     assert encode(PID) == b"\x83Xw\x03n@h" + struct.pack(">III", 1, 2, 3)
     ref = Reference(NODE, 7, (1, 2, 3))
     assert encode(ref) == b"\x83Z\x00\x03w\x03n@h" + struct.pack(">IIII", 7, 1, 2, 3)
-    assert encode(Port(NODE, 5, 6)) == b"\x83Yw\x03n@h" + struct.pack(">II", 5, 6)
+    # Ports are V4_PORT_EXT whatever their id, as OTP 26+ writes them (docs/WIRE.md §5.3);
+    # the older forms still decode.
+    assert encode(Port(NODE, 5, 6)) == b"\x83xw\x03n@h" + struct.pack(">QI", 5, 6)
     assert encode(Port(NODE, 1 << 32, 6)) == b"\x83xw\x03n@h" + struct.pack(">QI", 1 << 32, 6)
+    assert decode(b"\x83Yw\x03n@h" + struct.pack(">II", 5, 6)) == Port(NODE, 5, 6)
+    assert decode(b"\x83fw\x03n@h" + struct.pack(">IB", 5, 2)) == Port(NODE, 5, 2)
     for t in (PID, ref, Reference(NODE, 0xFFFFFFFF, (1, 2, 3, 4, 5)), Port(NODE, 5, 6), Port(NODE, 1 << 40, 0)):
         assert rt(t) == t
 
@@ -313,10 +353,26 @@ def test_unsupported_types(value: object) -> None:
         encode([1, (2, value)])
 
 
-def test_too_deep_to_encode() -> None:
+def test_deep_terms_encode() -> None:
+    """No nesting limit (the BEAM has none): 100,000 levels encode, iteratively."""
     t: object = []
     for _ in range(100_000):
         t = [t]
+    raw = encode(t)
+    assert raw == b"\x83" + b"l\x00\x00\x00\x01" * 100_000 + b"j" * 100_001
+    assert encode(decode(raw)) == raw
+
+
+class _Wrap(tuple):  # type: ignore[type-arg]
+    pass
+
+
+def test_too_deep_through_subclass_conversions() -> None:
+    """Subclasses convert through a Python call per level, which the recursion limit bounds:
+    EncodeError, never a crash."""
+    t: object = 1
+    for _ in range(100_000):
+        t = _Wrap((t,))
     with pytest.raises(EncodeError):
         encode(t)
 

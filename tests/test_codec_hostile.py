@@ -41,7 +41,7 @@ from erl_interop import (
     encode,
     exact_equal,
 )
-from erl_interop.codec import MAX_DEPTH, MAX_UNCOMPRESSED_SIZE
+from erl_interop.codec import MAX_UNCOMPRESSED_SIZE, RECURSION_DEPTH
 from erl_interop.terms import exact_key
 
 # --- strategies ------------------------------------------------------------------------------
@@ -271,16 +271,25 @@ def test_list_claiming_4g_elements_with_3_bytes() -> None:
         (b"l\x00\x00\x00\x01a\x01", b""),  # [1 | [1 | ...]] through the tail
     ],
 )
-def test_deep_nesting_is_decode_error(unit: bytes, close: bytes) -> None:
-    raw = b"\x83" + unit * 100_000 + b"j" + close * 100_000
-    e = refuse(raw)
-    assert "nested" in e.message
-    # also inside a compressed term, and just below the limit it still decodes
+def test_deep_nesting_decodes(unit: bytes, close: bytes) -> None:
+    """No nesting limit, as binary_to_term has none (docs/WIRE.md §5.5): 100,000 levels
+    decode (iteratively), in a compressed term too, and re-encode to a term that decodes
+    back the same; truncated anywhere deep, it is a DecodeError."""
+    n = 100_000
+    raw = b"\x83" + unit * n + b"j" + close * n
+    t0 = time.perf_counter()
+    t = decode(raw)
+    assert time.perf_counter() - t0 < 30
+    again = encode(t)
+    assert decode(again) is not None and encode(decode(again)) == again
+    if unit == b"l\x00\x00\x00\x01a\x01":  # a non-canonical spelling of [1, 1, ...]
+        assert t == [1] * n
+    elif unit != b"i\x00\x00\x00\x01":  # LARGE_TUPLE_EXT of one element is not canonical either
+        assert again == raw
     body = raw[1:]
-    refuse(b"\x83P" + struct.pack(">I", len(body)) + zlib.compress(body))
-    ok = b"\x83" + unit * (MAX_DEPTH - 1) + b"j" + close * (MAX_DEPTH - 1)
-    decode(ok)
-    refuse(b"\x83" + unit * (MAX_DEPTH + 1) + b"j" + close * (MAX_DEPTH + 1))
+    assert encode(decode(b"\x83P" + struct.pack(">I", len(body)) + zlib.compress(body))) == again
+    for cut in (1, len(close) * n // 2 + 1, len(raw) // 2):
+        refuse(raw[:-cut])
 
 
 def test_deep_nesting_in_fun_free_vars() -> None:
@@ -289,11 +298,14 @@ def test_deep_nesting_in_fun_free_vars() -> None:
     head += b"Xw\x01a" + b"\x00" * 12
     body = head + inner
     raw = b"\x83p" + struct.pack(">I", len(body) + 4) + body
-    refuse(raw)
+    fun = decode(raw)
+    assert type(fun) is Fun and encode(fun) == raw
+    refuse(raw[:-1])
+    refuse(b"\x83p" + struct.pack(">I", len(body) + 5) + body)  # a size that does not match
 
 
 def test_no_recursion_error_when_caller_stack_is_deep() -> None:
-    raw = b"\x83" + b"h\x01" * (MAX_DEPTH - 1) + b"j"
+    raw = b"\x83" + b"h\x01" * (3 * RECURSION_DEPTH) + b"j"
     limit = sys.getrecursionlimit()
 
     def dive(n: int) -> Any:

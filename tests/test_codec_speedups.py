@@ -88,7 +88,7 @@ def pure() -> Iterator[None]:
 
 def same(a: Any, b: Any) -> bool:
     """Equal values of identical types, recursively (floats bit for bit). Iterative: decoded
-    terms nest up to MAX_DEPTH levels."""
+    terms nest without limit."""
     stack = [(a, b)]
     while stack:
         a, b = stack.pop()
@@ -351,45 +351,75 @@ def test_encode_hacked_frozen_fields() -> None:
         check_encode([t, (t,)])
 
 
+def _nest(levels: int, leaf: Any = Atom("x")) -> Any:
+    """Every container kind in turn, ``levels`` deep (funs, Maps and improper lists too)."""
+    t = leaf
+    pid = Pid(Atom("n@h"), 1, 2, 3)
+    for i in range(levels):
+        k = i % 7
+        t = ([t] if k == 0 else (t,) if k == 1 else {1: t} if k == 2 else ImproperList((t,), Atom("t")) if k == 3
+             else Map([(1, t), (1.0, 0)]) if k == 4 else Fun(0, b"u" * 16, 1, Atom("m"), 0, 0, pid, (t, 1)) if k == 5
+             else [1, t, 2])
+    return t
+
+
 @needs_c
-def test_encode_deep_nesting() -> None:
-    # Shallow enough for both: identical bytes.
-    t: Any = Atom("x")
-    for i in range(300):
-        t = [t] if i % 3 == 0 else (t,) if i % 3 == 1 else {1: t}
-    assert check_encode(t)[0] == "ok"
-    # Far too deep: both fail (RecursionError from the core; encode() makes it EncodeError).
-    deep: Any = []
-    for _ in range(100_000):
-        deep = [deep]
-    assert check_encode(deep) == ("RecursionError",)
-    with pytest.raises(EncodeError):
-        codec.encode(deep)
-    with pytest.raises(EncodeError):
-        codec.encode_term(deep)
-    # Nested through Python callbacks (namedtuple -> Python lambda -> C -> ...): bounded too.
+@pytest.mark.parametrize("levels", [codec.RECURSION_DEPTH - 1, codec.RECURSION_DEPTH, codec.RECURSION_DEPTH + 1,
+                                    3 * codec.RECURSION_DEPTH + 5, 20_000])
+def test_encode_deep_nesting(levels: int) -> None:
+    """Around the point where recursion hands over to the explicit stack, and far beyond:
+    the same bytes from both encoders, starting at any depth, and they decode back."""
+    t = _nest(levels)
+    for depth in (0, codec.RECURSION_DEPTH - 1, codec.RECURSION_DEPTH):
+        with pure():
+            want = bytearray()
+            codec._py_enc(t, want, depth)
+        got = bytearray()
+        _speedups.encode_into(t, got, depth)
+        assert got == want
+    got = check_encode(t)
+    assert got[0] == "ok"
+    check_decode(got[1][len(b"prefix"):])
+
+
+@needs_c
+def test_encode_nesting_through_python_callbacks_is_bounded() -> None:
+    # Nested through Python callbacks (namedtuple -> Python lambda -> C -> ...): each level
+    # is a Python call, so the recursion limit bounds it: RecursionError from both cores.
     cb: Any = 1
     for _ in range(5_000):
         cb = Pair((cb,), 0)
     assert check_encode(cb) == ("RecursionError",)
+    with pytest.raises(EncodeError):
+        codec.encode(cb)
 
 
 @needs_c
-def test_encode_depth_cap_with_raised_recursion_limit() -> None:
-    """Documented divergence: with the recursion limit raised, the C encoder still refuses
-    more than ENC_MAX_DEPTH nested levels (EncodeError), so the C stack stays bounded."""
+def test_encode_deep_with_raised_recursion_limit() -> None:
+    """The C encoder recurses at most RECURSION_DEPTH levels whatever the recursion limit:
+    a million levels encode with the default limit and with a raised one."""
     deep: Any = []
-    for _ in range(_speedups.ENC_MAX_DEPTH + 10):
+    for _ in range(1_000_000):
         deep = (deep,)
+    want = b"\x83" + b"h\x01" * 1_000_000 + b"j"
     old = sys.getrecursionlimit()
-    sys.setrecursionlimit(20_000)
+    sys.setrecursionlimit(50_000)
     try:
-        with pytest.raises(EncodeError):
-            _speedups.encode_into(deep, bytearray())
-        with pytest.raises(EncodeError):
-            codec.encode(deep)
+        assert codec.encode(deep) == want
     finally:
         sys.setrecursionlimit(old)
+    assert codec.encode(deep) == want
+
+
+@needs_c
+def test_encode_into_depth_argument() -> None:
+    # Not a plain depth: the Python encoder decides (here: it recurses from depth -5).
+    for depth in (-5, True, 2**70):
+        got = bytearray()
+        _speedups.encode_into((1, [2]), got, depth)  # type: ignore[arg-type]
+        assert bytes(got) == codec.encode_term((1, [2]))
+    with pytest.raises(TypeError):
+        _speedups.encode_into(1, bytearray(), 0, 0)  # type: ignore[call-arg]
 
 
 @needs_c
@@ -586,22 +616,52 @@ def test_decode_float_ext_generated(s: bytes, pad: bytes) -> None:
     check_decode(b"c" + (s + pad)[:31].ljust(31, b"\x00"))
 
 
+R = codec.RECURSION_DEPTH
+
+
 @needs_c
-@pytest.mark.parametrize("depth", [0, 1, 5, codec.MAX_DEPTH - 2, codec.MAX_DEPTH - 1, codec.MAX_DEPTH, codec.MAX_DEPTH + 1])
+@pytest.mark.parametrize("depth", [0, 1, R - 2, R - 1, R, R + 1])
 @pytest.mark.parametrize("unit,close", [(b"h\x01", b""), (b"l\x00\x00\x00\x01", b"j"),
-                                        (b"t\x00\x00\x00\x01a\x01", b""), (b"l\x00\x00\x00\x01a\x01", b"")])
-def test_decode_depth_limit(depth: int, unit: bytes, close: bytes) -> None:
-    for n in (0, 1, codec.MAX_DEPTH - depth - 1, codec.MAX_DEPTH - depth, codec.MAX_DEPTH - depth + 1):
+                                        (b"t\x00\x00\x00\x01a\x01", b""), (b"l\x00\x00\x00\x01a\x01", b""),
+                                        (b"l\x00\x00\x00\x02a\x01", b"j"), (b"i\x00\x00\x00\x01", b""),
+                                        (b"t\x00\x00\x00\x02a\x01a\x02F\x3f\xf0" + b"\x00" * 6, b"")])
+def test_decode_across_the_recursion_depth(depth: int, unit: bytes, close: bytes) -> None:
+    """Where recursion hands over to the explicit stack: the same terms, ends and errors
+    (truncated and with trailing junk too), whatever depth the decode starts at."""
+    for n in (0, 1, R - depth - 1, R - depth, R - depth + 1, 3 * R):
         if n < 0:
             continue
-        check_decode(unit * n + b"j" + close * n, 0, depth)
+        raw = unit * n + b"j" + close * n
+        check_decode(raw, 0, depth)
+        check_decode(raw + b"junk", 0, depth)
+        for cut in (1, 2, 5, len(raw) // 2):
+            check_decode(raw[:-cut], 0, depth)
 
 
 @needs_c
-def test_decode_fun_depth_limit() -> None:
-    for depth in (codec.MAX_DEPTH - 1, codec.MAX_DEPTH):
-        check_decode(_fun(b"a\x05", 1), 0, depth)
-        check_decode(_fun(), 0, depth)
+@pytest.mark.parametrize("depth", [R - 1, R])
+def test_decode_funs_across_the_recursion_depth(depth: int) -> None:
+    for raw in (_fun(b"a\x05", 1), _fun(), _fun(b"a\x05", 2), _fun(b"h\x01a\x05", 1), _fun(size_delta=1),
+                _fun(b"l\x00\x00\x00\x01" + _fun(b"a\x05", 1) + b"j", 1)):
+        check_decode(raw, 0, depth)
+        for i in range(len(raw)):
+            check_decode(raw[:i], 0, depth)
+
+
+@needs_c
+@pytest.mark.parametrize("levels", [10_000, 200_000])
+def test_decode_deep_terms(levels: int) -> None:
+    """Far deeper than the recursion: every container kind, and long non-canonical chains of
+    list tails ([1 | [1 | ...]]), decode the same in both cores."""
+    raw = py_encode(_nest(levels))
+    assert raw is not None
+    got = check_decode(raw)
+    assert got[0] == "ok" and got[2] == len(raw)
+    chain = b"l\x00\x00\x00\x01a\x01" * levels + b"j"
+    got = check_decode(chain)
+    assert got[1] == [1] * levels
+    check_decode(b"l\x00\x00\x00\x01a\x01" * levels + b"a\x02")  # improper at the very end
+    check_decode(b"h\x01" * levels + b"l\x00\x00\x00\x00k\x00\x02ab" + b"")  # [] | "ab" as the tail
 
 
 @needs_c
@@ -677,3 +737,71 @@ def test_nan_inf_never_decode() -> None:
         assert check_decode(raw) == ("DecodeError", 0)
     assert math.isinf(float("1e999"))
     assert check_decode(_float_ext(b"1.0e999")) == ("DecodeError", 0)
+
+
+# --- maps: dict or Map, duplicates, hash collisions, deep keys ---------------------------------
+
+_P61 = 2**61 - 1  # CPython's int hash is the value modulo this prime: k * _P61 + c all hash to c
+
+
+def _map_of(keys: list[bytes]) -> bytes:
+    return b"t" + _u32(len(keys)) + b"".join(k + b"a\x00" for k in keys)
+
+
+def _ints(values: list[int]) -> list[bytes]:
+    out = []
+    with pure():
+        for v in values:
+            b = bytearray()
+            codec._py_enc(v, b)
+            out.append(bytes(b))
+    return out
+
+
+def _nested_key(levels: int, kind: str) -> bytes:
+    raw = b"a\x01"
+    for _ in range(levels - 1 if kind != "tuple" else levels):
+        if kind == "tuple":
+            raw = b"h\x01" + raw
+        elif kind == "improper":
+            raw = b"l" + _u32(1) + raw + b"a\x02"
+        else:
+            raw = _fun(raw, 1)
+    return raw if kind == "tuple" else (b"l" + _u32(1) + raw + b"a\x02" if kind == "improper" else _fun(raw, 1))
+
+
+C = codec.MAP_HASH_CHECK
+K = codec.MAX_HASHED_KEY_DEPTH
+MAP_CASES = {
+    "distinct_ints_beyond_check": (_map_of(_ints(list(range(C + 1)))), dict),
+    "all_colliding_at_the_check": (_map_of(_ints([7 + i * _P61 for i in range(C)])), dict),
+    "all_colliding_beyond_the_check": (_map_of(_ints([7 + i * _P61 for i in range(C + 1)])), Map),
+    # pairs sharing a hash == keys: still a dict; one pair more: a Map
+    "pairs_equal_to_keys": (_map_of(_ints([g + i * _P61 for g in range(20) for i in range(3)])), dict),
+    "pairs_above_keys": (_map_of(_ints([g + i * _P61 for g in range(20) for i in range(3)] + [0 + 3 * _P61])), Map),
+    "minus_one_and_minus_two": (_map_of(_ints([-1, -2] + list(range(C)))), dict),  # hash(-1) == hash(-2)
+    "duplicate_among_colliding": (_map_of(_ints([7 + i * _P61 for i in range(C + 5)] + [7])), None),
+    "zero_and_negative_zero": (_map_of([b"F" + b"\x00" * 8, b"F\x80" + b"\x00" * 7]), Map),
+    "zero_twice": (_map_of([b"F" + b"\x00" * 8, b"F" + b"\x00" * 8]), None),
+    "negative_zero_twice_many": (_map_of([b"F\x80" + b"\x00" * 7] + _ints(list(range(C))) + [b"F\x80" + b"\x00" * 7]), None),
+    "unhashable_beyond_check": (_map_of([b"l" + _u32(1) + k + b"j" for k in _ints(list(range(C + 3)))]), Map),
+    **{f"{kind}_key_{d}": (_map_of([_nested_key(d, kind), b"a\x05"]), dict if d <= K else Map)
+       for kind in ("tuple", "improper", "fun") for d in (K - 1, K, K + 1, 5 * K)},
+    "deep_tuple_keys_twice": (_map_of([_nested_key(K + 1, "tuple")] * 2), None),
+    "deep_key_with_a_list_inside": (_map_of([b"h\x02" + _nested_key(K + 1, "tuple") + b"l" + _u32(1) + b"a\x01j"]), Map),
+}
+
+
+@needs_c
+@pytest.mark.parametrize("name", list(MAP_CASES))
+def test_map_decoding_decisions(name: str) -> None:
+    """The same dict-or-Map decision and the same duplicate detection in both cores,
+    straight and nested below the recursion depth."""
+    raw, want = MAP_CASES[name]
+    got = check_decode(raw)
+    if want is None:
+        assert got[0] == "DecodeError", got
+    else:
+        assert got[0] == "ok" and type(got[1]) is want, (got[0], type(got[1]) if got[0] == "ok" else None)
+    check_decode(b"h\x01" * (R + 2) + raw)
+    check_decode(raw, 0, R)

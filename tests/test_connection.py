@@ -32,6 +32,9 @@ from pynode.testing import await_until
 
 from test_control import SAMPLES  # tests/ is on sys.path (pytest rootdir-relative import)
 
+# Talks to real BEAM programs (erl, elixir, iex, epmd): run again on each OTP release (./dev.sh test).
+pytestmark = pytest.mark.interop
+
 PASS = DEFAULT_FLAGS & ~(DistFlags.DIST_HDR_ATOM_CACHE | DistFlags.FRAGMENTS)
 HDR = DEFAULT_FLAGS | DistFlags.DIST_HDR_ATOM_CACHE | DistFlags.FRAGMENTS
 FRAG_ONLY = PASS | DistFlags.FRAGMENTS

@@ -22,6 +22,9 @@ from netns import ADDR_A, ADDR_B, Hosts
 from node_helpers import A, beam, py_node, run, wait_for  # noqa: F401  (beam is a fixture)
 from use_case import MIX_PROJECT, Iex, PyServer, stop_all
 
+# Talks to real BEAM programs (erl, elixir, iex, epmd): run again on each OTP release (./dev.sh test).
+pytestmark = pytest.mark.interop
+
 FAST = {"poll_interval": 200}
 
 

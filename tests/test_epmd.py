@@ -54,6 +54,9 @@ from erl_interop.epmd.proto import (
 from erl_interop.errors import EpmdError, EpmdLocalError, LocalProtocolError
 from pynode.testing import BeamNode, await_until, unique_name, wait_until
 
+# Talks to real BEAM programs (erl, elixir, iex, epmd): run again on each OTP release (./dev.sh test).
+pytestmark = pytest.mark.interop
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -21,6 +21,9 @@ from pynode.testing import await_until, compile_mix_project, test_cookie, unique
 
 from use_case import MIX_PROJECT, Iex, PyServer, stop_all
 
+# Talks to real BEAM programs (erl, elixir, iex, epmd): run again on each OTP release (./dev.sh test).
+pytestmark = pytest.mark.interop
+
 OK = Atom("ok")
 JOB_IDS = list(range(1, 7))
 OTP_IDS = [b"otp-%d" % i for i in range(1, 5)]

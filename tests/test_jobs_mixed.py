@@ -40,6 +40,7 @@ from pynode.jobs import HOST_KEY, PYNODE_JOB, job_key
 from pynode.node import Node
 from pynode.testing import BeamNode, await_until, compile_mix_project, read_until, test_cookie, unique_name
 
+import use_case
 from node_helpers import ev, run, wait_for
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow]
@@ -50,7 +51,7 @@ ERROR = A("error")
 UPDATE = A("update")
 ROOT = Path(__file__).resolve().parents[1]
 MIX_PROJECT = str(ROOT / "mix_compat")
-EBIN = str(ROOT / "mix_compat" / "_build" / "dev" / "lib" / "available_processes" / "ebin")
+EBIN = str(use_case.EBIN)  # the build of the release under test (pynode.testing.mix_build_root)
 OPS_EX = "case :ets.whereis(:rolling) do :undefined -> 0; _ -> case :ets.lookup(:rolling, :ops) do [{_, n}] -> n; _ -> 0 end end"
 HOSTS_EX = "length(Pynode.Registry.lookup_pids({:p, :g, :pynode_job_host}))"
 

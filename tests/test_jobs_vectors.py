@@ -87,6 +87,86 @@ def test_sys_config_documents_every_job_key() -> None:
     from pynode.config import load_config
 
     cfg = load_config(str(ROOT / "mix_compat" / "sys.config"))
-    for key in ("result_ttl", "replicas", "replica_check", "host_jobs", "job_kinds"):
+    for key in ("result_ttl", "replicas", "replica_check", "host_jobs", "job_kinds", "max_jobs"):
         assert key in cfg, key
         assert cfg[key] == jobs.DEFAULTS[key], key
+
+
+# -- run kinds ("Run kinds") ------------------------------------------------------------------
+@pytest.mark.parametrize("vec", _of("run_initial"), ids=lambda v: repr(v)[:80])
+def test_run_initial(vec: tuple[Any, ...]) -> None:
+    _, args, expected = vec
+    assert _same(protocol.run_initial(args), expected)
+
+
+@pytest.mark.parametrize("vec", _of("run_backoff"), ids=repr)
+def test_run_backoff(vec: tuple[Any, ...]) -> None:
+    _, attempt, base, top, expected = vec
+    assert protocol.run_backoff(attempt, base, top) == expected
+
+
+@pytest.mark.parametrize("vec", _of("run_done"), ids=lambda v: repr(v)[:80])
+def test_run_done(vec: tuple[Any, ...]) -> None:
+    _, state, result, ttl, expected = vec
+    assert _same(protocol.run_done(state, result, ttl), expected)
+
+
+@pytest.mark.parametrize("vec", _of("run_error"), ids=lambda v: repr(v)[:80])
+def test_run_error(vec: tuple[Any, ...]) -> None:
+    _, state, error, max_attempts, base, top, ttl, expected = vec
+    assert _same(protocol.run_error(state, error, max_attempts, base, top, ttl), expected)
+
+
+@pytest.mark.parametrize("vec", _of("run_retry"), ids=lambda v: repr(v)[:80])
+def test_run_retry(vec: tuple[Any, ...]) -> None:
+    _, state, expected = vec
+    assert _same(protocol.run_retry(state), expected)
+
+
+@pytest.mark.parametrize("vec", _of("run_cancel"), ids=lambda v: repr(v)[:80])
+def test_run_cancel(vec: tuple[Any, ...]) -> None:
+    _, state, ttl, expected = vec
+    assert _same(protocol.run_cancel(state, ttl), expected)
+
+
+@pytest.mark.parametrize("vec", _of("run_status"), ids=lambda v: repr(v)[:80])
+def test_run_status(vec: tuple[Any, ...]) -> None:
+    _, state, node, expected = vec
+    assert _same(protocol.run_status(state, node), expected)
+
+
+@pytest.mark.parametrize("vec", _of("run_results"), ids=lambda v: repr(v)[:80])
+def test_run_results(vec: tuple[Any, ...]) -> None:
+    _, state, expected = vec
+    assert _same(protocol.run_results(state), expected)
+
+
+@pytest.mark.parametrize("vec", _of("run_elapse"), ids=lambda v: repr(v)[:80])
+def test_run_elapse(vec: tuple[Any, ...]) -> None:
+    _, state, ms, expected = vec
+    assert _same(jobs.RunKind.elapse(state, ms), expected)
+
+
+@pytest.mark.parametrize("vec", _of("run_merge"), ids=lambda v: repr(v)[:80])
+def test_run_merge(vec: tuple[Any, ...]) -> None:
+    _, mine, theirs, expected = vec
+    assert _same(jobs.RunKind.merge(mine, theirs), expected)
+
+
+# -- load ("Load") ----------------------------------------------------------------------------
+@pytest.mark.parametrize("vec", _of("place"), ids=repr)
+def test_place(vec: tuple[Any, ...]) -> None:
+    _, candidates, n, expected = vec
+    assert _same(protocol.place(candidates, n), expected)
+
+
+@pytest.mark.parametrize("vec", _of("run_queue"), ids=lambda v: repr(v)[:80])
+def test_run_queue(vec: tuple[Any, ...]) -> None:
+    _, state, expected = vec
+    assert _same(protocol.run_queue(state), expected)
+
+
+@pytest.mark.parametrize("vec", _of("run_admit"), ids=lambda v: repr(v)[:80])
+def test_run_admit(vec: tuple[Any, ...]) -> None:
+    _, state, expected = vec
+    assert _same(protocol.run_admit(state), expected)

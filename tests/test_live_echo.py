@@ -19,6 +19,9 @@ from pynode.testing import BeamNode, unique_name, test_cookie
 
 from test_codec_interop import EXPRESSIONS
 
+# Talks to real BEAM programs (erl, elixir, iex, epmd): run again on each OTP release (./dev.sh test).
+pytestmark = pytest.mark.interop
+
 HEADER_MODE = DEFAULT_FLAGS | DistFlags.DIST_HDR_ATOM_CACHE | DistFlags.FRAGMENTS
 
 

@@ -7,13 +7,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Any
 
 import pytest
 
 from erl_interop.terms import Pid
 from pynode.errors import CallError
 from pynode.otp.gen_server import NOREPLY, GenServer, Stop
-from pynode.core.process import Process
+from pynode.core.process import Exit, Process
 
 from node_helpers import A, beam, Mailbox, beam_wait, ev, py_node, run, wait_for  # noqa: F401  (beam is a fixture)
 
@@ -332,5 +333,58 @@ def test_start_returns_when_the_server_is_killed_before_its_first_step():
             with pytest.raises(CallError) as e:
                 await asyncio.wait_for(start, 5)
             assert e.value.reason == A("shutdown")
+
+    run(main)
+
+
+class Trapper(GenServer):
+    ended: list[Any] = []
+
+    async def init(self) -> None:
+        pass
+
+    async def handle_info(self, msg: Any) -> None:
+        Trapper.ended.append(("info", msg))
+
+    async def terminate(self, reason: Any) -> None:
+        Trapper.ended.append(("terminate", reason))
+
+
+@pytest.mark.parametrize("suspended", [False, True])
+def test_parents_exit_terminates_a_trapping_server(suspended):
+    """gen_server (gen_server.erl's loop, and sys's suspended loop): a server that traps
+    exits and gets ``{'EXIT', Parent, Reason}`` from its parent terminates with ``Reason``
+    (``terminate/2`` runs); it is never handed to ``handle_info``. An EXIT from any other
+    linked process still is."""
+
+    async def main():
+        async with py_node(config={"discovery": False, "host_jobs": False}) as py:
+            Trapper.ended = []
+            servers: list[Any] = []
+            release = asyncio.Event()
+
+            async def parent(proc):
+                servers.append(await Trapper.start(py, link=proc, trap_exit=True))
+                await release.wait()
+                raise Exit(A("shutdown"))
+
+            py.spawn(parent)
+            await wait_for(lambda: servers, what="the server")
+            server = servers[0]
+            other = py.spawn(lambda p: release.wait())
+            server.process.link(other.pid)
+            other.kill(A("other_reason"))
+            await wait_for(lambda: Trapper.ended, what="the other EXIT in handle_info")
+            assert Trapper.ended == [("info", (A("EXIT"), other.pid, A("other_reason")))]
+            if suspended:  # sys:suspend(Server): a system message, answered ok
+                box = Mailbox(py)
+                ref = py.make_ref()
+                box.proc.send(server.pid, (A("system"), (box.pid, ref), A("suspend")))
+                assert await box.get() == (ref, A("ok"))
+                assert server._suspended
+            release.set()
+            await wait_for(lambda: server.process.exit_reason is not None, what="the server's end")
+            assert server.process.exit_reason == A("shutdown")
+            assert Trapper.ended[-1] == ("terminate", A("shutdown"))
 
     run(main)

@@ -25,6 +25,9 @@ from pynode.testing import compile_mix_project, test_cookie, wait_until
 from netns import ADDR_A, ADDR_B, Hosts
 from use_case import MIX_PROJECT, Iex, PyServer, stop_all
 
+# Talks to real BEAM programs (erl, elixir, iex, epmd): run again on each OTP release (./dev.sh test).
+pytestmark = pytest.mark.interop
+
 IDS = list(range(1, 9))
 HOST_KEY = "{:p, :g, :pynode_job_host}"
 

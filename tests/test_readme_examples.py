@@ -11,6 +11,11 @@ from pathlib import Path
 from erl_interop import Atom
 from pynode.testing import read_until, test_cookie, unique_name
 
+import pytest  # for the marker below
+
+# Talks to real BEAM programs (erl, elixir, iex, epmd): run again on each OTP release (./dev.sh test).
+pytestmark = pytest.mark.interop
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

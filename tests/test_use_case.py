@@ -28,6 +28,9 @@ from pynode.testing import compile_mix_project
 
 from use_case import MIX_PROJECT, ROOT, Iex, PyServer, run, seed_names_lock, stop_all
 
+# Talks to real BEAM programs (erl, elixir, iex, epmd): run again on each OTP release (./dev.sh test).
+pytestmark = pytest.mark.interop
+
 OTP_RESULTS = b"results of ohai"
 
 

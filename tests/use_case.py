@@ -3,7 +3,8 @@
 ``Iex`` is ``iex ... -S mix`` in ``mix_compat/`` with its standard input and output on pipes:
 :meth:`Iex.ev` types one Elixir expression at the prompt, wrapped so that its value comes
 back as ``@@<tag> <base64 term_to_binary>`` (the expression itself is what the user types).
-``PyServer`` is ``python -m pynode ...``. Both are stopped by their own pid.
+``PyServer`` is ``python -m pynode ...``. Both are stopped by their own pid. ``iex``, ``mix`` and
+``elixir`` are those of the OTP release the run uses (``$PYNODE_OTP_ROOT``, see pynode.testing).
 
 The seed's commands use fixed node names (``n1@localhost`` .. ``n3@localhost``,
 ``c1@localhost``, ``n1@127.0.0.1``): :func:`seed_names_lock` serializes the tests that use
@@ -27,11 +28,13 @@ from typing import Any, Iterator, Sequence
 
 from erl_interop import decode
 from erl_interop.terms import Atom
+from pynode.testing import BEAM_PROGRAMS, beam_program, mix_build_root
 
 ROOT = Path(__file__).resolve().parent.parent
 MIX_PROJECT = ROOT / "mix_compat"
-#: the compiled project, for nodes that load its code without starting it (``-pa``)
-EBIN = MIX_PROJECT / "_build" / "dev" / "lib" / "available_processes" / "ebin"
+#: the compiled project, for nodes that load its code without starting it (``-pa``): the build
+#: of the run's OTP release (``_build/dev``, or ``_build/otp<N>/dev`` for another one)
+EBIN = mix_build_root(MIX_PROJECT) / "dev" / "lib" / "available_processes" / "ebin"
 _tags = itertools.count(1)
 
 
@@ -121,7 +124,7 @@ class Iex(_Server):
         self.args = list(args)
         self.name = self.args[self.args.index("--sname" if "--sname" in self.args else "--name") + 1]
         self.proc = subprocess.Popen(
-            [*prefix, "iex", *self.args, *(["-S", "mix"] if mix else [])], cwd=cwd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            [*prefix, beam_program("iex"), *self.args, *(["-S", "mix"] if mix else [])], cwd=cwd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
         )
         self.out = _Output(self.proc)
@@ -177,7 +180,9 @@ class PyServer(_Server):
 
 
 def run(cmd: Sequence[str], cwd: Path, timeout: float = 180.0, prefix: Sequence[str] = ()) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*prefix, *cmd], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    """``cmd`` as typed (a BEAM program is the run's release's: :func:`pynode.testing.beam_program`)."""
+    exe = beam_program(cmd[0]) if cmd[0] in BEAM_PROGRAMS else cmd[0]
+    return subprocess.run([*prefix, exe, *cmd[1:]], cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
 def stop_all(nodes: Sequence[Any]) -> None:

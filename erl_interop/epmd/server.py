@@ -35,6 +35,7 @@ import socket
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from erl_interop.bounded import bounded_logger
 from erl_interop.errors import EpmdError
 
 from .proto import (
@@ -57,7 +58,7 @@ from .proto import (
 
 __all__ = ["EpmdServer", "MAX_UNREG_COUNT", "PACKET_TIMEOUT"]
 
-log = logging.getLogger("erl_interop.epmd")
+log = bounded_logger(logging.getLogger("erl_interop.epmd"))
 
 MAX_UNREG_COUNT = 1000
 """How many unregistered names keep their creation counter (epmd's MAX_UNREG_COUNT)."""

@@ -172,7 +172,7 @@ defmodule JobTest do
   end
 
   test "the host property lists the kinds" do
-    assert [{_, [:Job, :"Job.Otp"]}] =
+    assert [{_, [:Job, :"Job.Otp", :"Job.Steps"]}] =
              Registry.lookup_values(Jobs.host_key())
              |> Enum.filter(fn {p, _} -> node(p) == node() end)
   end

@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
+import importlib
 import os
 import signal
 import socket
 from typing import Any, Sequence
 
-from ..config import load_config
+from ..config import KernelSettings, load_config, load_kernel_settings
 from ..node import Node
+from ..otp import net_kernel
 from .common import default_cookie
 
 __all__ = ["add_parser", "run"]
@@ -33,8 +34,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         help="start a node (the default command)",
         description="Start a Python node that joins an Erlang/Elixir cluster (a hidden node, "
         "like erl -hidden). It answers Node.ping, GenServer.call({:pynode, node}, :info) and "
-        ":rpc.call(node, :pynode, :info, []). Stop it with Ctrl-C or SIGTERM: its jobs move "
-        "to another node first.",
+        ":rpc.call(node, :pynode, :info, []). Stop it with Ctrl-C, SIGTERM, :init.stop() by rpc "
+        "or erl_call -q: its jobs move to another node first.",
         epilog="other commands: 'python -m pynode run_job N' (the seed's job check against "
         "n1..n3@localhost) and 'python -m pynode jobs --node NODE' (where every job runs); "
         "each has its own --help.",
@@ -49,7 +50,13 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--listen", default=None, metavar="ADDR", help="address for distribution connections (default: "
                    "127.0.0.1 for a localhost or loopback name, else every interface, as erl)")
     p.add_argument("--port", type=int, default=0, help="distribution port (default: any free port)")
-    p.add_argument("--ticktime", type=float, default=60.0, help="net_ticktime in seconds (default 60)")
+    p.add_argument("--ticktime", type=float, default=None,
+                   help="net_ticktime in seconds (default: the kernel's net_ticktime in --config, else 60)")
+    p.add_argument("--proto-dist", choices=["inet_tcp", "inet_tls"], default=None,
+                   help="distribution carrier, as erl -proto_dist: inet_tls runs it over TLS (with "
+                   "--ssl-dist-optfile); default: the kernel's proto_dist in --config, else inet_tcp")
+    p.add_argument("--ssl-dist-optfile", metavar="FILE", default=None,
+                   help="the TLS options [{server, Opts}, {client, Opts}] (the file erl -ssl_dist_optfile reads)")
     p.add_argument("--connect", action="append", default=[], metavar="NODE",
                    help="node to connect to, retried until reached and whenever lost (repeatable; "
                    "added to the config's connect list)")
@@ -58,6 +65,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    "finds every node in its own host's EPMD, the connect list, hosts and dns (docs/DISCOVERY.md)")
     p.add_argument("--no-jobs", action="store_true", help="do not host background jobs (no pynode_jobs process)")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                   help="import MODULE before the node starts, so its job kinds and exposed functions "
+                   "exist on this node (repeatable; the current directory is on the path)")
     p.set_defaults(func=run)
     return p
 
@@ -71,6 +81,11 @@ def _node_name(args: argparse.Namespace) -> str:
 
 
 async def run(args: argparse.Namespace) -> int:
+    for module in getattr(args, "imports", None) or []:
+        importlib.import_module(module)  # the user's kinds (@job_kind) and code, as iex -S mix loads an app
+    # the kernel section of sys.config, and erl's -proto_dist/-ssl_dist_optfile over it
+    kernel = load_kernel_settings(args.config) if args.config else KernelSettings()
+    kernel = kernel.with_proto_dist(args.proto_dist, args.ssl_dist_optfile)
     node = Node(
         _node_name(args),
         args.cookie if args.cookie is not None else default_cookie(),
@@ -79,6 +94,7 @@ async def run(args: argparse.Namespace) -> int:
         listen_host=args.listen,
         listen_port=args.port,
         longnames=bool(args.name),
+        kernel=kernel,
     )
     config: dict[Any, Any] = {}
     if args.config:
@@ -91,16 +107,14 @@ async def run(args: argparse.Namespace) -> int:
     if args.no_discovery:
         node.config["discovery"] = False
     await node.start()
-    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, net_kernel.halt, node, 0)
     print(
         f"pynode {node.name} up: listening on {node.listen_host}:{node.network.port}, "
         f"creation {node.creation}, epmd port {node.epmd_port or os.environ.get('ERL_EPMD_PORT', 4369)}, pid {os.getpid()}",
         flush=True,
     )
-    await stop.wait()
-    logging.getLogger("pynode").info("%s shutting down", node.name)
-    await node.stop()
-    return 0
+    # Ctrl-C, SIGTERM, or init:stop/erlang:halt from a peer (erl_call -q): the node stops
+    # gracefully, then the command exits with the status asked for (0 for a signal).
+    return await net_kernel.halted(node)

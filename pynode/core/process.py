@@ -30,6 +30,7 @@ import logging
 import traceback
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
+from erl_interop.bounded import bounded_logger
 from erl_interop.terms import Atom, Pid, Reference
 
 from ..errors import ErlangError, NotStarted
@@ -48,7 +49,7 @@ __all__ = [
     "exception_reason",
 ]
 
-log = logging.getLogger("pynode.process")
+log = bounded_logger(logging.getLogger("pynode.process"))
 
 NORMAL = Atom("normal")
 KILL = Atom("kill")
@@ -85,6 +86,15 @@ class ReceiveTimeout(TimeoutError):
     """``receive(timeout=...)`` found no matching message in time (Erlang's ``after``)."""
 
 
+#: what the timer of :meth:`Process.receive` wakes the waiting future with
+_TIMED_OUT = object()
+
+
+def _time_out(w: "asyncio.Future[Any]") -> None:
+    if not w.done():
+        w.set_result(_TIMED_OUT)
+
+
 def exception_reason(exc: BaseException) -> Any:
     """The Erlang exit reason for a Python exception that ended a process."""
     if isinstance(exc, Exit):
@@ -115,9 +125,12 @@ class Process:
         self.exit_reason: Any = None
         self.dictionary: dict[Any, Any] = {}
         self._mailbox: collections.deque[Any] = collections.deque()
-        self._waiter: asyncio.Future[None] | None = None
+        self._waiter: asyncio.Future[Any] | None = None
         self._kill_reason: Any = None
         self._started = False
+        #: set by the transport when this process sent on a busy link: its next
+        #: :meth:`receive` first awaits it (OTP suspends such a sender; docs/WIRE.md §3.5)
+        self.backpressure: Callable[[], Awaitable[None]] | None = None
 
     # -- identity -------------------------------------------------------------------------
     def __repr__(self) -> str:
@@ -147,12 +160,25 @@ class Process:
         Messages that do not match stay in the mailbox, in order (selective receive).
         ``timeout`` is in seconds (``None`` waits forever, ``0`` only looks); when it
         runs out, :class:`ReceiveTimeout` is raised.
+
+        The wait is one future, woken by :meth:`deliver` or by the timer, never
+        ``asyncio.wait_for``: on Python 3.11 ``wait_for`` returns the inner result when a
+        cancellation (an exit signal killing this process) lands in the same turn of the
+        event loop as the message, and the kill is lost.
         """
+        if self.backpressure is not None:
+            wait, self.backpressure = self.backpressure, None
+            await wait()
         box = self._mailbox
         scanned = 0
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
+        timed_out = False
         while True:
+            if self._kill_reason is not None:
+                # An exit signal has ended this process; its cancellation was swallowed by
+                # something the body awaited meanwhile. The kill wins over any message.
+                raise asyncio.CancelledError()
             n = len(box)
             if match is None:
                 if n:
@@ -164,22 +190,16 @@ class Process:
                         del box[i]
                         return m
                 scanned = n
-            if deadline is not None:
-                left = deadline - loop.time()
-                if left <= 0:
-                    raise ReceiveTimeout()
+            if timed_out or (deadline is not None and deadline <= loop.time()):
+                raise ReceiveTimeout()
             w = self._waiter = loop.create_future()
+            timer = None if deadline is None else loop.call_at(deadline, _time_out, w)
             try:
-                if deadline is None:
-                    await w
-                else:
-                    try:
-                        await asyncio.wait_for(w, deadline - loop.time())
-                    except asyncio.TimeoutError:
-                        if len(box) == n:
-                            raise ReceiveTimeout() from None
+                timed_out = await w is _TIMED_OUT
             finally:
                 self._waiter = None
+                if timer is not None:
+                    timer.cancel()
 
     def flush(self) -> list[Any]:
         """Remove and return every message in the mailbox."""

@@ -28,6 +28,7 @@ import secrets
 import time
 from typing import Any, Awaitable, Callable, Mapping, Protocol
 
+from erl_interop.bounded import bounded_logger
 from erl_interop.terms import Atom, Pid, Reference
 
 from ..errors import BadArg, NotStarted
@@ -45,7 +46,7 @@ from .process import (
 
 __all__ = ["Runtime", "Transport"]
 
-log = logging.getLogger("pynode.node")
+log = bounded_logger(logging.getLogger("pynode.node"))
 
 
 class Transport(Protocol):

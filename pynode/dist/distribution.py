@@ -24,22 +24,27 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import errno
 import ipaddress
 import logging
 from typing import Any, Callable
 
+from erl_interop.bounded import bounded_logger
 from erl_interop import aio
+from erl_interop.connection import MAX_MESSAGE_SIZE
 from erl_interop.epmd.client import Registration, ensure_epmd, register
 from erl_interop.handshake import Status
 from erl_interop.errors import EpmdError, HandshakeError, LocalProtocolError
 from erl_interop.flags import DEFAULT_FLAGS, DistFlags
 from erl_interop.terms import Atom, Pid, Reference
 
+from ..config import SocketOptions
 from ..core import Process, Runtime
 from . import outgoing as out
 from .outgoing import EMPTY, T_REG_SEND, T_SEND, T_SEND_SENDER
 from .incoming import HANDLERS, SPAWN_REPLY_TAG
 from .link import CLOSED, CONNECTING, SUPERSEDED, UP, YIELDED, Builder, PeerConnection
+from .tls import DistTls
 
 #: what the node does with a SPAWN_REQUEST (``erpc``/``rpc:call`` into this node): the rpc
 #: server of :mod:`pynode.otp.rpc`, handed in by the composition root (:mod:`pynode.node`)
@@ -47,7 +52,7 @@ SpawnHandler = Callable[[Runtime, Any], None]
 
 __all__ = ["Distribution", "DistSettings", "SpawnHandler", "name_kind_error"]
 
-log = logging.getLogger("pynode.dist")
+log = bounded_logger(logging.getLogger("pynode.dist"))
 
 NODEUP = Atom("nodeup")
 NOTSUP = Atom("notsup")
@@ -71,6 +76,22 @@ class DistSettings:
     dist_flags: int | None = None
     #: ``-name`` (True) or ``-sname`` (False): which peer names it may talk to (:func:`name_kind_error`)
     longnames: bool = False
+    #: largest message (or reassembled fragmented message) a peer may send, bytes; a larger
+    #: one drops that link (docs/WIRE.md §3.5)
+    max_message_size: int = MAX_MESSAGE_SIZE
+    #: a link's send buffer above which a sending process waits (``dist_buf_busy_limit``)
+    busy_limit: int = aio.DIST_BUF_BUSY_LIMIT
+    #: TLS distribution (``-proto_dist inet_tls``): the contexts and the client's name rules
+    #: (:mod:`pynode.dist.tls`); None: plain TCP (``inet_tcp``)
+    tls: DistTls | None = None
+    #: ``inet_dist_listen_min``/``max``: the ports tried in turn when ``listen_port`` is 0
+    listen_port_range: tuple[int, int] | None = None
+    #: ``dist_auto_connect``: ``always`` (OTP's default), ``once`` or ``never``. A signal for a
+    #: node with no connection dials it unless this bars it; explicit connects always dial.
+    auto_connect: str = "always"
+    #: ``inet_dist_connect_options`` / ``inet_dist_listen_options``, mapped onto sockets
+    connect_options: SocketOptions = SocketOptions()
+    listen_options: SocketOptions = SocketOptions()
 
 
 def is_ip_address(host: str) -> bool:
@@ -121,26 +142,52 @@ class Distribution:
         }
         #: the tasks serving accepted connections (incoming handshakes included): stop() ends them
         self._handlers: set[asyncio.Task[Any]] = set()
+        #: ``dist_auto_connect once``: the nodes whose connection has gone (no more automatic dials)
+        self._barred: set[Atom] = set()
 
     # -- start / stop -----------------------------------------------------------------------
     async def start(self) -> None:
 
 
         node, st = self.node, self.settings
-        self.server = await aio.start_server(
-            node.name,
-            st.cookie,
-            lambda: node.creation,
-            self._on_incoming,
-            host=st.listen_host,
-            port=st.listen_port,
-            flags=self.flags,
-            policy=self,
-            setup_timeout=st.setup_timeout,
-            on_error=self._on_handshake_error,
-            handlers=self._handlers,
-        )
-        self.port = self.server.sockets[0].getsockname()[1]
+        tls = st.tls
+        lopts = st.listen_options
+        # inet_dist_listen_min..max: the first free port of the range, as inet_tcp_dist does
+        span = st.listen_port_range if not st.listen_port else None
+        ports = list(range(span[0], span[1] + 1)) if span is not None else [st.listen_port]
+        server: asyncio.Server | aio.TlsServer | None = None
+        for i, port in enumerate(ports):
+            try:
+                server = await aio.start_server(
+                    node.name,
+                    st.cookie,
+                    lambda: node.creation,
+                    self._on_incoming,
+                    host=st.listen_host,
+                    port=port,
+                    flags=self.flags,
+                    policy=self,
+                    setup_timeout=st.setup_timeout,
+                    on_error=self._on_handshake_error,
+                    handlers=self._handlers,
+                    ssl=tls.server if tls is not None else None,
+                    tls_check=(lambda so: tls.check_peer(so, server_side=True)) if tls is not None else None,
+                    sockopts=lopts.sockopts,
+                    backlog=lopts.backlog if lopts.backlog is not None else 128,  # inet_tcp_dist's default
+                    reuse_address=lopts.reuseaddr,
+                )
+                break
+            except OSError as e:
+                if e.errno != errno.EADDRINUSE or span is None:
+                    raise
+                if i == len(ports) - 1:
+                    raise OSError(errno.EADDRINUSE, f"no free distribution port in {span[0]}..{span[1]} "
+                                  f"(inet_dist_listen_min/max) on {st.listen_host}") from None
+        assert server is not None
+        self.server = server
+        self.port = server.sockets[0].getsockname()[1]
+        if tls is not None:
+            log.info("%s: TLS distribution (inet_tls) on %s:%s: %s", node.name, st.listen_host, self.port, tls.summary)
         alive = node.name.split("@", 1)[0]
         await ensure_epmd(st.epmd_port)
         try:
@@ -153,7 +200,11 @@ class Distribution:
     def _on_handshake_error(self, e: HandshakeError) -> None:
         # 'nok' is us winning a simultaneous connect (net_kernel's rule), not a refusal.
         level = logging.DEBUG if e.reason == "nok" else logging.WARNING
-        log.log(level, "%s refused an incoming connection: %s", self.node.name, e)
+        hint = ""
+        if self.settings.tls is None and e.step == "recv_name" and e.reason == "oversized":
+            # 0x16 0x03: a TLS ClientHello read as a 2-byte length
+            hint = " (a TLS ClientHello? the peer runs -proto_dist inet_tls, this node plain TCP)"
+        log.log(level, "%s refused an incoming connection: %s%s", self.node.name, e, hint)
 
     async def stop(self) -> None:
         self.stopped = True
@@ -195,7 +246,10 @@ class Distribution:
         return True
 
     # -- connections ------------------------------------------------------------------------
-    def _conn(self, peer: Atom) -> PeerConnection:
+    def _conn(self, peer: Atom, explicit: bool = False) -> PeerConnection:
+        """The connection to ``peer``, dialling it if there is none: a signal's automatic
+        connect unless ``dist_auto_connect`` bars it; ``explicit`` (``net_kernel:connect_node``)
+        always dials."""
         c = self.conns.get(peer)
         if c is not None and c.state is not CLOSED:
             return c
@@ -204,8 +258,31 @@ class Distribution:
             c.state = CLOSED  # a stopped node dials nobody; what is sent to it is dropped
             return c
         self.conns[peer] = c
-        c.task = self.node.create_task(self._dial(c), name=f"pynode dial {peer}")
+        if explicit:
+            self._barred.discard(peer)
+            why = None
+        else:
+            why = self._auto_connect_barred(peer)
+        if why is None:
+            c.task = self.node.create_task(self._dial(c), name=f"pynode dial {peer}")
+        else:
+            c.task = self.node.create_task(self._no_auto_connect(c, why), name=f"pynode no dial {peer}")
         return c
+
+    def _auto_connect_barred(self, peer: Atom) -> str | None:
+        mode = self.settings.auto_connect
+        if mode == "never":
+            return "dist_auto_connect is never: connect explicitly (Node.network.connect)"
+        if mode == "once" and peer in self._barred:
+            return f"dist_auto_connect is once and the connection to {peer} has gone: connect explicitly"
+        return None
+
+    async def _no_auto_connect(self, c: PeerConnection, why: str) -> None:
+        # As net_kernel with dist_auto_connect never/once: no dial, and what was sent fails
+        # as on a connection that could not be set up (links and monitors: noconnection).
+        log.debug("%s: not connecting to %s: %s", self.node.name, c.peer, why)
+        c.failure = HandshakeError("connect", "not_auto_connected", why)
+        c.close()
 
     def ensure_connected_soon(self, peer: Atom) -> None:
         if peer != self.node.name:
@@ -232,7 +309,7 @@ class Distribution:
         peer_a = Atom(peer)
         if peer_a == self.node.name:
             return True, None
-        c = self._conn(peer_a)
+        c = self._conn(peer_a, explicit=True)
         if quiet and c.state is CONNECTING:
             c.quiet = True
         while True:
@@ -254,6 +331,7 @@ class Distribution:
             c.failure = HandshakeError("connect", "illegal_hostname", why.replace("\n", " "))
             c.close()
             return
+        tls, copts = st.tls, st.connect_options
         try:
             reader, writer, complete = await aio.connect(
                 node.name,
@@ -264,6 +342,11 @@ class Distribution:
                 policy=self,
                 epmd_port=st.epmd_port,
                 setup_timeout=st.setup_timeout,
+                ssl=tls.client if tls is not None else None,
+                server_hostname=tls.client_hostname(c.peer) if tls is not None else None,
+                tls_check=(lambda so: tls.check_peer(so, server_side=False)) if tls is not None else None,
+                sockopts=copts.sockopts,
+                local_addr=(copts.ip or "0.0.0.0", copts.port or 0) if copts.ip or copts.port else None,
             )
         except HandshakeError as e:
             if e.reason in ("nok", "ok_simultaneous") or str(e.reason).startswith("nok"):
@@ -275,12 +358,23 @@ class Distribution:
                     # OTP fails the signals of a connect that never completes; so do we,
                     # if the peer's own attempt has not arrived within the setup time (when
                     # it arrives, _on_incoming cancels this task: the wait is a timer, not a poll).
-                    await asyncio.sleep(st.setup_timeout)
+                    try:
+                        await asyncio.sleep(st.setup_timeout)
+                    except asyncio.CancelledError:
+                        # superseded by the peer's connection: end this attempt, so that
+                        # attempt() waiting on it wakes up and follows the new connection
+                        c.close()
+                        raise
                     if self.conns.get(c.peer) is c and c.state is YIELDED:
                         log.warning("%s: %s won the simultaneous connect but never connected", node.name, c.peer)
                         c.close()
                 return
-            log.log(logging.DEBUG if c.quiet else logging.WARNING, "%s could not connect to %s: %s", node.name, c.peer, e)
+            hint = ""
+            if tls is None and e.step == "recv_status" and e.reason == "oversized":
+                # 0x15 0x03: a TLS alert read as a 2-byte length
+                hint = " (the peer answered with a TLS record: it runs -proto_dist inet_tls, this node plain TCP)"
+            log.log(logging.DEBUG if c.quiet else logging.WARNING, "%s could not connect to %s: %s%s", node.name, c.peer,
+                    e, hint)
             c.failure = e
             c.close()
             return
@@ -318,8 +412,10 @@ class Distribution:
     def _connection_closed(self, c: PeerConnection, was_up: bool) -> None:
         if self.conns.get(c.peer) is c:
             del self.conns[c.peer]
+            if self.settings.auto_connect == "once":
+                self._barred.add(c.peer)  # connected (or tried) once: no more automatic dials
             if was_up:  # a dial that failed has said why already
-                log.info("%s: connection to %s closed", self.node.name, c.peer)
+                log.debug("%s: connection to %s closed", self.node.name, c.peer)  # as quiet as net_kernel
             self.node.connection_lost(c.peer)
 
     # -- outgoing signals (the core's Transport) ------------------------------------------
@@ -335,10 +431,13 @@ class Distribution:
         c = self.conns.get(to.node)
         if c is not None and c.state is UP:
             # Hot path: no builder, straight to bytes (the tuples of outgoing.send).
+            link = c.link
             if c.send_sender:
-                c.link.write(c.conn.send_terms((T_SEND_SENDER, frm, to), msg))  # type: ignore[union-attr]
+                link.write(c.conn.send_terms((T_SEND_SENDER, frm, to), msg))  # type: ignore[union-attr]
             else:
-                c.link.write(c.conn.send_terms((T_SEND, EMPTY, to), msg))  # type: ignore[union-attr]
+                link.write(c.conn.send_terms((T_SEND, EMPTY, to), msg))  # type: ignore[union-attr]
+            if link.pending > link.busy_limit:  # type: ignore[union-attr]
+                self._suspend(sender, c)
             return
         self._conn(to.node).submit(out.send(frm, to, msg))
 
@@ -346,7 +445,10 @@ class Distribution:
         frm = self._sender(sender)
         c = self.conns.get(node)
         if c is not None and c.state is UP:
-            c.link.write(c.conn.send_terms((T_REG_SEND, frm, EMPTY, name), msg))  # type: ignore[union-attr]
+            link = c.link
+            link.write(c.conn.send_terms((T_REG_SEND, frm, EMPTY, name), msg))  # type: ignore[union-attr]
+            if link.pending > link.busy_limit:  # type: ignore[union-attr]
+                self._suspend(sender, c)
             return
         self._conn(node).submit(out.reg_send(frm, name, msg))
 
@@ -356,6 +458,16 @@ class Distribution:
     def _submit(self, node: Atom, build: Builder) -> None:
         """A signal for ``node``: dial it if there is no link yet."""
         self._conn(node).submit(build)
+
+    def _suspend(self, sender: Pid | None, c: PeerConnection) -> None:
+        """``sender`` wrote on a busy link: it waits at its next receive until the link
+        drains below its limit (OTP suspends the sending process; docs/WIRE.md §3.5). A send
+        from outside any process (``Node.send``) cannot wait and only adds to the buffer."""
+        if sender is None or c.link is None:
+            return
+        p = self.node.procs.get(sender)
+        if p is not None:
+            p.backpressure = c.link.wait_writable
 
     def _submit_existing(self, node: Atom, build: Builder) -> None:
         """Signals that only make sense on a live link (exits, DOWNs, demonitors): never dial."""

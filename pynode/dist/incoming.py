@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any, Callable, NoReturn
 
+from erl_interop.bounded import bounded_logger
 from erl_interop import control as C
 from erl_interop.errors import DistProtocolError
 from erl_interop.terms import Atom, Pid
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
 
 __all__ = ["HANDLERS", "Handler", "SPAWN_REPLY_TAG"]
 
-log = logging.getLogger("pynode.dist")
+log = bounded_logger(logging.getLogger("pynode.dist"))
 
 #: the first element of the message a SPAWN_REPLY becomes in the requester's mailbox
 #: (``{'$spawn_reply', ReqId, Flags, Result}``, as ``erlang:spawn_request`` delivers it)

@@ -20,7 +20,7 @@ import enum
 from typing import TYPE_CHECKING, Any, Callable
 
 from erl_interop import aio
-from erl_interop.connection import Connection
+from erl_interop.connection import MAX_PENDING_FRAGMENT_BYTES, Connection
 from erl_interop.flags import DistFlags
 from erl_interop.terms import Atom
 
@@ -99,8 +99,11 @@ class PeerConnection:
         self.flags = DistFlags(complete.flags)
         self.send_sender = bool(self.flags & DistFlags.SEND_SENDER)
         self.peer_creation = complete.peer_creation
-        self.conn = Connection(self.flags, initial=complete.trailing)
-        self.link = aio.Link(reader, writer, self.conn, self.dist.settings.tick_time, peer=str(self.peer), on_close=self.close)
+        st = self.dist.settings
+        self.conn = Connection(self.flags, initial=complete.trailing, max_message_size=st.max_message_size,
+                               max_pending_fragment_bytes=max(2 * st.max_message_size, MAX_PENDING_FRAGMENT_BYTES))
+        self.link = aio.Link(reader, writer, self.conn, st.tick_time, peer=str(self.peer), on_close=self.close,
+                             busy_limit=st.busy_limit)
         self.state = UP
         queued, self.queue = self.queue, []
         for build in queued:

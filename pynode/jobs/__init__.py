@@ -9,8 +9,9 @@ each imports only modules listed before it:
 - ``protocol`` (``pynode/jobs.ex``; the rules Elixir keeps in ``host.ex``, ``job_server.ex``,
   ``client.ex``): atoms, registry keys, ``DEFAULTS`` and config access, the pure rules
   checked against docs/vectors/jobs.terms.
-- ``kinds`` (``pynode/jobs/kind.ex``, ``job.ex``, ``job/otp.ex``): :class:`JobKind` and
-  what a kind uses, the kind registry, ``'Job'`` and ``'Job.Otp'``.
+- ``kinds`` (``pynode/jobs/kind.ex``, ``pynode/jobs/run.ex``, ``job.ex``, ``job/otp.ex``):
+  :class:`JobKind` and what a kind uses, the kind registry, ``'Job'`` and ``'Job.Otp'``, and
+  :class:`RunKind` (a kind whose work is ``async def run(self, ctx)``, with checkpoints).
 - ``client`` (``pynode/jobs/client.ex``): :func:`start`, :func:`update`, :func:`finish`, ...
   on any node. Imports ``protocol`` only.
 - ``job`` (``pynode/jobs/job_server.ex``): the job process.
@@ -24,10 +25,21 @@ the package imports inside a function. Use the public API from here:
 """
 
 from ..registry import key_bytes as key_bytes
-from .client import check_results, finish, get_state, list_jobs, otp_start, start, update
+from .client import cancel, check_results, finish, get_state, list_jobs, otp_start, results, start, status, update
 from .format import format_term as format_term
 from .host import JobHost, start_host
-from .kinds import JobContext, JobError, JobKind, OtpJob as OtpJob, Reply, SimpleJob as SimpleJob, job_kind, kinds
+from .kinds import (
+    JobContext,
+    JobError,
+    JobKind,
+    OtpJob as OtpJob,
+    Reply,
+    RunContext,
+    RunKind,
+    SimpleJob as SimpleJob,
+    job_kind,
+    kinds,
+)
 from .protocol import (
     BACKOFF_FIRST as BACKOFF_FIRST,
     BACKOFF_MAX as BACKOFF_MAX,
@@ -51,6 +63,11 @@ __all__ = [
     "JobHost",
     "JobKind",
     "JobContext",
+    "RunKind",
+    "RunContext",
+    "status",
+    "results",
+    "cancel",
     "Reply",
     "JobError",
     "job_kind",

@@ -17,6 +17,7 @@ import logging
 import weakref
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
+from erl_interop.bounded import bounded_logger
 from erl_interop.terms import Atom, Pid
 
 from ..errors import CallError, NotStarted
@@ -26,6 +27,7 @@ from .protocol import (
     BACKOFF_FIRST,
     BACKOFF_MAX,
     CALL,
+    CANCEL,
     CHECK_RESULTS,
     CLIENT,
     ERROR,
@@ -36,6 +38,7 @@ from .protocol import (
     JOB_ALREADY_STARTED,
     JOB_OP,
     KIND_JOB,
+    LOAD_KEY,
     KIND_OTP,
     LIST,
     LIST_JOBS,
@@ -44,7 +47,9 @@ from .protocol import (
     OK,
     OP,
     OTP_START,
+    RESULTS,
     START,
+    STATUS,
     STOPPING,
     TIMEOUT,
     UNKNOWN_CLIENT_OP,
@@ -52,7 +57,9 @@ from .protocol import (
     UPDATE,
     cfg,
     job_key,
+    load_of,
     node_order,
+    place,
     retryable,
     secs,
     wire,
@@ -61,9 +68,10 @@ from .protocol import (
 if TYPE_CHECKING:
     from ..node import Node
 
-__all__ = ["start", "otp_start", "update", "finish", "check_results", "get_state", "list_jobs"]
+__all__ = ["start", "otp_start", "update", "finish", "check_results", "get_state", "list_jobs", "status", "results",
+           "cancel"]
 
-log = logging.getLogger("pynode.jobs")
+log = bounded_logger(logging.getLogger("pynode.jobs"))
 
 _rr_counters: "weakref.WeakKeyDictionary[Any, itertools.count[int]]" = weakref.WeakKeyDictionary()
 
@@ -130,7 +138,10 @@ async def _local_start(proc: Process, kind: Atom, job_id: Any, args: list[Any], 
             if now - t0 >= min(grace, job_timeout):
                 return (ERROR, UNKNOWN_KIND if values else NO_HOSTS)
         else:
-            host_node, host_pid = hosts[_next_rr(node) % len(hosts)]
+            loads = {pid.node: v for pid, v in node.registry.lookup_values(LOAD_KEY)}
+            by_node = dict(hosts)
+            host_node = place([(h, *load_of(loads.get(h))) for h in by_node], _next_rr(node))
+            host_pid = by_node[host_node]
             try:
                 r = await proc.call(host_pid, (START, kind, job_id, args), min(call_timeout, max(0.001, deadline - now)))
             except CallError as e:
@@ -229,6 +240,9 @@ async def _client_op(proc: Process, op: Any, args: list[Any], timeout: float | N
         return _unwrap(await _local_op(proc, args[0], CHECK_RESULTS, timeout=timeout), missing=None)
     if op == GET_STATE and n == 1:
         return _unwrap(await _local_op(proc, args[0], GET_STATE, timeout=timeout))
+    if op in (STATUS, RESULTS, CANCEL) and n == 1:
+        # run kinds (protocol, "Run kinds"): the job's raw answer
+        return await _local_op(proc, args[0], op, timeout=timeout)
     if op in (OP, CALL) and n == 2:
         return await _local_op(proc, args[0], args[1], timeout=timeout)
     if op in (OP, CALL) and n == 3:
@@ -250,6 +264,8 @@ def _remote_form(node: Any, op: Atom, args: list[Any]) -> tuple[list[Any], Calla
         return [args[0], op, node.make_ref()], _unwrap
     if op == CHECK_RESULTS and len(args) == 1:
         return [args[0], CHECK_RESULTS, node.make_ref()], lambda r: _unwrap(r, missing=None)
+    if op in (STATUS, RESULTS, CANCEL) and len(args) == 1:
+        return [args[0], op, node.make_ref()], lambda r: r
     return None
 
 
@@ -337,8 +353,8 @@ async def _run(target: Any, op: Atom, args: list[Any], via: str | None, timeout:
 
 async def start(target: "Node | Process", job_id: Any, *, kind: str = "Job", args: list[Any] | None = None,
                 via: str | None = None, timeout: float | None = None) -> Any:
-    """``Job.start(Id)``: start a job of ``kind`` (default ``'Job'``) on a host chosen by
-    round-robin. Returns ``(ok, Pid)``, ``(error, job_already_started)``, ``(error, unknown_kind)``,
+    """``Job.start(Id)``: start a job of ``kind`` (default ``'Job'``) on the least-loaded host
+    that knows the kind (protocol, "Load": ``place``; round-robin between equal loads). Returns ``(ok, Pid)``, ``(error, job_already_started)``, ``(error, unknown_kind)``,
     ``(error, no_hosts)`` or ``(error, timeout)``.
 
     ``target`` is the node to run the client on (or a process of it). ``via="client"`` forces
@@ -377,3 +393,23 @@ async def list_jobs(target: "Node | Process", *, via: str | None = None) -> list
     """Every job in the cluster, ``[(Id, Kind, Pid)]`` (each host's ``list``)."""
     rows: list[tuple[Any, Atom, Pid]] = list(await _run(target, LIST_JOBS, [], via, None))
     return rows
+
+
+async def status(target: "Node | Process", job_id: Any, *, via: str | None = None, timeout: float | None = None) -> Any:
+    """A run-kind job's status (protocol, "Run kinds"): ``(ok, {status, progress, attempts,
+    node})`` with status ``running | queued | done | failed | cancelled``, or
+    ``(error, no_such_job)`` (never started, or ended after its ``result_ttl``)."""
+    return await _run(target, STATUS, [job_id], via, timeout)
+
+
+async def results(target: "Node | Process", job_id: Any, *, via: str | None = None, timeout: float | None = None) -> Any:
+    """A run-kind job's results: ``(ok, Result)``, ``(error, not_done)``,
+    ``(error, (failed, Error))`` (Error: ``(python_error, Type, Message)``),
+    ``(error, cancelled)`` or ``(error, no_such_job)``."""
+    return await _run(target, RESULTS, [job_id], via, timeout)
+
+
+async def cancel(target: "Node | Process", job_id: Any, *, via: str | None = None, timeout: float | None = None) -> Any:
+    """Cancel a run-kind job from any node: ``(ok, cancelled)`` (or ``(ok, done | failed)``
+    when it had already ended), or ``(error, no_such_job)``."""
+    return await _run(target, CANCEL, [job_id], via, timeout)

@@ -13,20 +13,22 @@ package's ``__init__``.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import collections
 import dataclasses
 import logging
 import time
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
+from erl_interop.bounded import bounded_logger
 from erl_interop.terms import Atom, Pid, Reference
 
 from ..otp.gen_server import NOREPLY as _NOREPLY, From, GenServer, reply as gen_reply
 from ..core.process import DOWN_TAG, NOCONNECTION, Process, ReceiveTimeout, exception_reason
 from ..registry import key_bytes
 from .client import _client_op
-from .job import _Job
-from .kinds import kind_class, kinds
+from .job import ADMIT, _Job
+from .kinds import RunKind, kind_class, kinds
 from .protocol import (
     ADOPT,
     CLIENT,
@@ -36,7 +38,9 @@ from .protocol import (
     HOST_KEY,
     HOST_NAME,
     K_STATE,
+    K_STATUS,
     LIST,
+    LOAD_KEY,
     MEMBERSHIP,
     NODEDOWN,
     NODEUP,
@@ -45,11 +49,15 @@ from .protocol import (
     REPLICATE,
     START,
     STOPPING,
+    TERMINAL,
     UNKNOWN_KIND,
     adopts,
     cfg,
+    has_room,
     job_key,
+    load_of,
     node_order,
+    place,
     secs,
     wire,
 )
@@ -59,7 +67,7 @@ if TYPE_CHECKING:
 
 __all__ = ["JobHost", "start_host"]
 
-log = logging.getLogger("pynode.jobs")
+log = bounded_logger(logging.getLogger("pynode.jobs"))
 
 _SHUTDOWN = Atom("$pynode_jobs_shutdown")
 _CHECK = Atom("$pynode_jobs_check")
@@ -115,6 +123,17 @@ class JobHost(GenServer):
         #: processes running a ``{client, Op, Args}`` operation for a caller
         self.client_workers: set[Process] = set()
         self._rr = 0
+        # -- load (protocol, "Load") --
+        max_jobs = cfg(node, "max_jobs")
+        self.max_jobs: Any = max_jobs if type(max_jobs) is int else Atom("infinity")
+        #: run-kind jobs holding a slot; the queue (oldest first, a dict as an ordered set)
+        self.slots: set[Pid] = set()
+        self.queue: dict[Pid, None] = {}
+        #: queued jobs sent to another host (overflow), with when, on the loop's clock
+        self._moving: dict[Pid, float] = {}
+        self._published: Any = None
+        #: jobs this host placed on each target since the last look at the loads (handoff)
+        self._placed: dict[Atom, int] = {}
         node.monitor_nodes(self.process)
         r = await node.registry.reg(self.process, HOST_KEY, list(self.kinds))
         if r != OK:
@@ -122,6 +141,7 @@ class JobHost(GenServer):
         #: the host nodes last seen (protocol, "Replicas follow membership")
         self._hosts_seen: frozenset[Atom] = frozenset()
         self._check_timer: asyncio.TimerHandle | None = None
+        await self._publish_load()
         self._check_membership()
 
     @property
@@ -148,7 +168,7 @@ class JobHost(GenServer):
                 return (ERROR, STOPPING)
             if kind not in self.kinds or type(kind) is not Atom:
                 return (ERROR, UNKNOWN_KIND)
-            self._spawn_job(kind, job_id, lambda job, proc: job.run_start(proc, args, from_))
+            self._spawn_job(kind, job_id, lambda job, proc: job.run_start(proc, args, from_), fresh=True)
             return _NOREPLY
         if tag == ADOPT and len(request) == 4:
             _, kind, job_id, portable = request
@@ -159,7 +179,8 @@ class JobHost(GenServer):
             if not isinstance(portable, dict) or K_STATE not in portable:
                 return (ERROR, Atom("bad_portable"))
             self._drop_local_replica(job_id)
-            self._spawn_job(kind, job_id, lambda job, proc: job.run_adopt(proc, portable, from_))
+            self._spawn_job(kind, job_id, lambda job, proc: job.run_adopt(proc, portable, from_),
+                            state=portable.get(K_STATE))
             return _NOREPLY
         if tag == REPLICATE and len(request) == 7:
             return self._store_replica(*request[1:])
@@ -205,6 +226,7 @@ class JobHost(GenServer):
             pid = self._job_refs.pop(ref, None)
             if pid is not None:
                 self.jobs.pop(pid, None)
+                self._leave(pid)
                 return
             owner = self._owner_refs.pop(ref, None)
             if owner is not None:
@@ -218,6 +240,9 @@ class JobHost(GenServer):
         elif msg[0] == _CHECK and len(msg) == 1:
             self._check_timer = None
             self._check_membership()
+            if not self.stopping:
+                self._overflow()
+                await self._publish_load()
 
     def _check_membership(self) -> None:
         """Tell every job when the set of host nodes changed; look again in ``replica_check`` ms."""
@@ -236,9 +261,98 @@ class JobHost(GenServer):
             self._check_timer.cancel()
             self._check_timer = None
 
+    # -- load (protocol, "Load") ----------------------------------------------------------
+    def load(self) -> tuple[int, int, Any]:
+        """``{Running, Queued, MaxJobs}``: slots held, jobs queued, the limit."""
+        return (len(self.slots), len(self.queue), self.max_jobs)
+
+    def _free_slot(self) -> bool:
+        return type(self.max_jobs) is not int or len(self.slots) < self.max_jobs
+
+    def _admission(self, kind: Atom, state: Any, fresh: bool) -> bool | None:
+        """True: the job takes a slot; False: it waits in the queue; None: it needs neither
+        (not a run kind, or it has ended)."""
+        try:
+            if not issubclass(kind_class(kind), RunKind):
+                return None
+        except KeyError:
+            return None
+        if not fresh and (not isinstance(state, dict) or state.get(K_STATUS) in TERMINAL):
+            return None
+        return self._free_slot()
+
+    def job_load(self, pid: Pid, status: Any) -> None:
+        """A run-kind job's status changed: an ended job frees its slot or leaves the queue."""
+        if status in TERMINAL:
+            self._leave(pid)
+
+    def _leave(self, pid: Pid) -> None:
+        """``pid`` holds no slot and waits no more (ended, moved, dead): the oldest queued
+        jobs take the freed slots."""
+        self.slots.discard(pid)
+        self.queue.pop(pid, None)
+        self._moving.pop(pid, None)
+        while self.queue and self._free_slot():
+            nxt = next((p for p in self.queue if p not in self._moving), None)
+            if nxt is None:
+                return
+            del self.queue[nxt]
+            self.slots.add(nxt)
+            self.process.send(nxt, (ADMIT,))
+
+    async def _publish_load(self) -> None:
+        """``{p, g, pynode_job_load}``, when it changed (at most once per look)."""
+        value = self.load()
+        if value == self._published:
+            return
+        self._published = value
+        r = await self.node.registry.reg(self.process, LOAD_KEY, value)
+        if r != OK:
+            log.warning("%s: could not publish the job load: %r", self.node.name, r)
+
+    def _host_loads(self, kind: Atom) -> "builtins.list[tuple[Atom, int, int, Any]]":
+        """``[{Node, Running, Queued, MaxJobs}]`` of the other hosts that know ``kind``."""
+        node = self.node
+        loads = {pid.node: v for pid, v in node.registry.lookup_values(LOAD_KEY)}
+        out: dict[Atom, tuple[Atom, int, int, Any]] = {}
+        for pid, ks in node.registry.lookup_values(HOST_KEY):
+            if pid.node != node.name and isinstance(ks, list) and kind in ks and pid.node not in out:
+                r, q, m = load_of(loads.get(pid.node))
+                out[pid.node] = (pid.node, r, q + self._placed.get(pid.node, 0), m)
+        return builtins.list(out.values())
+
+    def _overflow(self) -> None:
+        """Queued jobs go to the other hosts with room by their published loads (protocol,
+        "Load", overflow), at most their room each."""
+        if not self.queue:
+            self._placed.clear()
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        retry_after = secs(cfg(self.node, "adopt_timeout"))
+        self._placed.clear()  # the loads were published since the last look
+        for pid in list(self.queue):
+            sent = self._moving.get(pid)
+            if sent is not None and now - sent < retry_after:
+                continue
+            e = self.jobs.get(pid)
+            if e is None or not e.job.ready:
+                continue
+            room = [c for c in self._host_loads(e.job.kind) if has_room((c[1], c[2], c[3]))]
+            target = place(room, self._rr)
+            if type(target) is not Atom or target == Atom("none"):
+                continue
+            self._rr += 1
+            self._placed[target] = self._placed.get(target, 0) + 1
+            self._moving[pid] = now
+            log.info("%s: job %r waits here; moving it to %s, which has room", self.node.name, e.job.id, target)
+            self.process.send(pid, (HANDOFF, target))
+
     # -- jobs -----------------------------------------------------------------------------
-    def _spawn_job(self, kind: Atom, job_id: Any, run: Callable[[_Job, Process], Awaitable[None]]) -> _Job:
+    def _spawn_job(self, kind: Atom, job_id: Any, run: Callable[[_Job, Process], Awaitable[None]],
+                   state: Any = None, fresh: bool = False) -> _Job:
         job = _Job(self, kind, job_id)
+        job.admitted = self._admission(kind, state, fresh)
 
         async def body(proc: Process) -> None:
             await run(job, proc)
@@ -248,6 +362,10 @@ class JobHost(GenServer):
         ref = self.process.monitor(proc.pid)
         self.jobs[proc.pid] = _Entry(job, proc.pid, ref)
         self._job_refs[ref] = proc.pid
+        if job.admitted is True:
+            self.slots.add(proc.pid)
+        elif job.admitted is False:
+            self.queue[proc.pid] = None
         return job
 
     # -- replicas -------------------------------------------------------------------------
@@ -332,7 +450,8 @@ class JobHost(GenServer):
             except Exception:
                 log.exception("job %r: elapse(%d ms) failed; adopting the state as stored", rep.id, waited)
             owner, olds = rep.owner, rep.replicas
-            self._spawn_job(rep.kind, rep.id, lambda job, proc: job.run_adopt(proc, portable, None, owner, olds))
+            self._spawn_job(rep.kind, rep.id, lambda job, proc: job.run_adopt(proc, portable, None, owner, olds),
+                            state=portable.get(K_STATE))
 
     # -- graceful shutdown ----------------------------------------------------------------
     async def _begin_shutdown(self, done: "asyncio.Future[None]") -> None:
@@ -342,6 +461,8 @@ class JobHost(GenServer):
             return
         self.stopping = True
         await self.node.registry.unreg(self.process, HOST_KEY)
+        await self.node.registry.unreg(self.process, LOAD_KEY)
+        self._placed.clear()
         host = self
 
         loop = asyncio.get_running_loop()
@@ -375,19 +496,17 @@ class JobHost(GenServer):
             await asyncio.wait(tasks, timeout=left)
 
     def _handoff_order(self, e: _Entry) -> tuple[Atom, ...]:
-        """The targets for one job: the other hosts that know its kind, sorted, rotated by
-        the host's round-robin counter (empty when there is none)."""
-        node = self.node
-        targets = sorted(
-            {pid.node for pid, ks in node.registry.lookup_values(HOST_KEY)
-             if pid.node != node.name and isinstance(ks, list) and e.job.kind in ks},
-            key=node_order,
-        )
-        if not targets:
+        """The targets for one job: first the one ``place`` picks among the other hosts that
+        know its kind (their published loads plus what this handoff has sent them), then the
+        others, sorted (empty when there is none)."""
+        cands = self._host_loads(e.job.kind)
+        first = place(cands, self._rr)
+        if type(first) is not Atom or first == Atom("none"):
             return ()
-        k = self._rr % len(targets)
         self._rr += 1
-        return tuple(targets[k:] + targets[:k])
+        self._placed[first] = self._placed.get(first, 0) + 1
+        rest = sorted((c[0] for c in cands if c[0] != first), key=node_order)
+        return (first, *rest)
 
     async def _settled(self, tried: set[Pid], timeout: float) -> None:
         """Wait until one of the jobs not handed off yet becomes ready (it can move now) or

@@ -18,6 +18,7 @@ import itertools
 import logging
 from typing import TYPE_CHECKING, Any, Iterable, Protocol
 
+from erl_interop.bounded import bounded_logger
 from erl_interop import encode
 from erl_interop.terms import Atom, Pid, Reference
 
@@ -25,7 +26,7 @@ from ..errors import CallError
 from ..otp.gen_server import GEN_CALL, From, reply as gen_reply
 from ..core.process import DOWN_TAG, EXIT_TAG, NORMAL, Exit, Process, exception_reason
 from .format import format_short, format_term
-from .kinds import JobContext, JobError, Reply, kind_class
+from .kinds import JobContext, JobError, Reply, RunContext, RunKind, kind_class
 from .protocol import (
     ADOPT,
     ALREADY_REGISTERED,
@@ -46,6 +47,7 @@ from .protocol import (
     K_STATE,
     MEMBERSHIP,
     MERGE,
+    K_STATUS,
     NAME_CONFLICT,
     NOT_THIS_JOB,
     OK,
@@ -55,6 +57,8 @@ from .protocol import (
     job_key,
     merge_recent,
     replica_targets,
+    run_admit,
+    run_queue,
     secs,
     wire,
 )
@@ -64,10 +68,16 @@ if TYPE_CHECKING:
 
 __all__ = ["JobOwner"]
 
-log = logging.getLogger("pynode.jobs")
+log = bounded_logger(logging.getLogger("pynode.jobs"))
 
 #: the tag of a kind's timer message to its job, ``{TIMER, TimerId, Tag}``
 _TIMER = Atom("$pynode_job_timer")
+#: a run kind's ``run`` asks for a checkpoint: ``{CHECKPOINT, Gen, State, Future}`` (local only)
+_CHECKPOINT = Atom("$pynode_job_checkpoint")
+#: a run kind's ``run`` ended: ``{RUN_END, Gen, Ok, ResultOrError}`` (local only)
+_RUN_END = Atom("$pynode_job_run_end")
+#: the host gives a queued job a slot (protocol, "Load"): ``{ADMIT}``
+ADMIT = Atom("$pynode_job_admit")
 
 
 class JobOwner(Protocol):
@@ -79,6 +89,10 @@ class JobOwner(Protocol):
     #: the host's handoff driver while a shutdown runs (it hears of a failed handoff)
     @property
     def handoff_driver(self) -> Pid | None: ...
+
+    def job_load(self, pid: Pid, status: Any) -> None:
+        """A run-kind job's status changed (protocol, "Load": an ended job frees its slot or
+        leaves the queue)."""
 
 
 async def _maybe_await(v: Any) -> Any:
@@ -106,6 +120,14 @@ class _Job:
         self._replica_mons: dict[Reference, Atom] = {}
         self._timers: dict[int, asyncio.TimerHandle] = {}
         self._timer_ids = itertools.count(1)
+        #: a run kind's running ``run`` (an asyncio task beside the job's process) and its
+        #: generation: messages of an older run (cancelled since) are ignored
+        self._run_task: asyncio.Task[None] | None = None
+        self._run_gen = 0
+        #: the host's admission (protocol, "Load"): True (a slot), False (queued), None (no
+        #: slot needed: not a run kind, or ended); set by the host before the job runs
+        self.admitted: bool | None = None
+        self._reported: Any = None
 
     # -- timers ---------------------------------------------------------------------------
     def start_timer(self, ms: float, tag: Any) -> None:
@@ -117,6 +139,92 @@ class _Job:
         for h in self._timers.values():
             h.cancel()
         self._timers.clear()
+
+    # -- run kinds: the task that runs ``run`` ---------------------------------------------
+    def _sync_run(self) -> None:
+        """Start ``run`` when the kind wants it running and it is not; cancel it when the
+        kind no longer wants it (cancelled, ended, waiting for a retry)."""
+        impl = self.impl
+        if not isinstance(impl, RunKind):
+            return
+        live = self._run_task is not None and not self._run_task.done()
+        if impl.wants_run() and not live:
+            self._run_gen += 1
+            ctx = RunContext(impl, self, self._run_gen)
+            self._run_task = asyncio.get_running_loop().create_task(self._run_body(self._run_gen, ctx))
+        elif not impl.wants_run() and live:
+            self.stop_run()
+
+    def stop_run(self) -> None:
+        """Cancel ``run`` at its next await (a move, the end of the job, a cancel)."""
+        self._run_gen += 1
+        if self._run_task is not None and not self._run_task.done():
+            self._run_task.cancel()
+        self._run_task = None
+
+    async def _run_body(self, gen: int, ctx: RunContext) -> None:
+        assert isinstance(self.impl, RunKind)
+        try:
+            value = await self.impl.run(ctx)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            log.warning("job %r (%s): run failed on attempt %d: %s: %s", self.id, self.kind, ctx.attempt,
+                        type(e).__name__, e, exc_info=True)
+            self.proc.deliver((_RUN_END, gen, False, exception_reason(e)))
+            return
+        self.proc.deliver((_RUN_END, gen, True, value))
+
+    async def checkpoint(self, gen: int, state: Any) -> None:
+        """``ctx.checkpoint(state)`` of run number ``gen``: the job process stores it as the
+        checkpoint, replicates, then this returns (protocol, "Run kinds")."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.proc.deliver((_CHECKPOINT, gen, state, fut))
+        await fut
+
+    async def _on_checkpoint(self, gen: int, state: Any, fut: "asyncio.Future[None]") -> None:
+        if gen != self._run_gen or fut.done() or not isinstance(self.impl, RunKind):
+            if not fut.done():
+                fut.cancel()
+            return
+        self.impl.checkpointed(state)
+        self.seq += 1
+        await self.replicate()
+        if not fut.done():
+            fut.set_result(None)
+
+    async def _on_run_end(self, gen: int, ok: bool, value: Any) -> None:
+        if gen != self._run_gen or not isinstance(self.impl, RunKind):
+            return
+        self._run_task = None
+        self.impl.run_ended(ok, value)
+        self.seq += 1
+        await self.replicate()
+
+    # -- load (protocol, "Load") ----------------------------------------------------------
+    def _report_load(self) -> None:
+        """Tell the host when this run-kind job's status changed (an ended job frees its slot)."""
+        if not isinstance(self.impl, RunKind):
+            return
+        st = self.impl.state.get(K_STATUS)
+        if st != self._reported:
+            self._reported = st
+            self.host.job_load(self.proc.pid, st)
+
+    async def _admit(self) -> None:
+        """The host gave this queued job a slot: ``queued`` becomes ``running``, replicated;
+        ``run`` then starts (the serve loop's ``_sync_run``)."""
+        impl = self.impl
+        if not isinstance(impl, RunKind):
+            return
+        admitted = run_admit(impl.portable())
+        if admitted is impl.state or admitted.get(K_STATUS) == impl.state.get(K_STATUS):
+            self._reported = None  # not queued any more: the host hears the status again
+            return
+        self.cancel_timers()
+        impl.restore(admitted)
+        self.seq += 1
+        await self.replicate()
 
     # -- portable state -------------------------------------------------------------------
     def portable(self) -> dict[Atom, Any]:
@@ -145,6 +253,8 @@ class _Job:
             await self.host.node.registry.unreg(proc, self.key)
             self._answer(from_, (ERROR, exception_reason(e)))
             return
+        if self.admitted is False and isinstance(self.impl, RunKind):
+            self.impl.state = run_queue(self.impl.state)
         self.seq = 1
         await self.replicate()
         self.ready = True
@@ -169,7 +279,10 @@ class _Job:
             self._answer(from_, reg)
             return
         try:
-            self.impl.restore(portable.get(K_STATE))
+            state = portable.get(K_STATE)
+            if isinstance(self.impl, RunKind) and isinstance(state, dict) and self.admitted is not None:
+                state = run_admit(state) if self.admitted else run_queue(state)
+            self.impl.restore(state)
         except Exception as e:
             log.exception("job %r of kind %s: bad portable state", self.id, self.kind)
             await self.host.node.registry.unreg(proc, self.key)
@@ -214,13 +327,25 @@ class _Job:
             gen_reply(self.proc, from_, value)
 
     async def serve(self) -> None:
+        try:
+            await self._serve()
+        finally:
+            self.stop_run()
+
+    async def _serve(self) -> None:
         proc = self.proc
         while True:
+            self._sync_run()
+            self._report_load()
             msg = await proc.receive()
             if type(msg) is not tuple or not msg:
                 continue
             tag = msg[0]
-            if tag == GEN_CALL and len(msg) == 3 and type(msg[1]) is tuple:
+            if tag == _CHECKPOINT and len(msg) == 4 and isinstance(msg[3], asyncio.Future):
+                await self._on_checkpoint(msg[1], msg[2], msg[3])
+            elif tag == _RUN_END and len(msg) == 4 and type(msg[1]) is int:
+                await self._on_run_end(msg[1], msg[2], msg[3])
+            elif tag == GEN_CALL and len(msg) == 3 and type(msg[1]) is tuple:
                 await self._call(msg[2], msg[1])
             elif tag == _TIMER and len(msg) == 3:
                 if self._timers.pop(msg[1], None) is None:
@@ -241,6 +366,8 @@ class _Job:
                     return
             elif tag == MEMBERSHIP and len(msg) == 1:
                 await self._follow_membership()
+            elif tag == ADMIT and len(msg) == 1:
+                await self._admit()
             elif tag == EXIT_TAG and len(msg) == 3:
                 await self.exit_signal(msg[1], msg[2])
             elif tag == DOWN_TAG and len(msg) == 5 and msg[1] in self._replica_mons:
@@ -292,6 +419,7 @@ class _Job:
     async def _end(self) -> None:
         """The job is done (finish, TTL): give up the name, tell the replicas, stop timers."""
         self.cancel_timers()
+        self.stop_run()
         await self.host.node.registry.unreg(self.proc, self.key)
         for n in self.replica_nodes:
             self.proc.cast((Atom(HOST_NAME), n), (DROP_REPLICA, self.id, self.proc.pid))
@@ -299,9 +427,11 @@ class _Job:
 
     # -- replication ----------------------------------------------------------------------
     def _hosts(self) -> dict[Atom, Pid]:
+        """The host nodes that know this job's kind (only they can take it over)."""
         out: dict[Atom, Pid] = {}
-        for pid in self.host.node.registry.lookup_pids(HOST_KEY):
-            out.setdefault(pid.node, pid)
+        for pid, ks in self.host.node.registry.lookup_values(HOST_KEY):
+            if isinstance(ks, list) and self.kind in ks:
+                out.setdefault(pid.node, pid)
         return out
 
     async def replicate(self) -> None:
@@ -431,6 +561,7 @@ class _Job:
     # -- handoff --------------------------------------------------------------------------
     async def _handoff(self, target: Any) -> bool:
         """Move to ``target``; True when the job has moved (the caller then exits normal)."""
+        self.stop_run()  # run is cancelled at its next await; it resumes from the checkpoint there
         portable = self.portable()  # remaining durations computed now
         self.cancel_timers()
         node = self.host.node

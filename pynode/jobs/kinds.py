@@ -18,19 +18,42 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Protocol
 from erl_interop.terms import Atom
 
 from .protocol import (
+    CANCEL,
     CHECK_RESULTS,
+    ERROR,
     FINISH,
+    K_ARGS,
+    K_ATTEMPTS,
+    K_CHECKPOINT,
+    K_PROGRESS,
+    K_RETRY_LEFT,
+    K_STATUS,
     K_ID,
     K_RESULTS,
     K_STATE,
     K_TTL_LEFT,
     K_WORK_LEFT,
     OK,
+    RESULTS,
+    RUN_STATUSES,
+    RUNNING,
+    STATUS,
+    TERMINAL,
     UPDATE,
     cfg,
     has_op,
     recent_of,
     results_binary,
+    run_cancel,
+    run_done,
+    run_elapse,
+    run_error,
+    run_initial,
+    run_merge,
+    run_results,
+    run_retry,
+    run_status,
+    wire,
 )
 
 if TYPE_CHECKING:
@@ -47,6 +70,8 @@ __all__ = [
     "kind_class",
     "SimpleJob",
     "OtpJob",
+    "RunKind",
+    "RunContext",
 ]
 
 
@@ -89,6 +114,8 @@ class JobRunner(Protocol):
     def host(self) -> _HasNode: ...
 
     def start_timer(self, ms: float, tag: Any) -> None: ...
+
+    async def checkpoint(self, gen: int, state: Any) -> None: ...
 
 
 class JobContext:
@@ -325,3 +352,167 @@ class OtpJob(JobKind):
         if tag == "ttl" and self.results is not None:
             return Reply(stop=True)
         return None
+
+
+# -- run kinds ----------------------------------------------------------------------------------
+class RunContext:
+    """What :meth:`RunKind.run` is given: the start ``args``, the last acknowledged
+    checkpoint ``state`` (``None`` on a fresh start), ``attempt`` (1 on the first run, one
+    more after each failed run), :meth:`checkpoint` and :meth:`progress`."""
+
+    def __init__(self, kind: "RunKind", runner: JobRunner, gen: int) -> None:
+        self._kind = kind
+        self._runner = runner
+        self._gen = gen
+        self.args: Any = kind.state.get(K_ARGS)
+        self.state: Any = kind.state.get(K_CHECKPOINT)
+        self.attempt: int = int(kind.state.get(K_ATTEMPTS) or 1)
+
+    @property
+    def id(self) -> Any:
+        return self._runner.id
+
+    @property
+    def node(self) -> "Node":
+        return self._runner.host.node
+
+    def config(self, key: str) -> Any:
+        return cfg(self._runner.host.node, key)
+
+    async def checkpoint(self, state: Any) -> None:
+        """Make ``state`` the job's checkpoint. Returns once it is stored on the job's
+        replicas (protocol, "Run kinds"): a move or a crash after this resumes from it."""
+        await self._runner.checkpoint(self._gen, state)
+        self.state = wire(state)
+
+    def progress(self, value: Any = None, **fields: Any) -> None:
+        """Report progress (``status`` shows it at once, it travels with the next
+        replication): a map, or keyword fields merged into the current one
+        (``ctx.progress(done=3, total=10)``)."""
+        cur = self._kind.state.get(K_PROGRESS)
+        merged: dict[Any, Any] = dict(cur) if isinstance(cur, dict) else {}
+        if isinstance(value, dict):
+            merged.update(wire(value))
+        elif value is not None:
+            merged[Atom("value")] = wire(value)
+        merged.update({Atom(k): wire(v) for k, v in fields.items()})
+        self._kind.state = {**self._kind.state, K_PROGRESS: merged}
+
+
+class RunKind(JobKind):
+    """A kind that does its work in a coroutine (protocol, "Run kinds")::
+
+        @job_kind("crawl")
+        class Crawl(RunKind):
+            async def run(self, ctx):
+                done = ctx.state or []
+                for url in ctx.args[len(done):]:
+                    done = done + [await fetch(url)]
+                    await ctx.checkpoint(done)          # returns once replicated
+                    ctx.progress(done=len(done), total=len(ctx.args))
+                return done                           # the results, kept for result_ttl
+
+    The job answers ``status``, ``results`` and ``cancel`` while ``run`` runs. ``run`` raising
+    is retried from the last checkpoint after a backoff (``retry_backoff`` doubling up to
+    ``retry_backoff_max``) until ``max_attempts``; then the job fails with
+    ``{python_error, Type, Message}`` as its result. A move (graceful stop of the node) cancels
+    ``run`` at its next await and runs it again on the new host from the last checkpoint; so
+    does an adoption after the node died. ``ctx.args`` is the ``Args`` list of
+    ``{start, Kind, Id, Args}`` (``Pynode.Jobs.start(:crawl, id, [url1, url2])``).
+    """
+
+    state: dict[Atom, Any]
+
+    def __init__(self, ctx: JobContext) -> None:
+        super().__init__(ctx)
+        self.state = run_initial([])
+        #: when the pending retry or TTL runs out, on the loop's clock (seconds)
+        self._deadline: float | None = None
+
+    async def run(self, ctx: RunContext) -> Any:
+        """The work. Return the results; raise to fail this attempt."""
+        raise NotImplementedError
+
+    # -- the job's state ------------------------------------------------------------------
+    def init(self, args: list[Any]) -> None:
+        self.state = run_initial(wire(list(args)))
+        self._deadline = None
+
+    def portable(self) -> dict[Atom, Any]:
+        s = dict(self.state)
+        if self._deadline is not None:
+            left = max(0, int(round((self._deadline - self.ctx.now()) * 1000)))
+            s[K_RETRY_LEFT if s.get(K_STATUS) not in TERMINAL else K_TTL_LEFT] = left
+        return s
+
+    def restore(self, state: Any) -> None:
+        if not isinstance(state, dict) or state.get(K_STATUS) not in RUN_STATUSES:
+            raise ValueError(f"a run-kind state must be a map with a status, got {state!r}")
+        self.state = {**run_initial(None), **state}
+        self._deadline = None
+        self._arm()
+
+    def _arm(self) -> None:
+        st = self.state.get(K_STATUS)
+        if st in TERMINAL:
+            left = self.state.get(K_TTL_LEFT)
+            self._timer(left if type(left) is int else int(self.ctx.config("result_ttl")), Atom("ttl"))
+        elif st == RUNNING and type(self.state.get(K_RETRY_LEFT)) is int:
+            self._timer(self.state[K_RETRY_LEFT], Atom("retry"))
+
+    def _timer(self, ms: int, tag: Atom) -> None:
+        self._deadline = self.ctx.now() + ms / 1000.0
+        self.ctx.start_timer(ms, tag)
+
+    def wants_run(self) -> bool:
+        """Whether ``run`` should be running now (running, not waiting for a retry)."""
+        return self.state.get(K_STATUS) == RUNNING and self.state.get(K_RETRY_LEFT) is None
+
+    # -- what the job process tells the kind ---------------------------------------------
+    def checkpointed(self, state: Any) -> None:
+        self.state = {**self.state, K_CHECKPOINT: wire(state)}
+
+    def run_ended(self, ok: bool, value: Any) -> None:
+        """``run`` returned ``value`` (``ok``) or raised (``value``: the error term)."""
+        ttl = int(self.ctx.config("result_ttl"))
+        if ok:
+            self.state = run_done(self.state, wire(value), ttl)
+        else:
+            self.state = run_error(self.state, value, int(self.ctx.config("max_attempts")),
+                                   int(self.ctx.config("retry_backoff")), int(self.ctx.config("retry_backoff_max")), ttl)
+        self._deadline = None
+        self._arm()
+
+    def handle(self, request: Any) -> Any:
+        if type(request) is Atom and request == STATUS:
+            return Reply(run_status(self.portable(), self.ctx.node.name))
+        if type(request) is Atom and request == RESULTS:
+            r = run_results(self.state)
+            if r[0] == ERROR:
+                raise JobError(r[1])
+            return Reply(r[1])
+        if type(request) is Atom and request == CANCEL:
+            if self.state.get(K_STATUS) in TERMINAL:
+                return Reply(self.state.get(K_STATUS))
+            self.state = run_cancel(self.state, int(self.ctx.config("result_ttl")))
+            self._deadline = None
+            self._arm()
+            return Reply(self.state.get(K_STATUS), changed=True)
+        return super().handle(request)
+
+    def handle_timer(self, tag: Any) -> Reply | None:
+        if tag == "retry" and self.state.get(K_STATUS) == RUNNING and self.state.get(K_RETRY_LEFT) is not None:
+            self.state = run_retry(self.state)
+            self._deadline = None
+            return Reply(changed=True)
+        if tag == "ttl" and self.state.get(K_STATUS) in TERMINAL:
+            return Reply(stop=True)
+        return None
+
+    @classmethod
+    def elapse(cls, state: Any, ms: int) -> Any:
+        return run_elapse(state, ms)
+
+    @classmethod
+    def merge(cls, mine: dict[Any, Any], theirs: dict[Any, Any]) -> Any:
+        return run_merge(mine, theirs)

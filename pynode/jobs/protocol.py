@@ -42,6 +42,9 @@ checked in both languages against the shared vectors `docs/vectors/jobs.terms`.
     (`nil` until the work is done).
   - A Python program can define more kinds (`@job_kind("my_kind")` class); a kind exists
     only on the nodes whose host knows it.
+  - **Run kinds** (see "Run kinds"): a kind whose work is a function `run` in its language
+    (Python `RunKind`, Elixir `Pynode.Jobs.Run`), with checkpoints; its portable state has
+    one shape for every run kind, in both languages.
 - Durations travel as **remaining milliseconds**, never as absolute times: no clock is
   trusted across nodes.
 
@@ -51,9 +54,10 @@ checked in both languages against the shared vectors `docs/vectors/jobs.terms`.
 | --- | --- | --- |
 | `{p, g, pynode_job_host}` | each host process | the list of kinds it hosts |
 | `{n, g, {pynode_job, Id}}` | the job process | its kind |
+| `{p, g, pynode_job_load}` | each host process | `{Running, Queued, MaxJobs}` (see "Load") |
 
 A host that starts shutting down unregisters `{p, g, pynode_job_host}` first: no client
-places a new job on it after that.
+places a new job on it after that (it also unregisters `{p, g, pynode_job_load}`).
 
 ## Calls to a host (`gen_server:call({pynode_jobs, Node}, Request)`)
 
@@ -100,8 +104,9 @@ merged `Portable` into its own state and replicated the result, or `{error, Reas
 
 - Each job keeps its portable state on `replicas` other hosts (config `replicas`, default 1):
   the replica hosts are the next ones after the owner's node in the sorted list of host
-  nodes (`{p, g, pynode_job_host}` holders), skipping the owner, wrapping around (vectors:
-  `replica_targets`).
+  nodes (`{p, g, pynode_job_host}` holders) whose value lists the job's kind (a host that
+  cannot run the kind could not adopt it), skipping the owner, wrapping around (vectors:
+  `replica_targets`, given that list).
 - **Replicas follow membership.** Every host looks at the set of host nodes on every
   `nodeup`/`nodedown` and at least every `replica_check` ms (config, default 100). When the
   set differs from the one it last saw, it sends each of its jobs
@@ -175,6 +180,107 @@ Kinds' merges (vectors: `merge`):
 - `'Job.Otp'`: the winner's state when it has results; else the loser's when it has;
   else the winner's with `work_left_ms` the smaller of the two.
 
+## Run kinds
+
+A run kind writes its work as one function, `run(Ctx)` (Python: `async def run(self, ctx)`
+of a `RunKind`; Elixir: `c:Pynode.Jobs.Run.run/1`). The job process runs it beside itself
+(an asyncio task; an Elixir process linked to nobody and monitored by the job) and keeps
+serving calls meanwhile. `Ctx` gives `args` (the `Args` list of `{start, Kind, Id, Args}`),
+`state` (the last acknowledged checkpoint, `nil` before the first), `attempt`, and:
+
+- `checkpoint(S)`: the job makes `S` its checkpoint, adds one to `Seq`, replicates (as for
+  any change, "Replication"), and only then returns to `run`. A checkpoint asked for by a
+  run that has been cancelled meanwhile is ignored.
+- `progress(P)`: a map merged into `progress` at once (read by `status`); it is not
+  replicated on its own and travels with the next replication.
+
+**Portable state** of every run-kind job (the `state` of `Portable`; vectors: `run_*`):
+
+```
+#{args => Args, checkpoint => nil | Checkpoint, status => Status, progress => Map,
+  attempts => Int, result => nil | Term, retry_left_ms => nil | Int, ttl_left_ms => nil | Int}
+```
+
+`Status` is `queued`, `running`, `done`, `failed` or `cancelled` (`queued`: waiting for a
+slot of its host, see "Load"; `run` does not run). At `start`: `#{args => Args, checkpoint => nil,
+status => running, progress => #{}, attempts => 1, result => nil, retry_left_ms => nil,
+ttl_left_ms => nil}` (vectors: `run_initial`), replicated, then acknowledged; `run` then
+begins.
+
+Rules, each a change (replicated before anything is acknowledged):
+
+1. `run` returns `R`: `status => done, result => R, retry_left_ms => nil,
+   ttl_left_ms => result_ttl` (vectors: `run_done`).
+2. `run` raises (Python: an exception; Elixir: a raise, throw or exit of the run process)
+   with the error term `E` — Python `{python_error, <<"Type">>, <<"Message">>}` as rpc shapes
+   it, Elixir `{elixir_error, <<"Module">>, <<"Message">>}` for an exception, the exit
+   reason otherwise: while `attempts < max_attempts`, `retry_left_ms` becomes the backoff
+   `min(retry_backoff * 2^(attempts - 1), retry_backoff_max)` (vectors: `run_backoff`,
+   `run_error`); when it runs out, `attempts` grows by one, `retry_left_ms => nil`, and
+   `run` starts again from the checkpoint (vectors: `run_retry`). At `max_attempts`:
+   `status => failed, result => E, ttl_left_ms => result_ttl`.
+3. `cancel`: a `running` (or `queued`) job becomes `status => cancelled, retry_left_ms =>
+   nil, ttl_left_ms => result_ttl` and its `run` is cancelled; an ended job is unchanged
+   (vectors: `run_cancel`).
+4. When `ttl_left_ms` runs out (`done`, `failed`, `cancelled`), the job ends as `finish`
+   does: its name is unregistered and its replicas dropped. Until then its status and
+   results are readable from every node; after, every request answers `{error, no_such_job}`.
+5. **Moves and crashes resume.** A handoff cancels `run` (at its next await, Python; the run
+   process is killed, Elixir) before the portable state is taken; the adopting host (one
+   that knows the kind) starts `run` again from `checkpoint`, so checkpointed work is never
+   done again. The same after an adoption from a replica (`kill -9`): the last replicated
+   checkpoint. A move is not an attempt: `attempts` is unchanged.
+6. `elapse` takes the waited time off `retry_left_ms` and `ttl_left_ms` (vectors:
+   `run_elapse`); `merge` keeps the winner's state when it has ended, else the loser's when
+   it has, else the state of the copy with the higher `Seq` (the later checkpoint; the
+   winner's on a tie) (vectors: `run_merge`).
+
+**Requests** (`{pynode_job_op, OpId, Request}`, and the client operations of the same names,
+`[Id]`, answering the raw reply):
+
+| request | reply |
+| --- | --- |
+| `status` | `{ok, #{status => Status, progress => Map, attempts => Int, node => Node}}` (`node`: where the job runs now; vectors: `run_status`) |
+| `results` | `{ok, Result}` when `done`; `{error, {failed, E}}`; `{error, cancelled}`; `{error, not_done}` while `queued` or `running` (vectors: `run_results`) |
+| `cancel` | `{ok, Status}`: the status after the request (`cancelled`, or `done`/`failed` when it had already ended) |
+| `get_state` | `{ok, State}`, the portable state above |
+
+## Load
+
+A host runs at most `max_jobs` (config, default 1000) run-kind jobs at once. A **slot** is
+held by each run-kind job of the host whose status is `running` (waiting for a retry
+included); jobs of other kinds and ended jobs hold none.
+
+- **Admission.** When the host creates a run-kind job (`start`, `adopt`, an adoption from a
+  replica) it decides at once: a job that has not ended takes a free slot (status
+  `running`; a `queued` state becomes `running`, vectors: `run_admit`) or, with none free,
+  waits in the host's queue, first in first out (status `queued`, vectors: `run_queue`). An
+  ended job neither takes a slot nor waits. The change is the job's own (`Seq` + 1,
+  replicated before the job acknowledges its start or adoption).
+- When a slot frees (a job ends its run, is cancelled, ends, moves or dies), the oldest
+  queued job takes it: `queued` becomes `running` (replicated), then `run` starts. A queued
+  job that is cancelled leaves the queue (rule 3 of "Run kinds").
+- **Load** of a host = `Running + Queued`: the number of slots held plus the number of jobs
+  queued. Each host publishes `{Running, Queued, MaxJobs}` as the value of
+  `{p, g, pynode_job_load}` (`MaxJobs`: an integer, or `infinity`) at start and then, when
+  it changed, at most every `replica_check` ms, so a burst of jobs costs no registry write
+  per job. A host that publishes no load counts as `{0, 0, infinity}`.
+- **Placement** (`place`, vectors: `place`): given the candidate hosts (the nodes whose
+  `{p, g, pynode_job_host}` value lists the kind), each with its load `{Node, Running,
+  Queued, MaxJobs}`, and the placer's counter `N`: the hosts with room (`Running + Queued <
+  MaxJobs`) if any, else all; among those, the ones of the smallest `Running + Queued`,
+  sorted by node in term order; the one at position `N rem length` (0-based). No candidate:
+  `none`. Equal loads (a burst between two publications) thus fall back to round-robin. A
+  placer that places several jobs between two publications (a handoff) adds one to its own
+  copy of the target's `Queued` after each.
+- **Overflow.** At every membership look (at least every `replica_check` ms) a host with
+  queued jobs places its oldest queued jobs on the other hosts that know their kind and have
+  room by the published loads (`place` with only the hosts that have room; one more to the
+  target's `Queued` after each, so no more jobs are sent to a host than its room), and moves
+  each there as a handoff does (`{pynode_job_handoff, Target}`, "Graceful shutdown"); the
+  target admits it by its own slots. A failed move leaves the job queued where it was.
+- On a graceful stop the queue moves with the running jobs (every job is handed off).
+
 ## Configuration
 
 Keys of the `available_processes` application environment (`sys.config`), the same in both
@@ -183,7 +289,7 @@ languages, with these defaults (vectors: `defaults`):
 | key | default | meaning |
 | --- | --- | --- |
 | `work_ms` | 2000 | `Job.Otp`'s simulated work |
-| `result_ttl` | 600000 | how long `Job.Otp` results stay readable |
+| `result_ttl` | 600000 | how long `Job.Otp` and run-kind results stay readable |
 | `replicas` | 1 | other hosts holding each job's state (0: none) |
 | `replica_check` | 100 | a host looks at the set of hosts at least this often (ms) |
 | `job_timeout` | 15000 | a client operation gives up after this long |
@@ -195,6 +301,10 @@ languages, with these defaults (vectors: `defaults`):
 | `handoff_concurrency` | 16 | job handoffs in flight at once at shutdown |
 | `host_jobs` | `true` | `false`: this node runs no job host (a client only) |
 | `job_kinds` | `all` | the kinds this node's host runs: `all` (every kind the node knows) or a list of kind atoms (`'Job'`, `'Job.Otp'`; Elixir also accepts the modules `Job`, `Job.Otp`) |
+| `max_attempts` | 3 | runs of a run kind's `run` before the job fails |
+| `retry_backoff` | 1000 | the wait (ms) after the first failed run, doubling after each |
+| `retry_backoff_max` | 30000 | the longest wait between two runs |
+| `max_jobs` | 1000 | run-kind jobs a host runs at once; more wait in its queue (`infinity`: no limit) |
 
 ## Graceful shutdown (handoff)
 
@@ -203,7 +313,8 @@ SIGTERM/Ctrl-C to `python -m pynode`):
 
 1. It unregisters `{p, g, pynode_job_host}` and answers `{error, stopping}` to `start`.
 2. For each job it runs, at most `handoff_concurrency` (config, default 16) at a time: pick a
-   target host (round-robin over the other hosts that know the kind); tell the job
+   target host (`place` over the other hosts that know the kind, by their published loads,
+   the host's own counter as `N`, "Load"); tell the job
    `{pynode_job_handoff, Target}`. The job stops serving, unregisters its name, calls
    `{adopt, Kind, Id, Portable}` on the target (with remaining durations computed now), then
    exits `normal`. Calls that reached the old process and were not answered end with an exit,
@@ -217,7 +328,8 @@ The client API (`Job.start/1`, `Job.update/2`, `Job.finish/1`, `Job.Otp.start/1`
 on any node:
 
 - On a node with a running registry, it reads the registry locally: `start` picks a host by
-  round-robin over the sorted hosts that know the kind; operations find the job with
+  `place` over the hosts that know the kind (their published loads, a counter of the client
+  node as `N`, "Load"); operations find the job with
   `where({n, g, {pynode_job, Id}})`.
 - On a node without one (only the code loaded, like the seed's `c1`), it sends
   `{client, Op, Args}` to `pynode_jobs` on a connected node that runs a host (visible and
@@ -278,6 +390,10 @@ PYNODE_JOB = Atom("pynode_job")
 PYNODE_JOB_HOST = Atom("pynode_job_host")
 #: ``{p, g, pynode_job_host}`` (protocol, "Registry keys")
 HOST_KEY = (P, G, PYNODE_JOB_HOST)
+#: ``{p, g, pynode_job_load}``: ``{Running, Queued, MaxJobs}`` of a host (protocol, "Load")
+LOAD_KEY = (P, G, Atom("pynode_job_load"))
+INFINITY = Atom("infinity")
+NONE = Atom("none")
 
 START = Atom("start")
 ADOPT = Atom("adopt")
@@ -315,6 +431,17 @@ NODEUP = Atom("nodeup")
 KIND_JOB = Atom("Job")
 KIND_OTP = Atom("Job.Otp")
 
+# Run kinds (protocol, "Run kinds"): requests, statuses and the keys of their state
+STATUS, RESULTS, CANCEL = Atom("status"), Atom("results"), Atom("cancel")
+QUEUED, RUNNING, DONE, FAILED, CANCELLED = (Atom("queued"), Atom("running"), Atom("done"), Atom("failed"),
+                                            Atom("cancelled"))
+NOT_DONE = Atom("not_done")
+RUN_STATUSES = (QUEUED, RUNNING, DONE, FAILED, CANCELLED)
+TERMINAL = (DONE, FAILED, CANCELLED)
+K_ARGS, K_CHECKPOINT, K_STATUS, K_PROGRESS, K_ATTEMPTS, K_RESULT = (
+    Atom("args"), Atom("checkpoint"), Atom("status"), Atom("progress"), Atom("attempts"), Atom("result"))
+K_RETRY_LEFT, K_NODE = Atom("retry_left_ms"), Atom("node")
+
 # Portable map keys (protocol, "Calls to a host")
 K_KIND, K_ID, K_STATE, K_RECENT, K_SEQ = Atom("kind"), Atom("id"), Atom("state"), Atom("recent"), Atom("seq")
 # Job.Otp state keys (protocol, "Vocabulary")
@@ -339,6 +466,10 @@ DEFAULTS: dict[str, Any] = {
     "handoff_concurrency": 16,
     "host_jobs": True,
     "job_kinds": Atom("all"),
+    "max_attempts": 3,
+    "retry_backoff": 1_000,
+    "retry_backoff_max": 30_000,
+    "max_jobs": 1000,
 }
 
 #: exit reasons after which the client retries (protocol, "Client")
@@ -432,6 +563,52 @@ def results_binary(job_id: Any) -> bytes:
     return b"results of " + text
 
 
+# -- load (protocol, "Load") -------------------------------------------------------------------
+def _below(load: int, max_jobs: Any) -> bool:
+    """``Load < MaxJobs`` in term order (an integer is smaller than any atom: ``infinity``)."""
+    return type(max_jobs) is not int or load < max_jobs
+
+
+def place(candidates: Iterable[tuple[Any, Any, Any, Any]], n: int) -> Any:
+    """The host for a job (protocol, "Load"): among ``[{Node, Running, Queued, MaxJobs}]``, the
+    ones with room if any, else all; of those the least-loaded (``Running + Queued``), sorted by
+    node; the one at ``n rem length``. ``none`` without candidates."""
+    rows = [(Atom(c[0]), int(c[1]) + int(c[2]), c[3]) for c in candidates]
+    if not rows:
+        return NONE
+    room = [r for r in rows if _below(r[1], r[2])]
+    pool = room or rows
+    low = min(r[1] for r in pool)
+    tied = sorted({r[0] for r in pool if r[1] == low}, key=node_order)
+    return tied[n % len(tied)]
+
+
+def load_of(value: Any) -> tuple[int, int, Any]:
+    """A published ``{Running, Queued, MaxJobs}``; ``{0, 0, infinity}`` for anything else."""
+    if type(value) is tuple and len(value) == 3 and type(value[0]) is int and type(value[1]) is int:
+        return value[0], value[1], value[2]
+    return 0, 0, INFINITY
+
+
+def has_room(value: Any) -> bool:
+    r, q, m = load_of(value)
+    return _below(r + q, m)
+
+
+def run_queue(state: dict[Any, Any]) -> dict[Any, Any]:
+    """No free slot: a job that has not ended waits (``queued``); an ended one is unchanged."""
+    if state.get(K_STATUS) in TERMINAL:
+        return state
+    return {**state, K_STATUS: QUEUED}
+
+
+def run_admit(state: dict[Any, Any]) -> dict[Any, Any]:
+    """A slot: a ``queued`` job becomes ``running``; any other is unchanged."""
+    if _is(state.get(K_STATUS), QUEUED):
+        return {**state, K_STATUS: RUNNING}
+    return state
+
+
 # -- merging two copies of one job ------------------------------------------------------------
 def merge_recent(mine: dict[Any, Any], theirs: dict[Any, Any]) -> tuple[list[tuple[Any, Any]], int]:
     """``Recent`` and ``Seq`` of a merge (protocol, "Partitions" step 3): the winner's
@@ -458,3 +635,98 @@ def has_op(op_ids: list[Any], op: Any) -> bool:
     different OpIds, as are a tuple and a list."""
     kb = encode(op)
     return any(encode(o) == kb for o in op_ids)
+
+
+# -- run kinds: the state of a job whose kind writes ``run`` (protocol, "Run kinds") ----------
+def _is(term: Any, atom: Atom) -> bool:
+    return type(term) is Atom and term == atom
+
+
+def run_initial(args: Any) -> dict[Atom, Any]:
+    """The state of a run-kind job at ``start``: running, first attempt, no checkpoint."""
+    return {K_ARGS: args, K_CHECKPOINT: None, K_STATUS: RUNNING, K_PROGRESS: {}, K_ATTEMPTS: 1,
+            K_RESULT: None, K_RETRY_LEFT: None, K_TTL_LEFT: None}
+
+
+def run_backoff(attempt: int, base_ms: int, max_ms: int) -> int:
+    """The wait (ms) before the attempt after failed attempt number ``attempt`` (1-based):
+    ``base * 2^(attempt-1)``, at most ``max``."""
+    return int(min(base_ms * (2 ** max(attempt - 1, 0)), max_ms))
+
+
+def run_done(state: dict[Any, Any], result: Any, ttl_ms: int) -> dict[Any, Any]:
+    """``run`` returned ``result``: done, the result kept for ``ttl_ms``."""
+    return {**state, K_STATUS: DONE, K_RESULT: result, K_RETRY_LEFT: None, K_TTL_LEFT: ttl_ms}
+
+
+def run_error(state: dict[Any, Any], error: Any, max_attempts: int, base_ms: int, max_ms: int,
+              ttl_ms: int) -> dict[Any, Any]:
+    """``run`` raised ``error`` (``{python_error, Type, Message}``): another attempt after the
+    backoff while ``attempts < max_attempts``, else failed with the error as the result."""
+    attempts = state.get(K_ATTEMPTS)
+    n = attempts if type(attempts) is int else 1
+    if n < max_attempts:
+        return {**state, K_RETRY_LEFT: run_backoff(n, base_ms, max_ms)}
+    return {**state, K_STATUS: FAILED, K_RESULT: error, K_RETRY_LEFT: None, K_TTL_LEFT: ttl_ms}
+
+
+def run_retry(state: dict[Any, Any]) -> dict[Any, Any]:
+    """The backoff ran out: the next attempt starts (from the checkpoint)."""
+    attempts = state.get(K_ATTEMPTS)
+    return {**state, K_ATTEMPTS: (attempts if type(attempts) is int else 1) + 1, K_RETRY_LEFT: None}
+
+
+def run_cancel(state: dict[Any, Any], ttl_ms: int) -> dict[Any, Any]:
+    """``cancel``: a queued or running job becomes cancelled (kept for ``ttl_ms``); a job
+    that has ended stays as it is."""
+    if state.get(K_STATUS) in TERMINAL:
+        return state
+    return {**state, K_STATUS: CANCELLED, K_RETRY_LEFT: None, K_TTL_LEFT: ttl_ms}
+
+
+def run_status(state: dict[Any, Any], node: str) -> dict[Atom, Any]:
+    """The answer to ``status``: ``#{status, progress, attempts, node}``."""
+    return {K_STATUS: state.get(K_STATUS), K_PROGRESS: state.get(K_PROGRESS, {}),
+            K_ATTEMPTS: state.get(K_ATTEMPTS), K_NODE: Atom(node)}
+
+
+def run_results(state: dict[Any, Any]) -> tuple[Atom, Any]:
+    """The answer to ``results``: ``{ok, Result}`` when done, ``{error, {failed, Error}}``,
+    ``{error, cancelled}``, or ``{error, not_done}`` while queued or running."""
+    st = state.get(K_STATUS)
+    if _is(st, DONE):
+        return (OK, state.get(K_RESULT))
+    if _is(st, FAILED):
+        return (ERROR, (FAILED, state.get(K_RESULT)))
+    if _is(st, CANCELLED):
+        return (ERROR, CANCELLED)
+    return (ERROR, NOT_DONE)
+
+
+def run_elapse(state: Any, ms: int) -> Any:
+    """``elapse`` of a run-kind state: ``ms`` off ``retry_left_ms`` and ``ttl_left_ms``."""
+    if not isinstance(state, dict):
+        return state
+    out = dict(state)
+    for key in (K_RETRY_LEFT, K_TTL_LEFT):
+        left = state.get(key)
+        if type(left) is int:
+            out[key] = max(left - int(ms), 0)
+    return out
+
+
+def run_merge(mine: dict[Any, Any], theirs: dict[Any, Any]) -> Any:
+    """``merge`` of two copies of a run-kind job: the winner's state when it has ended; else
+    the loser's when that has; else the one of the higher ``Seq`` (it has the later
+    checkpoint), the winner's on a tie."""
+    sw, sl = mine.get(K_STATE), theirs.get(K_STATE)
+    if not isinstance(sw, dict) or not isinstance(sl, dict):
+        raise ValueError("run-kind states must be maps")
+    if sw.get(K_STATUS) in TERMINAL:
+        return sw
+    if sl.get(K_STATUS) in TERMINAL:
+        return sl
+    qw, ql = mine.get(K_SEQ), theirs.get(K_SEQ)
+    if type(qw) is int and type(ql) is int and ql > qw:
+        return sl
+    return sw

@@ -1,19 +1,27 @@
-"""``net_kernel`` (``Node.ping`` answers ``pong``) and the ``pynode`` info GenServer, which
-every node runs (started by :meth:`pynode.node.Node.start`). Imports the core and
+"""``net_kernel`` (``Node.ping`` answers ``pong``), the ``pynode`` info GenServer, which
+every node runs (started by :meth:`pynode.node.Node.start`), and the node's halt: what
+``init:stop/0,1`` and ``erlang:halt/0,1,2`` from a peer (``erl_call -q``) and a signal to
+``python -m pynode`` do (:func:`halt`, :func:`halted`). Imports the core and
 :mod:`pynode.otp.gen_server` only; what the node's higher services (registry, jobs) add to
 the info map comes from the callable the composition root starts the server with."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
-from typing import Any, Callable
+import weakref
+from typing import Any, Callable, Protocol
 
 from erl_interop.terms import Atom, Pid
 
 from ..core import Runtime
 from .gen_server import GenServer
 
-__all__ = ["NetKernel", "PynodeInfo", "node_info"]
+__all__ = ["NetKernel", "PynodeInfo", "node_info", "halt", "halted"]
+
+log = logging.getLogger("pynode.node")
+
 
 IS_AUTH = Atom("is_auth")
 YES = Atom("yes")
@@ -70,3 +78,53 @@ class PynodeInfo(GenServer):
 
     async def handle_cast(self, request: Any) -> None:
         pass
+
+
+# -- halting the node -------------------------------------------------------------------------
+
+
+class Stoppable(Protocol):
+    """A node that can be stopped (:class:`pynode.node.Node`)."""
+
+    @property
+    def name(self) -> str: ...
+
+    async def stop(self) -> None: ...
+
+
+#: per node: the future :func:`halted` returns, and the task of a halt in progress
+_halted: "weakref.WeakKeyDictionary[Any, asyncio.Future[int]]" = weakref.WeakKeyDictionary()
+_halting: "weakref.WeakKeyDictionary[Any, asyncio.Task[None]]" = weakref.WeakKeyDictionary()
+
+
+def halted(node: Stoppable) -> "asyncio.Future[int]":
+    """A future that resolves with the exit status once :func:`halt` has stopped ``node``
+    (``python -m pynode`` waits on it, then exits with that status)."""
+    fut = _halted.get(node)
+    if fut is None:
+        fut = _halted[node] = asyncio.get_running_loop().create_future()
+    return fut
+
+
+def halt(node: Stoppable, status: int = 0) -> None:
+    """Stop ``node`` gracefully, as ``init:stop(Status)`` stops a BEAM node: ``Node.stop``
+    (stop hooks, then the connections, then the processes), then :func:`halted` resolves
+    with ``status``. Returns at once; a second halt while one runs does nothing.
+
+    The stop runs in a task of its own, not one of the node's (``Node.stop`` cancels
+    those), and not in the asking process (which the stop kills)."""
+    if node in _halting:
+        return
+    done = halted(node)
+    log.info("%s shutting down", node.name)
+
+    async def stop() -> None:
+        try:
+            await node.stop()
+        except Exception:
+            log.exception("%s: stopping failed", node.name)
+        finally:
+            if not done.done():
+                done.set_result(status)
+
+    _halting[node] = asyncio.get_running_loop().create_task(stop(), name="pynode halt")

@@ -18,6 +18,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any, Iterable
 
+from erl_interop.bounded import bounded_logger
 from erl_interop.errors import EncodeError
 from erl_interop.flags import DistFlags
 from erl_interop.terms import Atom, Pid, Reference
@@ -52,7 +53,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Registry", "LocalWrite"]
 
-log = logging.getLogger("pynode.registry")
+log = bounded_logger(logging.getLogger("pynode.registry"))
 
 
 class LocalWrite:

@@ -10,9 +10,12 @@ defmodule Pynode.Jobs do
   Python nodes run the same host (`pynode/jobs/host.py`). The wire protocol is
   `docs/JOBS_PROTOCOL.md`, repeated at the top of `Pynode.Jobs.Host`.
 
-    * **Placement** — a new job goes to the next host, round-robin, among the sorted nodes
-      that hold the property `{:p, :g, :pynode_job_host}` with the kind in its value,
-      BEAM and Python alike, hidden nodes included.
+    * **Placement** — a new job goes to the least-loaded host (running + queued run-kind
+      jobs, as each host publishes in `{:p, :g, :pynode_job_load}`; round-robin between
+      equal loads) among the nodes that hold the property `{:p, :g, :pynode_job_host}` with
+      the kind in its value, BEAM and Python alike, hidden nodes included. A host runs at
+      most `max_jobs` run-kind jobs; more wait in its queue (status `:queued`) and move to
+      a host with room.
     * **Names** — a job registers `{:n, :g, {:pynode_job, id}}` (value: its kind); clients
       find it with `Pynode.Registry.where/1`, so a job that moved is found where it is now.
     * **Sudden death** — before a change is acknowledged, the job's portable state is stored
@@ -54,7 +57,11 @@ defmodule Pynode.Jobs do
   | `handoff_timeout` | 60000 | the whole handoff of one node at shutdown |
   | `handoff_concurrency` | 16 | job handoffs in flight at once at shutdown |
   | `host_jobs` | `true` | `false`: this node runs no job host (a client only) |
-  | `job_kinds` | `:all` | the kinds this node's host runs: `:all` (every kind module of `kinds/0`) or a list of kind atoms (`:Job`, `:"Job.Otp"`) or kind modules (`Job`, `Job.Otp`) |
+  | `job_kinds` | `:all` | the kinds this node's host runs: `:all` (every kind module of `kinds/0`) or a list of kind atoms (`:Job`, `:"Job.Otp"`) or kind modules (`Job`, `Job.Otp`, a `Pynode.Jobs.Run` module of yours) |
+  | `max_attempts` | 3 | runs of a run kind's `run/1` before the job fails |
+  | `retry_backoff` | 1000 | the wait (ms) after the first failed run, doubling after each |
+  | `retry_backoff_max` | 30000 | the longest wait between two runs |
+  | `max_jobs` | 1000 | run-kind jobs a host runs at once; more wait in its queue (`:infinity`: no limit) |
   """
 
   require Logger
@@ -75,11 +82,15 @@ defmodule Pynode.Jobs do
     handoff_timeout: 60_000,
     handoff_concurrency: 16,
     host_jobs: true,
-    job_kinds: :all
+    job_kinds: :all,
+    max_attempts: 3,
+    retry_backoff: 1_000,
+    retry_backoff_max: 30_000,
+    max_jobs: 1000
   }
 
   # Every kind module this node knows (what `job_kinds: :all` stands for).
-  @kinds [Job, Job.Otp]
+  @kinds [Job, Job.Otp, Job.Steps]
 
   @doc "A setting of the `:available_processes` environment, with the defaults above."
   @spec config(atom) :: term
@@ -162,6 +173,31 @@ defmodule Pynode.Jobs do
   @spec op(term, term) :: {:ok, term} | {:error, term}
   def op(id, request), do: Client.run(:op, [id, request])
 
+  @doc """
+  The status of run-kind job `id` (docs/JOBS_PROTOCOL.md, "Run kinds"):
+  `{:ok, %{status: :running | :done | :failed | :cancelled, progress: map, attempts: n,
+  node: node}}`, or `{:error, :no_such_job}` (never started, or ended after `result_ttl`).
+  """
+  @spec status(term) :: {:ok, map} | {:error, term}
+  def status(id), do: Client.run(:status, [id])
+
+  @doc """
+  The results of run-kind job `id`: `{:ok, result}`, `{:error, :not_done}`,
+  `{:error, {:failed, error}}` (error: `{:python_error, type, message}` from a Python kind,
+  `{:elixir_error, module, message}` from an Elixir one), `{:error, :cancelled}` or
+  `{:error, :no_such_job}`.
+  """
+  @spec results(term) :: {:ok, term} | {:error, term}
+  def results(id), do: Client.run(:results, [id])
+
+  @doc """
+  Cancels run-kind job `id` from any node: `{:ok, :cancelled}` (or `{:ok, :done | :failed}`
+  when it had already ended), or `{:error, :no_such_job}`. Its status stays readable for
+  `result_ttl`.
+  """
+  @spec cancel(term) :: {:ok, atom} | {:error, term}
+  def cancel(id), do: Client.run(:cancel, [id])
+
   @doc "The portable state of job `id`, or `{:error, :no_such_job}`."
   @spec get_state(term) :: term | {:error, term}
   def get_state(id), do: Client.run(:get_state, [id])
@@ -177,6 +213,30 @@ defmodule Pynode.Jobs do
   @doc "The registry property every job host holds (value: the list of kinds it runs)."
   @spec host_key() :: {:p, :g, :pynode_job_host}
   def host_key, do: {:p, :g, :pynode_job_host}
+
+  @doc "The registry key of a host's published load `{running, queued, max_jobs}`."
+  def load_key, do: {:p, :g, :pynode_job_load}
+
+  @doc false
+  # A published load; {0, 0, :infinity} for a host that publishes none.
+  def load_of({r, q, m}) when is_integer(r) and is_integer(q), do: {r, q, m}
+  def load_of(_), do: {0, 0, :infinity}
+
+  @doc false
+  # The placement rule (docs/JOBS_PROTOCOL.md, "Load"; vectors: place): among
+  # [{node, running, queued, max_jobs}], the ones with room if any, else all; of those the
+  # least-loaded, sorted by node; the one at rem(n, length). :none without candidates.
+  # (Term order: an integer is smaller than :infinity.)
+  def place([], _n), do: :none
+
+  def place(candidates, n) do
+    rows = for {node, r, q, m} <- candidates, do: {node, r + q, m}
+    pool = Enum.filter(rows, fn {_, l, m} -> l < m end)
+    pool = if pool == [], do: rows, else: pool
+    low = pool |> Enum.map(&elem(&1, 1)) |> Enum.min()
+    tied = for({node, ^low, _} <- pool, do: node) |> Enum.uniq() |> Enum.sort()
+    Enum.at(tied, rem(n, length(tied)))
+  end
 
   @doc false
   # A kind module (Job, Job.Otp) stands for its kind atom; any other atom is a kind atom.

@@ -9,7 +9,10 @@ defmodule Pynode.JobsVectorsTest do
   alias Pynode.Jobs.{Client, Host, JobServer}
 
   @vectors Path.expand("../../../docs/vectors/jobs.terms", __DIR__)
-  @tags [:defaults, :replica_targets, :adopts, :retryable, :elapse, :merge, :recent_merge]
+  @tags [:defaults, :replica_targets, :adopts, :retryable, :elapse, :merge, :recent_merge] ++
+          [:run_initial, :run_backoff, :run_done, :run_error, :run_retry, :run_cancel] ++
+          [:run_status, :run_results, :run_elapse, :run_merge] ++
+          [:place, :run_queue, :run_admit]
 
   defp all_vectors do
     {:ok, terms} = :file.consult(String.to_charlist(@vectors))
@@ -89,13 +92,87 @@ defmodule Pynode.JobsVectorsTest do
   end
 
   test "job_kinds: :all, kind atoms and kind modules" do
-    all = %{:Job => Job, :"Job.Otp" => Job.Otp}
+    all = %{:Job => Job, :"Job.Otp" => Job.Otp, :"Job.Steps" => Job.Steps}
     assert Jobs.host_kinds(:all) == all
     assert Jobs.host_kinds(Jobs.kinds()) == all
-    assert Jobs.host_kinds([:Job, :"Job.Otp"]) == all
+    assert Jobs.host_kinds([:Job, :"Job.Otp", Job.Steps]) == all
     assert Jobs.host_kinds([:"Job.Otp"]) == %{:"Job.Otp" => Job.Otp}
     assert Jobs.host_kinds([Job]) == %{:Job => Job}
     assert Jobs.host_kinds([]) == %{}
     assert Jobs.host_kinds([:Job, :no_such_kind]) == %{:Job => Job}
+  end
+
+  ## Run kinds (Pynode.Jobs.Run)
+
+  alias Pynode.Jobs.Run
+
+  test "run_initial" do
+    for {:run_initial, args, expected} = v <- vectors(:run_initial),
+        do: assert(Run.initial(args) == expected, inspect(v))
+  end
+
+  test "run_backoff" do
+    for {:run_backoff, attempt, base, max_ms, expected} = v <- vectors(:run_backoff),
+        do: assert(Run.backoff(attempt, base, max_ms) == expected, inspect(v))
+  end
+
+  test "run_done" do
+    for {:run_done, state, result, ttl, expected} = v <- vectors(:run_done),
+        do: assert(Run.done(state, result, ttl) == expected, inspect(v))
+  end
+
+  test "run_error" do
+    for {:run_error, state, error, max_attempts, base, max_ms, ttl, expected} = v <-
+          vectors(:run_error),
+        do:
+          assert(Run.error(state, error, max_attempts, base, max_ms, ttl) == expected, inspect(v))
+  end
+
+  test "run_retry" do
+    for {:run_retry, state, expected} = v <- vectors(:run_retry),
+        do: assert(Run.retry(state) == expected, inspect(v))
+  end
+
+  test "run_cancel" do
+    for {:run_cancel, state, ttl, expected} = v <- vectors(:run_cancel),
+        do: assert(Run.cancel(state, ttl) == expected, inspect(v))
+  end
+
+  test "run_status" do
+    for {:run_status, state, node, expected} = v <- vectors(:run_status),
+        do: assert(Run.status(state, node) == expected, inspect(v))
+  end
+
+  test "run_results" do
+    for {:run_results, state, expected} = v <- vectors(:run_results),
+        do: assert(Run.results(state) == expected, inspect(v))
+  end
+
+  test "run_elapse" do
+    for {:run_elapse, state, ms, expected} = v <- vectors(:run_elapse),
+        do: assert(Job.Steps.elapse(state, ms) == expected, inspect(v))
+  end
+
+  test "run_merge" do
+    for {:run_merge, winner, loser, expected} = v <- vectors(:run_merge),
+        do: assert(Job.Steps.merge(winner, loser) == expected, inspect(v))
+  end
+
+  test "place" do
+    for {:place, candidates, n, expected} = v <- vectors(:place) do
+      assert Jobs.place(candidates, n) == expected, inspect(v)
+    end
+  end
+
+  test "run_queue" do
+    for {:run_queue, state, expected} = v <- vectors(:run_queue) do
+      assert Pynode.Jobs.Run.queue(state) == expected, inspect(v)
+    end
+  end
+
+  test "run_admit" do
+    for {:run_admit, state, expected} = v <- vectors(:run_admit) do
+      assert Pynode.Jobs.Run.admit(state) == expected, inspect(v)
+    end
   end
 end

@@ -55,6 +55,8 @@ defmodule Pynode.Jobs.Client do
   def local(:finish, [id]), do: unwrap(op(id, :finish))
   def local(:check_results, [id]), do: unwrap(op(id, :check_results), nil)
   def local(:get_state, [id]), do: unwrap(op(id, :get_state))
+  # run kinds (protocol, "Run kinds"): the job's raw answer
+  def local(o, [id]) when o in [:status, :results, :cancel], do: op(id, o)
   def local(o, [id, request]) when o in [:op, :call], do: op(id, request)
   def local(o, [id, request, op_id]) when o in [:op, :call], do: op(id, request, op_id)
   def local(o, []) when o in [:list_jobs, :list], do: list()
@@ -65,7 +67,7 @@ defmodule Pynode.Jobs.Client do
   defp unwrap({:error, :no_such_job}, missing), do: missing
   defp unwrap(other, _missing), do: other
 
-  ## start: round-robin over the sorted hosts that know the kind
+  ## start: the least-loaded host that knows the kind (docs/JOBS_PROTOCOL.md, "Load")
 
   defp start(kind, id, args) do
     t0 = now()
@@ -92,7 +94,17 @@ defmodule Pynode.Jobs.Client do
             else: :again
 
         _ ->
-          {host_node, host_pid} = Enum.at(hosts, rem(next_rr(), length(hosts)))
+          loads = Map.new(Registry.lookup_values(Jobs.load_key()), fn {p, v} -> {node(p), v} end)
+          by_node = Map.new(hosts)
+
+          cands =
+            for {n, _} <- hosts do
+              {r, q, m} = Jobs.load_of(Map.get(loads, n))
+              {n, r, q, m}
+            end
+
+          host_node = Jobs.place(cands, next_rr())
+          host_pid = Map.fetch!(by_node, host_node)
           timeout = call_timeout(deadline)
 
           try do
@@ -217,6 +229,10 @@ defmodule Pynode.Jobs.Client do
     do: {[id, :check_results, make_ref()], &unwrap(&1, nil), args}
 
   defp remote_form(:get_state, [id] = args), do: {[id, :get_state, make_ref()], &unwrap/1, args}
+
+  defp remote_form(o, [id] = args) when o in [:status, :results, :cancel],
+    do: {[id, o, make_ref()], & &1, args}
+
   defp remote_form(_op, _args), do: nil
 
   defp remote(op, args) do

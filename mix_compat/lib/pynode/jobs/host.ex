@@ -34,6 +34,9 @@ defmodule Pynode.Jobs.Host do
   #     (`nil` until the work is done).
   #   - A Python program can define more kinds (`@job_kind("my_kind")` class); a kind exists
   #     only on the nodes whose host knows it.
+  #   - **Run kinds** (see "Run kinds"): a kind whose work is a function `run` in its language
+  #     (Python `RunKind`, Elixir `Pynode.Jobs.Run`), with checkpoints; its portable state has
+  #     one shape for every run kind, in both languages.
   # - Durations travel as **remaining milliseconds**, never as absolute times: no clock is
   #   trusted across nodes.
   #
@@ -43,9 +46,10 @@ defmodule Pynode.Jobs.Host do
   # | --- | --- | --- |
   # | `{p, g, pynode_job_host}` | each host process | the list of kinds it hosts |
   # | `{n, g, {pynode_job, Id}}` | the job process | its kind |
+  # | `{p, g, pynode_job_load}` | each host process | `{Running, Queued, MaxJobs}` (see "Load") |
   #
   # A host that starts shutting down unregisters `{p, g, pynode_job_host}` first: no client
-  # places a new job on it after that.
+  # places a new job on it after that (it also unregisters `{p, g, pynode_job_load}`).
   #
   # ## Calls to a host (`gen_server:call({pynode_jobs, Node}, Request)`)
   #
@@ -92,8 +96,9 @@ defmodule Pynode.Jobs.Host do
   #
   # - Each job keeps its portable state on `replicas` other hosts (config `replicas`, default 1):
   #   the replica hosts are the next ones after the owner's node in the sorted list of host
-  #   nodes (`{p, g, pynode_job_host}` holders), skipping the owner, wrapping around (vectors:
-  #   `replica_targets`).
+  #   nodes (`{p, g, pynode_job_host}` holders) whose value lists the job's kind (a host that
+  #   cannot run the kind could not adopt it), skipping the owner, wrapping around (vectors:
+  #   `replica_targets`, given that list).
   # - **Replicas follow membership.** Every host looks at the set of host nodes on every
   #   `nodeup`/`nodedown` and at least every `replica_check` ms (config, default 100). When the
   #   set differs from the one it last saw, it sends each of its jobs
@@ -167,6 +172,107 @@ defmodule Pynode.Jobs.Host do
   # - `'Job.Otp'`: the winner's state when it has results; else the loser's when it has;
   #   else the winner's with `work_left_ms` the smaller of the two.
   #
+  # ## Run kinds
+  #
+  # A run kind writes its work as one function, `run(Ctx)` (Python: `async def run(self, ctx)`
+  # of a `RunKind`; Elixir: `c:Pynode.Jobs.Run.run/1`). The job process runs it beside itself
+  # (an asyncio task; an Elixir process linked to nobody and monitored by the job) and keeps
+  # serving calls meanwhile. `Ctx` gives `args` (the `Args` list of `{start, Kind, Id, Args}`),
+  # `state` (the last acknowledged checkpoint, `nil` before the first), `attempt`, and:
+  #
+  # - `checkpoint(S)`: the job makes `S` its checkpoint, adds one to `Seq`, replicates (as for
+  #   any change, "Replication"), and only then returns to `run`. A checkpoint asked for by a
+  #   run that has been cancelled meanwhile is ignored.
+  # - `progress(P)`: a map merged into `progress` at once (read by `status`); it is not
+  #   replicated on its own and travels with the next replication.
+  #
+  # **Portable state** of every run-kind job (the `state` of `Portable`; vectors: `run_*`):
+  #
+  # ```
+  # #{args => Args, checkpoint => nil | Checkpoint, status => Status, progress => Map,
+  #   attempts => Int, result => nil | Term, retry_left_ms => nil | Int, ttl_left_ms => nil | Int}
+  # ```
+  #
+  # `Status` is `queued`, `running`, `done`, `failed` or `cancelled` (`queued`: waiting for a
+  # slot of its host, see "Load"; `run` does not run). At `start`: `#{args => Args, checkpoint => nil,
+  # status => running, progress => #{}, attempts => 1, result => nil, retry_left_ms => nil,
+  # ttl_left_ms => nil}` (vectors: `run_initial`), replicated, then acknowledged; `run` then
+  # begins.
+  #
+  # Rules, each a change (replicated before anything is acknowledged):
+  #
+  # 1. `run` returns `R`: `status => done, result => R, retry_left_ms => nil,
+  #    ttl_left_ms => result_ttl` (vectors: `run_done`).
+  # 2. `run` raises (Python: an exception; Elixir: a raise, throw or exit of the run process)
+  #    with the error term `E` — Python `{python_error, <<"Type">>, <<"Message">>}` as rpc shapes
+  #    it, Elixir `{elixir_error, <<"Module">>, <<"Message">>}` for an exception, the exit
+  #    reason otherwise: while `attempts < max_attempts`, `retry_left_ms` becomes the backoff
+  #    `min(retry_backoff * 2^(attempts - 1), retry_backoff_max)` (vectors: `run_backoff`,
+  #    `run_error`); when it runs out, `attempts` grows by one, `retry_left_ms => nil`, and
+  #    `run` starts again from the checkpoint (vectors: `run_retry`). At `max_attempts`:
+  #    `status => failed, result => E, ttl_left_ms => result_ttl`.
+  # 3. `cancel`: a `running` (or `queued`) job becomes `status => cancelled, retry_left_ms =>
+  #    nil, ttl_left_ms => result_ttl` and its `run` is cancelled; an ended job is unchanged
+  #    (vectors: `run_cancel`).
+  # 4. When `ttl_left_ms` runs out (`done`, `failed`, `cancelled`), the job ends as `finish`
+  #    does: its name is unregistered and its replicas dropped. Until then its status and
+  #    results are readable from every node; after, every request answers `{error, no_such_job}`.
+  # 5. **Moves and crashes resume.** A handoff cancels `run` (at its next await, Python; the run
+  #    process is killed, Elixir) before the portable state is taken; the adopting host (one
+  #    that knows the kind) starts `run` again from `checkpoint`, so checkpointed work is never
+  #    done again. The same after an adoption from a replica (`kill -9`): the last replicated
+  #    checkpoint. A move is not an attempt: `attempts` is unchanged.
+  # 6. `elapse` takes the waited time off `retry_left_ms` and `ttl_left_ms` (vectors:
+  #    `run_elapse`); `merge` keeps the winner's state when it has ended, else the loser's when
+  #    it has, else the state of the copy with the higher `Seq` (the later checkpoint; the
+  #    winner's on a tie) (vectors: `run_merge`).
+  #
+  # **Requests** (`{pynode_job_op, OpId, Request}`, and the client operations of the same names,
+  # `[Id]`, answering the raw reply):
+  #
+  # | request | reply |
+  # | --- | --- |
+  # | `status` | `{ok, #{status => Status, progress => Map, attempts => Int, node => Node}}` (`node`: where the job runs now; vectors: `run_status`) |
+  # | `results` | `{ok, Result}` when `done`; `{error, {failed, E}}`; `{error, cancelled}`; `{error, not_done}` while `queued` or `running` (vectors: `run_results`) |
+  # | `cancel` | `{ok, Status}`: the status after the request (`cancelled`, or `done`/`failed` when it had already ended) |
+  # | `get_state` | `{ok, State}`, the portable state above |
+  #
+  # ## Load
+  #
+  # A host runs at most `max_jobs` (config, default 1000) run-kind jobs at once. A **slot** is
+  # held by each run-kind job of the host whose status is `running` (waiting for a retry
+  # included); jobs of other kinds and ended jobs hold none.
+  #
+  # - **Admission.** When the host creates a run-kind job (`start`, `adopt`, an adoption from a
+  #   replica) it decides at once: a job that has not ended takes a free slot (status
+  #   `running`; a `queued` state becomes `running`, vectors: `run_admit`) or, with none free,
+  #   waits in the host's queue, first in first out (status `queued`, vectors: `run_queue`). An
+  #   ended job neither takes a slot nor waits. The change is the job's own (`Seq` + 1,
+  #   replicated before the job acknowledges its start or adoption).
+  # - When a slot frees (a job ends its run, is cancelled, ends, moves or dies), the oldest
+  #   queued job takes it: `queued` becomes `running` (replicated), then `run` starts. A queued
+  #   job that is cancelled leaves the queue (rule 3 of "Run kinds").
+  # - **Load** of a host = `Running + Queued`: the number of slots held plus the number of jobs
+  #   queued. Each host publishes `{Running, Queued, MaxJobs}` as the value of
+  #   `{p, g, pynode_job_load}` (`MaxJobs`: an integer, or `infinity`) at start and then, when
+  #   it changed, at most every `replica_check` ms, so a burst of jobs costs no registry write
+  #   per job. A host that publishes no load counts as `{0, 0, infinity}`.
+  # - **Placement** (`place`, vectors: `place`): given the candidate hosts (the nodes whose
+  #   `{p, g, pynode_job_host}` value lists the kind), each with its load `{Node, Running,
+  #   Queued, MaxJobs}`, and the placer's counter `N`: the hosts with room (`Running + Queued <
+  #   MaxJobs`) if any, else all; among those, the ones of the smallest `Running + Queued`,
+  #   sorted by node in term order; the one at position `N rem length` (0-based). No candidate:
+  #   `none`. Equal loads (a burst between two publications) thus fall back to round-robin. A
+  #   placer that places several jobs between two publications (a handoff) adds one to its own
+  #   copy of the target's `Queued` after each.
+  # - **Overflow.** At every membership look (at least every `replica_check` ms) a host with
+  #   queued jobs places its oldest queued jobs on the other hosts that know their kind and have
+  #   room by the published loads (`place` with only the hosts that have room; one more to the
+  #   target's `Queued` after each, so no more jobs are sent to a host than its room), and moves
+  #   each there as a handoff does (`{pynode_job_handoff, Target}`, "Graceful shutdown"); the
+  #   target admits it by its own slots. A failed move leaves the job queued where it was.
+  # - On a graceful stop the queue moves with the running jobs (every job is handed off).
+  #
   # ## Configuration
   #
   # Keys of the `available_processes` application environment (`sys.config`), the same in both
@@ -175,7 +281,7 @@ defmodule Pynode.Jobs.Host do
   # | key | default | meaning |
   # | --- | --- | --- |
   # | `work_ms` | 2000 | `Job.Otp`'s simulated work |
-  # | `result_ttl` | 600000 | how long `Job.Otp` results stay readable |
+  # | `result_ttl` | 600000 | how long `Job.Otp` and run-kind results stay readable |
   # | `replicas` | 1 | other hosts holding each job's state (0: none) |
   # | `replica_check` | 100 | a host looks at the set of hosts at least this often (ms) |
   # | `job_timeout` | 15000 | a client operation gives up after this long |
@@ -187,6 +293,10 @@ defmodule Pynode.Jobs.Host do
   # | `handoff_concurrency` | 16 | job handoffs in flight at once at shutdown |
   # | `host_jobs` | `true` | `false`: this node runs no job host (a client only) |
   # | `job_kinds` | `all` | the kinds this node's host runs: `all` (every kind the node knows) or a list of kind atoms (`'Job'`, `'Job.Otp'`; Elixir also accepts the modules `Job`, `Job.Otp`) |
+  # | `max_attempts` | 3 | runs of a run kind's `run` before the job fails |
+  # | `retry_backoff` | 1000 | the wait (ms) after the first failed run, doubling after each |
+  # | `retry_backoff_max` | 30000 | the longest wait between two runs |
+  # | `max_jobs` | 1000 | run-kind jobs a host runs at once; more wait in its queue (`infinity`: no limit) |
   #
   # ## Graceful shutdown (handoff)
   #
@@ -195,7 +305,8 @@ defmodule Pynode.Jobs.Host do
   #
   # 1. It unregisters `{p, g, pynode_job_host}` and answers `{error, stopping}` to `start`.
   # 2. For each job it runs, at most `handoff_concurrency` (config, default 16) at a time: pick a
-  #    target host (round-robin over the other hosts that know the kind); tell the job
+  #    target host (`place` over the other hosts that know the kind, by their published loads,
+  #    the host's own counter as `N`, "Load"); tell the job
   #    `{pynode_job_handoff, Target}`. The job stops serving, unregisters its name, calls
   #    `{adopt, Kind, Id, Portable}` on the target (with remaining durations computed now), then
   #    exits `normal`. Calls that reached the old process and were not answered end with an exit,
@@ -209,7 +320,8 @@ defmodule Pynode.Jobs.Host do
   # on any node:
   #
   # - On a node with a running registry, it reads the registry locally: `start` picks a host by
-  #   round-robin over the sorted hosts that know the kind; operations find the job with
+  #   `place` over the hosts that know the kind (their published loads, a counter of the client
+  #   node as `N`, "Load"); operations find the job with
   #   `where({n, g, {pynode_job, Id}})`.
   # - On a node without one (only the code loaded, like the seed's `c1`), it sends
   #   `{client, Op, Args}` to `pynode_jobs` on a connected node that runs a host (visible and
@@ -302,7 +414,13 @@ defmodule Pynode.Jobs.Host do
             orphans: MapSet.new(),
             members: MapSet.new(),
             stopping: false,
-            rr: 0
+            rr: 0,
+            max_jobs: :infinity,
+            slots: MapSet.new(),
+            queue: [],
+            moving: %{},
+            published: nil,
+            placed: %{}
 
   def name, do: @name
 
@@ -330,7 +448,12 @@ defmodule Pynode.Jobs.Host do
       case Registry.reg(Jobs.host_key(), kinds |> Map.keys() |> Enum.sort()) do
         :ok ->
           schedule_check()
-          {:ok, %__MODULE__{kinds: kinds, members: host_members()}}
+
+          max_jobs =
+            if is_integer(Jobs.config(:max_jobs)), do: Jobs.config(:max_jobs), else: :infinity
+
+          s = %__MODULE__{kinds: kinds, members: host_members(), max_jobs: max_jobs}
+          {:ok, publish_load(s)}
 
         other ->
           {:stop, {:cannot_register_host, other}}
@@ -419,7 +542,11 @@ defmodule Pynode.Jobs.Host do
   end
 
   def handle_info({:EXIT, pid, _reason}, s) when is_map_key(s.jobs, pid),
-    do: {:noreply, %{s | jobs: Map.delete(s.jobs, pid)}}
+    do: {:noreply, leave(%{s | jobs: Map.delete(s.jobs, pid)}, pid)}
+
+  def handle_info({:pynode_job_load, pid, status}, s) do
+    if status in [:done, :failed, :cancelled], do: {:noreply, leave(s, pid)}, else: {:noreply, s}
+  end
 
   def handle_info({:EXIT, _pid, _reason}, s), do: {:noreply, s}
 
@@ -452,7 +579,7 @@ defmodule Pynode.Jobs.Host do
 
   def handle_info(:pynode_replica_check, s) do
     schedule_check()
-    {:noreply, check_members(s)}
+    {:noreply, s |> check_members() |> overflow() |> publish_load()}
   end
 
   def handle_info(_msg, s), do: {:noreply, s}
@@ -482,11 +609,142 @@ defmodule Pynode.Jobs.Host do
     end
   end
 
+  ## Load (docs/JOBS_PROTOCOL.md, "Load")
+
+  @doc false
+  # {running, queued, max_jobs} of this host.
+  def load(s), do: {MapSet.size(s.slots), length(s.queue), s.max_jobs}
+
+  defp free_slot?(s), do: MapSet.size(s.slots) < s.max_jobs
+
+  # true: a slot; false: the queue; nil: neither (not a run kind, or an ended state).
+  defp admission(s, mod, mode) do
+    cond do
+      not Pynode.Jobs.Run.run_kind?(mod) ->
+        nil
+
+      match?({:start, _, _}, mode) ->
+        free_slot?(s)
+
+      match?(
+        {:adopt, %{state: %{status: st}}, _, _} when st in [:done, :failed, :cancelled],
+        mode
+      ) ->
+        nil
+
+      match?({:adopt, %{state: %{}}, _, _}, mode) ->
+        free_slot?(s)
+
+      true ->
+        nil
+    end
+  end
+
+  # `pid` holds no slot and waits no more: the oldest queued jobs take the freed slots.
+  defp leave(s, pid) do
+    s = %{
+      s
+      | slots: MapSet.delete(s.slots, pid),
+        queue: List.delete(s.queue, pid),
+        moving: Map.delete(s.moving, pid)
+    }
+
+    promote(s)
+  end
+
+  defp promote(s) do
+    with true <- s.queue != [] and free_slot?(s),
+         next when is_pid(next) <- Enum.find(s.queue, &(not is_map_key(s.moving, &1))) do
+      send(next, :pynode_job_admit)
+      promote(%{s | queue: List.delete(s.queue, next), slots: MapSet.put(s.slots, next)})
+    else
+      _ -> s
+    end
+  end
+
+  # {p, g, pynode_job_load} when it changed (at most once per look).
+  defp publish_load(s) do
+    value = load(s)
+
+    if value == s.published do
+      s
+    else
+      case Registry.reg(Jobs.load_key(), value) do
+        :ok -> :ok
+        other -> Logger.warning("pynode jobs: could not publish the job load: #{inspect(other)}")
+      end
+
+      %{s | published: value}
+    end
+  end
+
+  # [{node, running, queued, max_jobs}] of the other hosts that know `kind` (queued plus
+  # what this host placed there since it last looked).
+  defp host_loads(s, kind) do
+    loads = Map.new(Registry.lookup_values(Jobs.load_key()), fn {p, v} -> {node(p), v} end)
+
+    for {hpid, kinds} <- Registry.lookup_values(Jobs.host_key()),
+        node(hpid) != node(),
+        is_list(kinds) and kind in kinds,
+        uniq: true do
+      n = node(hpid)
+      {r, q, m} = Jobs.load_of(Map.get(loads, n))
+      {n, r, q + Map.get(s.placed, n, 0), m}
+    end
+  end
+
+  # Overflow: queued jobs go to the other hosts with room, at most their room each.
+  defp overflow(%{stopping: true} = s), do: s
+  defp overflow(%{queue: []} = s), do: %{s | placed: %{}}
+
+  defp overflow(s) do
+    t = System.monotonic_time(:millisecond)
+    again = Jobs.config(:adopt_timeout)
+
+    Enum.reduce(s.queue, %{s | placed: %{}}, fn pid, s ->
+      sent = Map.get(s.moving, pid)
+
+      case s.jobs do
+        %{^pid => {id, kind, true}} when sent == nil or t - sent >= again ->
+          room = for {_, r, q, m} = c <- host_loads(s, kind), r + q < m, do: c
+
+          case Jobs.place(room, s.rr) do
+            :none ->
+              s
+
+            target ->
+              Logger.info(
+                "pynode jobs: job #{inspect(id)} waits here; moving it to #{target}, which has room"
+              )
+
+              send(pid, {:pynode_job_handoff, target})
+
+              %{
+                s
+                | rr: s.rr + 1,
+                  placed: Map.update(s.placed, target, 1, &(&1 + 1)),
+                  moving: Map.put(s.moving, pid, t)
+              }
+          end
+
+        _ ->
+          s
+      end
+    end)
+  end
+
   ## Jobs
 
   defp spawn_job(s, mod, id, mode) do
-    {:ok, pid} = JobServer.start_link(mod, id, mode)
-    %{s | jobs: Map.put(s.jobs, pid, {id, mod.kind(), false})}
+    admitted = admission(s, mod, mode)
+    {:ok, pid} = JobServer.start_link(mod, id, mode, admitted)
+    s = %{s | jobs: Map.put(s.jobs, pid, {id, mod.kind(), false})}
+
+    case admitted do
+      true -> %{s | slots: MapSet.put(s.slots, pid)}
+      false -> %{s | queue: s.queue ++ [pid]}
+      nil -> s
+    end
   end
 
   defp list(s), do: for({pid, {id, kind, true}} <- s.jobs, do: {id, kind, pid})
@@ -661,12 +919,13 @@ defmodule Pynode.Jobs.Host do
 
   @impl true
   def terminate(reason, s) do
-    s = %{s | stopping: true}
+    s = %{s | stopping: true, placed: %{}}
     deadline = System.monotonic_time(:millisecond) + Jobs.config(:handoff_timeout)
     limit = max(Jobs.config(:handoff_concurrency), 1)
 
     try do
       Registry.unreg(Jobs.host_key())
+      Registry.unreg(Jobs.load_key())
       s = hand_off_all(s, Map.keys(s.jobs), %{}, limit, deadline)
       wait_clients(s, deadline)
     catch
@@ -716,28 +975,23 @@ defmodule Pynode.Jobs.Host do
   defp start_handoff(s, pid, inflight) do
     case s.jobs do
       %{^pid => {id, kind, _}} ->
-        targets =
-          for {hpid, kinds} <- Registry.lookup_values(Jobs.host_key()),
-              node(hpid) != node(),
-              is_list(kinds) and kind in kinds,
-              uniq: true,
-              do: node(hpid)
+        # the least-loaded target (place, counting what this handoff sent), then the others
+        cands = host_loads(s, kind)
 
-        case Enum.sort(targets) do
-          [] ->
+        case Jobs.place(cands, s.rr) do
+          :none ->
             Logger.warning(
               "pynode jobs: no other host runs #{kind}; job #{inspect(id)} dies with the node"
             )
 
             {s, inflight}
 
-          sorted ->
-            k = rem(s.rr, length(sorted))
-            {a, b} = Enum.split(sorted, k)
-            [target | rest] = b ++ a
+          target ->
+            rest = for({n, _, _, _} <- cands, n != target, do: n) |> Enum.sort()
             ref = Process.monitor(pid)
             send(pid, {:pynode_job_handoff, target})
-            {%{s | rr: s.rr + 1}, Map.put(inflight, pid, {id, ref, rest})}
+            placed = Map.update(s.placed, target, 1, &(&1 + 1))
+            {%{s | rr: s.rr + 1, placed: placed}, Map.put(inflight, pid, {id, ref, rest})}
         end
 
       _ ->

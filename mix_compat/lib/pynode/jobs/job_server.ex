@@ -61,6 +61,16 @@ defmodule Pynode.Jobs.JobServer do
   # end with an exit (`normal`) and the clients retry at the new owner. If the adopt fails,
   # the job takes its name back, tells the host `{pynode_job_handoff_failed, self(), Target}`
   # and keeps serving (the host may try another target).
+  #
+  # Run kinds (Pynode.Jobs.Run, docs/JOBS_PROTOCOL.md "Run kinds"). A kind that exports
+  # run/1 has its work run in a process linked to the job (`run_pid`, generation `run_gen`).
+  # After every change (set_timer/1) the job starts it when the state wants it running and
+  # kills it when not (cancelled, ended, waiting for a retry). `{pynode_run_checkpoint, Gen,
+  # S}` (a call from the run process): the checkpoint, seq + 1, replicate, then `ok`; one of
+  # an older generation is refused. `{pynode_run_progress, Gen, Map}`: merged into progress.
+  # The run process's exit `{pynode_run_end, Outcome}` (any other reason: an error) is a
+  # change: done, or a retry after the backoff, or failed. A handoff and the end of the job
+  # kill the run process first.
 
   use GenServer, restart: :temporary
   require Logger
@@ -85,19 +95,35 @@ defmodule Pynode.Jobs.JobServer do
     replica_list: [],
     replica_hosts: %{},
     replica_mons: %{},
-    timer: nil
+    timer: nil,
+    run_pid: nil,
+    run_gen: 0,
+    # the host's admission (docs/JOBS_PROTOCOL.md, "Load"): true (a slot), false (queued),
+    # nil (no slot needed); the last status told to the host
+    admitted: nil,
+    reported: nil
   ]
 
   ## Started by the host
 
   # mode: {:start, args, from} | {:adopt, portable, from | nil, opts}
-  def start_link(mod, id, mode), do: GenServer.start_link(__MODULE__, {mod, id, mode, self()})
+  def start_link(mod, id, mode, admitted \\ nil),
+    do: GenServer.start_link(__MODULE__, {mod, id, mode, self(), admitted})
 
   @impl true
-  def init({mod, id, mode, host}) do
+  def init({mod, id, mode, host, admitted}) do
     # Exit signals become messages: a lost name conflict is merged into the winner.
     Process.flag(:trap_exit, true)
-    s = %__MODULE__{mod: mod, kind: mod.kind(), id: id, host: host, stamped: now()}
+
+    s = %__MODULE__{
+      mod: mod,
+      kind: mod.kind(),
+      id: id,
+      host: host,
+      stamped: now(),
+      admitted: admitted
+    }
+
     {:ok, s, {:continue, mode}}
   end
 
@@ -107,6 +133,7 @@ defmodule Pynode.Jobs.JobServer do
       :ok ->
         case safe(fn -> s.mod.init(s.id, args) end) do
           {:ok, state} ->
+            state = admission(s, state)
             s = %{s | state: state, seq: 1, stamped: now()} |> replicate([])
             reply(from, {:ok, self()})
             {:noreply, ready(s)}
@@ -132,6 +159,7 @@ defmodule Pynode.Jobs.JobServer do
 
     with :ok <- reg_for_adoption(s, old_owner, opts[:exclude]),
          {:ok, state} <- restore(s, portable) do
+      state = admission(s, state)
       seq = if is_integer(portable[:seq]), do: portable[:seq] + 1, else: 1
 
       s =
@@ -155,6 +183,15 @@ defmodule Pynode.Jobs.JobServer do
         {:stop, :normal, s}
     end
   end
+
+  # The host's admission applied to a run-kind state (docs/JOBS_PROTOCOL.md, "Load").
+  defp admission(%{admitted: true} = s, state) when is_map(state),
+    do: if(Pynode.Jobs.Run.run_kind?(s.mod), do: Pynode.Jobs.Run.admit(state), else: state)
+
+  defp admission(%{admitted: false} = s, state) when is_map(state),
+    do: if(Pynode.Jobs.Run.run_kind?(s.mod), do: Pynode.Jobs.Run.queue(state), else: state)
+
+  defp admission(_s, state), do: state
 
   defp restore(s, portable) do
     case safe(fn -> s.mod.restore(s.id, portable[:state]) end) do
@@ -221,6 +258,16 @@ defmodule Pynode.Jobs.JobServer do
       merge_copy(s, theirs, node(from_pid))
     else
       {:reply, {:error, :not_this_job}, s}
+    end
+  end
+
+  def handle_call({:pynode_run_checkpoint, gen, checkpoint}, _from, s) do
+    if gen == s.run_gen and s.run_pid != nil do
+      s = refresh(s)
+      s = %{s | state: Pynode.Jobs.Run.checkpointed(s.state, checkpoint), seq: s.seq + 1}
+      {:reply, :ok, replicate(s, [])}
+    else
+      {:reply, {:error, :cancelled}, s}
     end
   end
 
@@ -387,7 +434,7 @@ defmodule Pynode.Jobs.JobServer do
 
   # The job is done (finish, TTL): give up the name, tell the replica hosts.
   defp finish(s) do
-    s = cancel_timer(s)
+    s = s |> cancel_timer() |> stop_run()
     Registry.unreg(Jobs.key(s.id))
 
     for n <- s.replica_nodes,
@@ -440,7 +487,7 @@ defmodule Pynode.Jobs.JobServer do
   end
 
   def handle_info(:pynode_job_membership, s) do
-    hosts = host_pids()
+    hosts = host_pids(s)
     targets = replica_targets(Map.keys(hosts), node(), Jobs.config(:replicas))
 
     if targets == s.replica_list and Map.take(hosts, targets) == s.replica_hosts do
@@ -452,6 +499,34 @@ defmodule Pynode.Jobs.JobServer do
 
       {:noreply, replicate(s, [], s.replica_hosts)}
     end
+  end
+
+  def handle_info({:EXIT, pid, reason}, %{run_pid: pid} = s) when is_pid(pid) do
+    outcome =
+      case reason do
+        {:pynode_run_end, outcome} -> outcome
+        other -> {:error, other}
+      end
+
+    s = refresh(%{s | run_pid: nil})
+    s = %{s | state: Pynode.Jobs.Run.ended(s.state, outcome), seq: s.seq + 1} |> replicate([])
+    {:noreply, set_timer(s)}
+  end
+
+  # The host gives this queued job a slot: queued becomes running (replicated), then run/1
+  # starts. A job that is no longer queued tells the host its status again.
+  def handle_info(:pynode_job_admit, %{state: %{status: :queued}} = s) do
+    s = refresh(s)
+    s = %{s | state: Pynode.Jobs.Run.admit(s.state), seq: s.seq + 1} |> replicate([])
+    {:noreply, set_timer(s)}
+  end
+
+  def handle_info(:pynode_job_admit, s), do: {:noreply, set_timer(%{s | reported: nil})}
+
+  def handle_info({:pynode_run_progress, gen, map}, s) do
+    if gen == s.run_gen and is_map(s.state),
+      do: {:noreply, %{s | state: Pynode.Jobs.Run.progressed(s.state, map)}},
+      else: {:noreply, s}
   end
 
   def handle_info({:EXIT, _from, {:name_conflict, key, winner} = reason}, s) do
@@ -466,7 +541,7 @@ defmodule Pynode.Jobs.JobServer do
   def handle_info({:EXIT, _from, reason}, s), do: {:stop, reason, s}
 
   def handle_info({:pynode_job_handoff, target}, s) do
-    s = s |> refresh() |> cancel_timer()
+    s = s |> stop_run() |> refresh() |> cancel_timer()
     Registry.unreg(Jobs.key(s.id))
     request = {:adopt, s.kind, s.id, portable(s)}
 
@@ -507,15 +582,66 @@ defmodule Pynode.Jobs.JobServer do
   defp set_timer(s) do
     s = cancel_timer(s)
 
-    case function_exported?(s.mod, :timeout, 1) && s.mod.timeout(s.state) do
-      ms when is_integer(ms) and ms >= 0 ->
-        ref = make_ref()
-        Process.send_after(self(), {:pynode_job_timer, ref}, ms)
-        %{s | timer: ref}
+    s =
+      case function_exported?(s.mod, :timeout, 1) && s.mod.timeout(s.state) do
+        ms when is_integer(ms) and ms >= 0 ->
+          ref = make_ref()
+          Process.send_after(self(), {:pynode_job_timer, ref}, ms)
+          %{s | timer: ref}
 
-      _ ->
-        s
+        _ ->
+          s
+      end
+
+    sync_run(s)
+  end
+
+  # Run kinds: run/1 runs exactly while the state wants it; the host hears of every change
+  # of status (an ended job frees its slot or leaves the queue).
+  defp sync_run(s) do
+    if Pynode.Jobs.Run.run_kind?(s.mod) do
+      s = report_load(s)
+
+      wants = Pynode.Jobs.Run.wants_run?(s.state)
+
+      cond do
+        wants and s.run_pid == nil ->
+          gen = s.run_gen + 1
+          %{s | run_gen: gen, run_pid: Pynode.Jobs.Run.spawn_run(s.mod, s.id, s.state, gen)}
+
+        not wants and s.run_pid != nil ->
+          stop_run(s)
+
+        true ->
+          s
+      end
+    else
+      s
     end
+  end
+
+  defp report_load(%{state: %{status: st}, reported: st} = s), do: s
+
+  defp report_load(%{state: %{status: st}} = s) do
+    send(s.host, {:pynode_job_load, self(), st})
+    %{s | reported: st}
+  end
+
+  defp report_load(s), do: s
+
+  defp stop_run(%{run_pid: nil} = s), do: s
+
+  defp stop_run(%{run_pid: pid} = s) do
+    Process.unlink(pid)
+    Process.exit(pid, :kill)
+
+    receive do
+      {:EXIT, ^pid, _} -> :ok
+    after
+      0 -> :ok
+    end
+
+    %{s | run_pid: nil, run_gen: s.run_gen + 1}
   end
 
   defp cancel_timer(s), do: %{s | timer: nil}
@@ -564,7 +690,7 @@ defmodule Pynode.Jobs.JobServer do
   end
 
   defp replicate_loop(s, portable, n, timeout, failed, held) do
-    hosts = for {node, pid} <- host_pids(), node not in failed, into: %{}, do: {node, pid}
+    hosts = for {node, pid} <- host_pids(s), node not in failed, into: %{}, do: {node, pid}
     targets = replica_targets(Map.keys(hosts), node(), n)
     skip = if targets == s.replica_list, do: held, else: %{}
 
@@ -591,9 +717,12 @@ defmodule Pynode.Jobs.JobServer do
     end
   end
 
-  defp host_pids do
-    Registry.lookup_pids(Jobs.host_key())
-    |> Enum.reduce(%{}, fn pid, acc -> Map.put_new(acc, node(pid), pid) end)
+  # The host nodes that know the job's kind (only they can take it over).
+  defp host_pids(s) do
+    Registry.lookup_values(Jobs.host_key())
+    |> Enum.reduce(%{}, fn {pid, kinds}, acc ->
+      if is_list(kinds) and s.kind in kinds, do: Map.put_new(acc, node(pid), pid), else: acc
+    end)
   end
 
   @doc false
