@@ -463,9 +463,19 @@ def raw_results(erl: BeamNode) -> dict[str, object]:
     return dict(zip((n for n, _ in items), erl.eval(src, timeout=60)))
 
 
+#: forms OTP 25 accepts and later releases refuse (obs: binary_to_term gives badarg on 27 and
+#: 29): name -> the first release that refuses it. The decoder keeps reading them (older forms
+#: are still decoded) and never writes them.
+REFUSED_SINCE = {"bit_binary_empty": 26}
+
+
 @pytest.mark.parametrize("name,raw", RAW_ACCEPTED, ids=[n for n, _ in RAW_ACCEPTED])
 def test_raw_forms_otp_accepts(raw_results: dict[str, object], otp: int, name: str, raw: bytes) -> None:
     canonical = raw_results[name]
+    if otp >= REFUSED_SINCE.get(name, 1 << 30):
+        assert canonical == Atom("badarg"), f"OTP {otp} accepted {name}"
+        decode(raw)  # still read, as from an OTP 25 peer
+        return
     assert isinstance(canonical, bytes), f"OTP {otp} refused {name}"
     ours = decode(raw)
     assert exact_equal(ours, decode(canonical))
