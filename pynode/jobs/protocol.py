@@ -259,7 +259,9 @@ included); jobs of other kinds and ended jobs hold none.
   replicated before the job acknowledges its start or adoption).
 - When a slot frees (a job ends its run, is cancelled, ends, moves or dies), the oldest
   queued job takes it: `queued` becomes `running` (replicated), then `run` starts. A queued
-  job that is cancelled leaves the queue (rule 3 of "Run kinds").
+  job that is cancelled leaves the queue (rule 3 of "Run kinds"). While a job is queued its
+  durations (`retry_left_ms`) stand still: no timer runs until it is admitted (the waited
+  time of an adoption is still taken off, rule 6).
 - **Load** of a host = `Running + Queued`: the number of slots held plus the number of jobs
   queued. Each host publishes `{Running, Queued, MaxJobs}` as the value of
   `{p, g, pynode_job_load}` (`MaxJobs`: an integer, or `infinity`) at start and then, when

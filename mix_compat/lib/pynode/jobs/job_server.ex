@@ -646,16 +646,20 @@ defmodule Pynode.Jobs.JobServer do
 
   defp cancel_timer(s), do: %{s | timer: nil}
 
-  # Brings the remaining durations of the state up to now.
+  # Brings the remaining durations of the state up to now. A queued run-kind job's durations
+  # stand still: no timer runs while it waits for a slot (docs/JOBS_PROTOCOL.md, "Load").
   defp refresh(s) do
     t = now()
 
-    if function_exported?(s.mod, :elapse, 2) and s.state != nil do
+    if function_exported?(s.mod, :elapse, 2) and s.state != nil and not queued?(s.state) do
       %{s | state: s.mod.elapse(s.state, max(t - s.stamped, 0)), stamped: t}
     else
       %{s | stamped: t}
     end
   end
+
+  defp queued?(%{status: :queued}), do: true
+  defp queued?(_), do: false
 
   defp portable(s), do: %{kind: s.kind, id: s.id, state: s.state, recent: s.recent, seq: s.seq}
 
