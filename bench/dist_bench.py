@@ -47,6 +47,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import functools
 import io
 import os
 import platform
@@ -302,19 +303,23 @@ class Cpu:
         self.ratio = self.cpu / max(time.perf_counter() - self.w0, 1e-9)
 
 
+def put_sample(res: dict[str, dict[str, Sample]], row: str, who: str, value: Any, cpu: Cpu | None = None,
+               n: int = 1) -> None:
+    """One figure of ``row`` for ``who`` (``py`` or ``beam``), with the CPU of ``n`` operations when measured."""
+    s = res.setdefault(row, {}).setdefault(who, Sample())
+    s.values.append(value)
+    if cpu is not None:
+        s.cpu.append(cpu.ratio)
+        s.cpu_us.append(cpu.cpu * 1e6 / n)
+        s.sys_share.append(cpu.sys_share)
+
+
 async def measure(peers: Peers, sizes: Sizes, label: str) -> dict[str, dict[str, Sample]]:
     """Every row, Python (``label``) and BEAM, interleaved ``sizes.repeat`` times."""
     node = Node(f"{unique_name('benchpy')}@localhost", COOKIE)
     await node.start()
     res: dict[str, dict[str, Sample]] = {}
-
-    def put(row: str, who: str, value: Any, cpu: Cpu | None = None, n: int = 1) -> None:
-        s = res.setdefault(row, {}).setdefault(who, Sample())
-        s.values.append(value)
-        if cpu is not None:
-            s.cpu.append(cpu.ratio)
-            s.cpu_us.append(cpu.cpu * 1e6 / n)
-            s.sys_share.append(cpu.sys_share)
+    put = functools.partial(put_sample, res)
 
     try:
         node.spawn(rx_body, name="bench_rx")

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 import os
 import platform
@@ -43,9 +44,7 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 _BENCH = os.path.dirname(os.path.abspath(__file__))
 _ROOT = os.path.dirname(_BENCH)
@@ -77,18 +76,7 @@ one(Node, Gap) ->
 """
 
 
-@dataclass
-class Peers:
-    a: BeamNode
-    b: BeamNode
-    e: BeamNode
-
-    def stop(self) -> None:
-        for n in (self.e, self.b, self.a):
-            try:
-                n.stop()
-            except Exception:
-                n.kill()
+Peers = db.Peers  # A, B and E, as dist_bench's
 
 
 def start_peers(args: list[str], tmp: str) -> Peers:
@@ -141,14 +129,7 @@ async def measure(peers: Peers, sizes: db.Sizes, tls: Path | None, setups: int, 
     node.config = {"discovery": False, "host_jobs": False}
     await node.start()
     res: dict[str, dict[str, db.Sample]] = {}
-
-    def put(row: str, who: str, value: Any, cpu: db.Cpu | None = None, n: int = 1) -> None:
-        s = res.setdefault(row, {}).setdefault(who, db.Sample())
-        s.values.append(value)
-        if cpu is not None:
-            s.cpu.append(cpu.ratio)
-            s.cpu_us.append(cpu.cpu * 1e6 / n)
-            s.sys_share.append(cpu.sys_share)
+    put = functools.partial(db.put_sample, res)
 
     try:
         node.spawn(db.rx_body, name="bench_rx")

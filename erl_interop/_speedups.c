@@ -2079,15 +2079,55 @@ enc_str(W *w, PyObject *t)
     return r;
 }
 
+/* A tag byte and a 32-bit count (LIST_EXT, MAP_EXT, LARGE_TUPLE_EXT). */
 static int
-enc_list(W *w, PyObject *t, int depth)
+w_head32(W *w, int tag, Py_ssize_t n)
 {
-    Py_ssize_t n = PyList_GET_SIZE(t), i;
+    char *p = w_take(w, 5);
+    if (p == NULL)
+        return -1;
+    p[0] = (char)tag;
+    put32(p + 1, (uint32_t)n);
+    return 0;
+}
+
+/* SMALL_TUPLE_EXT or LARGE_TUPLE_EXT with the arity n; the elements are the caller's. */
+static int
+w_tuple_head(W *w, Py_ssize_t n)
+{
+    char *p;
+    if (n >= 256)
+        return w_head32(w, LARGE_TUPLE_EXT, n);
+    p = w_take(w, 2);
+    if (p == NULL)
+        return -1;
+    p[0] = SMALL_TUPLE_EXT;
+    p[1] = (char)n;
+    return 0;
+}
+
+/* MAP_EXT with the size n (refused past 32 bits); the pairs are the caller's. */
+static int
+w_dict_head(W *w, Py_ssize_t n)
+{
+    if (n > 0xFFFFFFFFLL) {
+        enc_err("map too large to encode");
+        return -1;
+    }
+    return w_head32(w, MAP_EXT, n);
+}
+
+/* The start of a list t of n elements: 1 when that wrote it whole (NIL_EXT, or STRING_EXT
+   when every element is an exact int 0..255, bools not), 0 after a LIST_EXT header (the
+   elements and the NIL tail are the caller's), -1 on error. */
+static int
+w_list_head(W *w, PyObject *t, Py_ssize_t n)
+{
+    Py_ssize_t i;
     char *p;
     if (n == 0)
-        return w_byte(w, NIL_EXT);
+        return w_byte(w, NIL_EXT) < 0 ? -1 : 1;
     if (n < 65536) {
-        /* STRING_EXT when every element is an exact int 0..255 (bools are not). */
         Py_ssize_t at = w->len;
         p = w_take(w, 3 + n);
         if (p == NULL)
@@ -2107,7 +2147,7 @@ enc_list(W *w, PyObject *t, int depth)
             p[0] = STRING_EXT;
             p[1] = (char)(n >> 8);
             p[2] = (char)n;
-            return 0;
+            return 1;
         }
         w->len = at;
     }
@@ -2115,11 +2155,16 @@ enc_list(W *w, PyObject *t, int depth)
         enc_err("list too long to encode");
         return -1;
     }
-    p = w_take(w, 5);
-    if (p == NULL)
-        return -1;
-    p[0] = LIST_EXT;
-    put32(p + 1, (uint32_t)n);
+    return w_head32(w, LIST_EXT, n);
+}
+
+static int
+enc_list(W *w, PyObject *t, int depth)
+{
+    Py_ssize_t i;
+    int h = w_list_head(w, t, PyList_GET_SIZE(t));
+    if (h != 0)
+        return h < 0 ? -1 : 0;
     /* `for x in t`: the length is re-read at every step, as a list iterator does */
     for (i = 0; i < PyList_GET_SIZE(t); i++) {
         PyObject *x = PyList_GET_ITEM(t, i);
@@ -2138,16 +2183,8 @@ enc_dict(W *w, PyObject *t, int depth)
 {
     Py_ssize_t n = PyDict_GET_SIZE(t), it = 0;
     PyObject *k, *v;
-    char *p;
-    if (n > 0xFFFFFFFFLL) {
-        enc_err("map too large to encode");
+    if (w_dict_head(w, n) < 0)
         return -1;
-    }
-    p = w_take(w, 5);
-    if (p == NULL)
-        return -1;
-    p[0] = MAP_EXT;
-    put32(p + 1, (uint32_t)n);
     while (PyDict_Next(t, &it, &k, &v)) {
         int r;
         Py_INCREF(k);
@@ -2326,7 +2363,6 @@ enc_improper(W *w, PyObject *t, int depth)
 {
     PyObject *elements = SLOT(t, C_Improper.off[0]), *tail = SLOT(t, C_Improper.off[1]);
     Py_ssize_t n, i;
-    char *p;
     int r;
     if (elements == NULL || tail == NULL || !PyTuple_CheckExact(elements))
         return 1;
@@ -2334,11 +2370,8 @@ enc_improper(W *w, PyObject *t, int depth)
     Py_INCREF(tail);
     n = PyTuple_GET_SIZE(elements);
     r = -1;
-    p = w_take(w, 5);
-    if (p == NULL)
+    if (w_head32(w, LIST_EXT, n) < 0)
         goto done;
-    p[0] = LIST_EXT;
-    put32(p + 1, (uint32_t)n);
     for (i = 0; i < n; i++)
         if (enc(w, PyTuple_GET_ITEM(elements, i), depth) < 0)
             goto done;
@@ -2354,7 +2387,6 @@ enc_map(W *w, PyObject *t, int depth)
 {
     PyObject *items = SLOT(t, C_Map.off[0]);
     Py_ssize_t n, i;
-    char *p;
     int r = -1;
     if (items == NULL || !PyTuple_CheckExact(items))
         return 1;
@@ -2365,11 +2397,8 @@ enc_map(W *w, PyObject *t, int depth)
             return 1;
     }
     Py_INCREF(items);
-    p = w_take(w, 5);
-    if (p == NULL)
+    if (w_head32(w, MAP_EXT, n) < 0)
         goto done;
-    p[0] = MAP_EXT;
-    put32(p + 1, (uint32_t)n);
     for (i = 0; i < n; i++) {
         PyObject *kv = PyTuple_GET_ITEM(items, i);
         if (enc(w, PyTuple_GET_ITEM(kv, 0), depth) < 0 || enc(w, PyTuple_GET_ITEM(kv, 1), depth) < 0)
@@ -2551,21 +2580,8 @@ static int
 enc_tuple(W *w, PyObject *t, int depth)
 {
     Py_ssize_t n = PyTuple_GET_SIZE(t), i;
-    char *p;
-    if (n < 256) {
-        p = w_take(w, 2);
-        if (p == NULL)
-            return -1;
-        p[0] = SMALL_TUPLE_EXT;
-        p[1] = (char)n;
-    }
-    else {
-        p = w_take(w, 5);
-        if (p == NULL)
-            return -1;
-        p[0] = LARGE_TUPLE_EXT;
-        put32(p + 1, (uint32_t)n);
-    }
+    if (w_tuple_head(w, n) < 0)
+        return -1;
     for (i = 0; i < n; i++)
         if (enc(w, PyTuple_GET_ITEM(t, i), depth) < 0)
             return -1;
@@ -2678,69 +2694,24 @@ enc_deep_one(W *w, PyObject *x, EFrame **st, Py_ssize_t *sp, Py_ssize_t *cap)
     char *p;
     if (tp == &PyTuple_Type) {
         n = PyTuple_GET_SIZE(x);
-        if (n < 256) {
-            if ((p = w_take(w, 2)) == NULL)
-                return -1;
-            p[0] = SMALL_TUPLE_EXT;
-            p[1] = (char)n;
-        }
-        else {
-            if ((p = w_take(w, 5)) == NULL)
-                return -1;
-            p[0] = LARGE_TUPLE_EXT;
-            put32(p + 1, (uint32_t)n);
-        }
+        if (w_tuple_head(w, n) < 0)
+            return -1;
         if (n && eframe_push(st, sp, cap, EF_TUPLE, x, n) == NULL)
             return -1;
         return 0;
     }
     if (tp == &PyList_Type) {
+        int h;
         n = PyList_GET_SIZE(x);
-        if (n == 0)
-            return w_byte(w, NIL_EXT);
-        if (n < 65536) { /* STRING_EXT, as enc_list */
-            Py_ssize_t at = w->len;
-            if ((p = w_take(w, 3 + n)) == NULL)
-                return -1;
-            for (i = 0; i < n; i++) {
-                PyObject *y = PyList_GET_ITEM(x, i);
-                long v;
-                int of;
-                if (!PyLong_CheckExact(y))
-                    break;
-                v = PyLong_AsLongAndOverflow(y, &of);
-                if (of || v < 0 || v > 255)
-                    break;
-                p[3 + i] = (char)v;
-            }
-            if (i == n) {
-                p[0] = STRING_EXT;
-                p[1] = (char)(n >> 8);
-                p[2] = (char)n;
-                return 0;
-            }
-            w->len = at;
-        }
-        if (n > 0xFFFFFFFFLL) {
-            enc_err("list too long to encode");
-            return -1;
-        }
-        if ((p = w_take(w, 5)) == NULL)
-            return -1;
-        p[0] = LIST_EXT;
-        put32(p + 1, (uint32_t)n);
+        h = w_list_head(w, x, n);
+        if (h != 0)
+            return h < 0 ? -1 : 0;
         return eframe_push(st, sp, cap, EF_LIST, x, n) == NULL ? -1 : 0;
     }
     if (tp == &PyDict_Type) {
         n = PyDict_GET_SIZE(x);
-        if (n > 0xFFFFFFFFLL) {
-            enc_err("map too large to encode");
+        if (w_dict_head(w, n) < 0)
             return -1;
-        }
-        if ((p = w_take(w, 5)) == NULL)
-            return -1;
-        p[0] = MAP_EXT;
-        put32(p + 1, (uint32_t)n);
         return eframe_push(st, sp, cap, EF_DICT, x, n) == NULL ? -1 : 0;
     }
     if (tp == C_Map.tp) {
@@ -2753,10 +2724,8 @@ enc_deep_one(W *w, PyObject *x, EFrame **st, Py_ssize_t *sp, Py_ssize_t *cap)
             if (!PyTuple_CheckExact(kv) || PyTuple_GET_SIZE(kv) != 2)
                 return enc_delegate(w, x);
         }
-        if ((p = w_take(w, 5)) == NULL)
+        if (w_head32(w, MAP_EXT, n) < 0)
             return -1;
-        p[0] = MAP_EXT;
-        put32(p + 1, (uint32_t)n);
         return eframe_push(st, sp, cap, EF_MAP, items, 2 * n) == NULL ? -1 : 0;
     }
     if (tp == C_Improper.tp) {
@@ -2764,10 +2733,8 @@ enc_deep_one(W *w, PyObject *x, EFrame **st, Py_ssize_t *sp, Py_ssize_t *cap)
         if (elements == NULL || tail == NULL || !PyTuple_CheckExact(elements))
             return enc_delegate(w, x);
         n = PyTuple_GET_SIZE(elements);
-        if ((p = w_take(w, 5)) == NULL)
+        if (w_head32(w, LIST_EXT, n) < 0)
             return -1;
-        p[0] = LIST_EXT;
-        put32(p + 1, (uint32_t)n);
         return eframe_push(st, sp, cap, EF_IMPROPER, x, n + 1) == NULL ? -1 : 0;
     }
     if (tp == C_Fun.tp) {

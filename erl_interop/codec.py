@@ -212,6 +212,27 @@ def _int_at(data: bytes, pos: int) -> tuple[int, int]:
     raise DecodeError(pos, f"expected an integer, found tag {tag}")
 
 
+def _tuple_head(data: bytes, pos: int, tag: int) -> tuple[int, int]:
+    """At a SMALL_TUPLE_EXT or LARGE_TUPLE_EXT ``tag``: ``(arity, position of the first
+    element)``, the arity checked against what is left."""
+    if tag == SMALL_TUPLE_EXT:
+        return data[pos + 1], pos + 2
+    (n,) = _u32(data, pos + 1)
+    pos += 5
+    if n > len(data) - pos:
+        _need(data, pos, n, "tuple")
+    return n, pos
+
+
+def _map_head(data: bytes, pos: int) -> tuple[int, int]:
+    """At a MAP_EXT tag: ``(pairs, position of the first key)``, checked against what is left."""
+    (n,) = _u32(data, pos + 1)
+    pos += 5
+    if n > (len(data) - pos) // 2:
+        _need(data, pos, 2 * n, "map")
+    return n, pos
+
+
 def _decode(data: bytes, pos: int, depth: int, refs: Sequence[Any] | None) -> tuple[Any, int]:
     tag = data[pos]
     if tag == SMALL_ATOM_UTF8_EXT:
@@ -229,14 +250,7 @@ def _decode(data: bytes, pos: int, depth: int, refs: Sequence[Any] | None) -> tu
     if tag == SMALL_TUPLE_EXT or tag == LARGE_TUPLE_EXT:
         if depth >= RECURSION_DEPTH:
             return _decode_deep(data, pos, refs)
-        if tag == SMALL_TUPLE_EXT:
-            n = data[pos + 1]
-            pos += 2
-        else:
-            (n,) = _u32(data, pos + 1)
-            pos += 5
-            if n > len(data) - pos:
-                _need(data, pos, n, "tuple")
+        n, pos = _tuple_head(data, pos, tag)
         depth += 1
         items: list[Any] = []
         append = items.append
@@ -284,10 +298,7 @@ def _decode(data: bytes, pos: int, depth: int, refs: Sequence[Any] | None) -> tu
     if tag == MAP_EXT:
         if depth >= RECURSION_DEPTH:
             return _decode_deep(data, pos, refs)
-        (n,) = _u32(data, pos + 1)
-        pos += 5
-        if n > (len(data) - pos) // 2:
-            _need(data, pos, 2 * n, "map")
+        n, pos = _map_head(data, pos)
         depth += 1
         keys: list[Any] = []
         values: list[Any] = []
@@ -491,14 +502,7 @@ def _decode_deep(data: bytes, pos: int, refs: Sequence[Any] | None) -> tuple[Any
     while True:
         tag = data[pos]
         if tag == SMALL_TUPLE_EXT or tag == LARGE_TUPLE_EXT:
-            if tag == SMALL_TUPLE_EXT:
-                n = data[pos + 1]
-                pos += 2
-            else:
-                (n,) = _u32(data, pos + 1)
-                pos += 5
-                if n > len(data) - pos:
-                    _need(data, pos, n, "tuple")
+            n, pos = _tuple_head(data, pos, tag)
             if n:
                 kinds.append(_F_TUPLE)
                 starts.append(len(vals))
@@ -514,10 +518,7 @@ def _decode_deep(data: bytes, pos: int, refs: Sequence[Any] | None) -> tuple[Any
                 continue
             value = []
         elif tag == MAP_EXT:
-            (n,) = _u32(data, pos + 1)
-            pos += 5
-            if n > (len(data) - pos) // 2:
-                _need(data, pos, 2 * n, "map")
+            n, pos = _map_head(data, pos)
             if n:
                 kinds.append(_F_MAP)
                 starts.append(len(vals))
@@ -768,13 +769,7 @@ def _enc(t: Any, out: bytearray, depth: int = 0) -> None:
     elif tp is tuple:
         if depth >= RECURSION_DEPTH:
             return _enc_deep(t, out)
-        n = len(t)
-        if n < 256:
-            out.append(SMALL_TUPLE_EXT)
-            out.append(n)
-        else:
-            out.append(LARGE_TUPLE_EXT)
-            out += _p_u32(n)
+        _enc_tuple_head(len(t), out)
         depth += 1
         for x in t:
             _enc(x, out, depth)
@@ -783,18 +778,13 @@ def _enc(t: Any, out: bytearray, depth: int = 0) -> None:
         out += _p_u32(len(t))
         out += t
     elif tp is list:
-        n = len(t)
-        if n == 0:
-            out.append(NIL_EXT)
-        elif n < 65536 and type(t[0]) is int and set(map(type, t)) == _INT_ONLY and min(t) >= 0 and max(t) < 256:
-            out.append(STRING_EXT)
-            out += _p_u16(n)
-            out += bytes(t)
+        if _enc_flat_list(t, out):
+            pass
         elif depth >= RECURSION_DEPTH:
             return _enc_deep(t, out)
         else:
             out.append(LIST_EXT)
-            out += _p_u32(n)
+            out += _p_u32(len(t))
             depth += 1
             for x in t:
                 _enc(x, out, depth)
@@ -827,6 +817,32 @@ def _enc(t: Any, out: bytearray, depth: int = 0) -> None:
 
 
 _INT_ONLY = {int}
+
+
+def _enc_tuple_head(n: int, out: bytearray) -> None:
+    """SMALL_TUPLE_EXT or LARGE_TUPLE_EXT with the arity ``n``; the elements follow."""
+    if n < 256:
+        out.append(SMALL_TUPLE_EXT)
+        out.append(n)
+    else:
+        out.append(LARGE_TUPLE_EXT)
+        out += _p_u32(n)
+
+
+def _enc_flat_list(t: list[Any], out: bytearray) -> bool:
+    """Write the list ``t`` when it takes no LIST_EXT: NIL_EXT when empty, STRING_EXT when
+    it is all exact ints 0..255 (bools are not) and short enough. False (nothing written)
+    otherwise."""
+    n = len(t)
+    if n == 0:
+        out.append(NIL_EXT)
+        return True
+    if n < 65536 and type(t[0]) is int and set(map(type, t)) == _INT_ONLY and min(t) >= 0 and max(t) < 256:
+        out.append(STRING_EXT)
+        out += _p_u16(n)
+        out += bytes(t)
+        return True
+    return False
 
 
 _DONE = object()
@@ -869,28 +885,16 @@ def _enc_deep(t: Any, out: bytearray) -> None:
         tp = type(x)
         if tp is tuple:
             n = len(x)
-            if n < 256:
-                out.append(SMALL_TUPLE_EXT)
-                out.append(n)
-            else:
-                out.append(LARGE_TUPLE_EXT)
-                out += _p_u32(n)
+            _enc_tuple_head(n, out)
             if n:
                 kinds.append(_E_SEQ)
                 seqs.append(x)
                 idxs.append(0)
                 ends.append(_NO_END)
         elif tp is list:
-            n = len(x)
-            if n == 0:
-                out.append(NIL_EXT)
-            elif n < 65536 and type(x[0]) is int and set(map(type, x)) == _INT_ONLY and min(x) >= 0 and max(x) < 256:
-                out.append(STRING_EXT)
-                out += _p_u16(n)
-                out += bytes(x)
-            else:
+            if not _enc_flat_list(x, out):
                 out.append(LIST_EXT)
-                out += _p_u32(n)
+                out += _p_u32(len(x))
                 kinds.append(_E_SEQ)
                 seqs.append(x)
                 idxs.append(0)

@@ -32,7 +32,8 @@ defmodule AvailableProcesses.MixProject do
         replicas: 1,
         replica_check: 100,
         host_jobs: true,
-        job_kinds: :all
+        job_kinds: :all,
+        max_jobs: 1000
       ]
     ]
   end

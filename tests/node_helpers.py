@@ -15,6 +15,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Iterator
 import pytest
 
 from erl_interop.terms import Atom
+from pynode import jobs
 from pynode.node import Node
 from pynode.testing import BeamNode, await_until, test_cookie, unique_name
 
@@ -73,6 +74,35 @@ class Mailbox:
 
     async def get(self, match: Callable[[Any], bool] | None = None, timeout: float = 5.0) -> Any:
         return await self.proc.receive(match, timeout)
+
+
+class NodeGroup:
+    """The nodes a multi-node test started (``started``: BeamNodes and CLI wrappers with
+    ``kill`` and ``tail``), for the test cluster classes."""
+
+    started: list[Any]
+
+    def kill_all(self) -> None:
+        for n in self.started:
+            with contextlib.suppress(Exception):
+                n.kill()
+
+    def tails(self) -> str:
+        return "\n".join(f"--- {getattr(n, 'name', '?')}:\n{n.tail(60)}" for n in self.started)
+
+
+async def holdings(obs: Node, names: list[str]) -> dict[Any, list[str]]:
+    """``{job id: [nodes whose host lists it]}``, asking each named host for its ``list``
+    directly (not through the registry, so that a job running twice would show)."""
+    out: dict[Any, list[str]] = {}
+    for name in names:
+        try:
+            rows = await obs.call((A(jobs.HOST_NAME), A(name)), jobs.LIST, 5.0)
+        except Exception:
+            continue
+        for job_id, _kind, pid in rows:
+            out.setdefault(job_id, []).append(str(pid.node))
+    return out
 
 
 async def beam_wait(beam: BeamNode, src: str, expected: Any = True, timeout: float = 10.0) -> Any:

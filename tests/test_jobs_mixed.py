@@ -41,7 +41,7 @@ from pynode.node import Node
 from pynode.testing import BeamNode, await_until, compile_mix_project, read_until, test_cookie, unique_name
 
 import use_case
-from node_helpers import ev, run, wait_for
+from node_helpers import NodeGroup, ev, holdings, run, wait_for
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow]
 
@@ -70,10 +70,14 @@ class PyCli:
     """``python -m pynode --sname NAME --cookie test --config FILE`` as a subprocess; its
     output is kept (drained by a thread) for diagnostics. Stopped by its own pid."""
 
+    #: more command-line arguments, after ``--config FILE``
+    extra_args: tuple[str, ...] = ()
+
     def __init__(self, name: str, config: str) -> None:
         self.name = name
         self.lang = "python"
-        args = [sys.executable, "-m", "pynode", "--sname", name, "--cookie", test_cookie(), "--config", config]
+        args = [sys.executable, "-m", "pynode", "--sname", name, "--cookie", test_cookie(), "--config", config,
+                *self.extra_args]
         self.proc = subprocess.Popen(args, cwd=str(ROOT), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         assert self.proc.stdout is not None
         try:
@@ -105,7 +109,7 @@ class PyCli:
         return self.proc.wait(10)
 
 
-class Mixed:
+class Mixed(NodeGroup):
     """The nodes of one test. Names are made up front so that the shared config file lists
     them all under ``connect``: a node that (re)starts joins the cluster by itself."""
 
@@ -143,14 +147,6 @@ class Mixed:
 
     def elixir(self) -> list[BeamNode]:
         return [self.nodes[n] for n, l in zip(self.names, self.spec) if l == "e"]
-
-    def kill_all(self) -> None:
-        for n in self.started:
-            with contextlib.suppress(Exception):
-                n.kill()
-
-    def tails(self) -> str:
-        return "\n".join(f"--- {getattr(n, 'name', '?')}:\n{n.tail(60)}" for n in self.started)
 
 
 @pytest.fixture
@@ -208,20 +204,6 @@ async def ex_until(beam: BeamNode, src: str, pred: Any, what: str, timeout: floa
         if loop.time() > deadline:
             raise TimeoutError(f"timed out after {timeout}s waiting on {beam.name} for {what}; last value {v!r}")
         await asyncio.sleep(0.02)
-
-
-async def holdings(obs: Node, names: list[str]) -> dict[Any, list[str]]:
-    """``{job id: [nodes whose host lists it]}``, asking each named host for its ``list``
-    directly (not through the registry, so that a job running twice would show)."""
-    out: dict[Any, list[str]] = {}
-    for name in names:
-        try:
-            rows = await obs.call((A(jobs.HOST_NAME), A(name)), jobs.LIST, 5.0)
-        except Exception:
-            continue
-        for job_id, _kind, pid in rows:
-            out.setdefault(job_id, []).append(str(pid.node))
-    return out
 
 
 def record_job_nodes(obs: Node) -> dict[Any, set[str]]:

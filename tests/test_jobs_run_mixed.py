@@ -15,10 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import http.server
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -29,16 +26,15 @@ import pytest
 
 from erl_interop.terms import Atom
 from pynode import jobs
-from pynode.testing import BeamNode, read_until, test_cookie, unique_name
+from pynode.testing import BeamNode, test_cookie, unique_name
 
-from node_helpers import ev
+from node_helpers import NodeGroup, ev
 from test_jobs_mixed import MIX_PROJECT, PyCli, ex_until, mix_compiled, observer  # noqa: F401 (fixture)
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow]
 
 A = Atom
 OK, ERROR = A("ok"), A("error")
-ROOT = Path(__file__).resolve().parents[1]
 
 
 # -- a real HTTP server on loopback -------------------------------------------------------------
@@ -101,24 +97,10 @@ def pages() -> Iterator[Pages]:
 class CrawlCli(PyCli):
     """``python -m pynode --sname NAME --cookie C --config FILE --import examples.crawl``."""
 
-    def __init__(self, name: str, config: str) -> None:  # noqa: D107
-        self.name = name
-        self.lang = "python"
-        args = [sys.executable, "-m", "pynode", "--sname", name, "--cookie", test_cookie(), "--config", config,
-                "--import", "examples.crawl"]
-        self.proc = subprocess.Popen(args, cwd=str(ROOT), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        assert self.proc.stdout is not None
-        try:
-            _, seen = read_until(self.proc.stdout, " up: ")
-        except BaseException:
-            self.proc.kill()
-            self.proc.wait(10)
-            raise
-        self.output = collections.deque(seen, maxlen=2000)
-        threading.Thread(target=self._drain, daemon=True).start()
+    extra_args = ("--import", "examples.crawl")
 
 
-class Cluster:
+class Cluster(NodeGroup):
     """An Elixir node (prefix ``a``) and two Python nodes (``b``, ``c``) importing the crawl
     kind; every name in the shared config's ``connect`` list."""
 
@@ -143,14 +125,6 @@ class Cluster:
 
     def elixir(self) -> list[BeamNode]:
         return [self.ex]
-
-    def kill_all(self) -> None:
-        for n in self.started:
-            with contextlib.suppress(Exception):
-                n.kill()
-
-    def tails(self) -> str:
-        return "\n".join(f"--- {getattr(n, 'name', '?')}:\n{n.tail(60)}" for n in self.started)
 
 
 @pytest.fixture

@@ -73,7 +73,8 @@ def test_simultaneous_connect_one_connection(beam, prefix):
     erl = beam("erlang")
 
     async def main():
-        async with py_node(prefix=prefix) as py:
+        # no discovery: its dials to other runs' nodes on this host would sit in the table
+        async with py_node(prefix=prefix, config={"discovery": False}) as py:
             box = Mailbox(py, name="inbox")
             erl_pid = await ev(erl, "self().")
             statuses = []

@@ -38,7 +38,7 @@ from pynode.otp.gen_server import GenServer
 from pynode.otp.rpc import rpc_call
 from pynode.testing import BeamNode, compile_mix_project, read_until, test_cookie, unique_name
 
-from node_helpers import A, Mailbox, beam, ev, run, wait_for  # noqa: F401  (beam is a fixture)
+from node_helpers import A, Mailbox, beam, ev, holdings, run, wait_for  # noqa: F401  (beam is a fixture)
 from tls_certs import Pki, erl_tls_args, make_pki, optfile
 
 pytestmark = pytest.mark.interop
@@ -410,18 +410,6 @@ async def _settled(obs: Node, elixir: list[BeamNode], want: int) -> None:
             await asyncio.sleep(0.05)
 
 
-async def _holders(obs: Node, names: list[str]) -> dict[Any, list[str]]:
-    out: dict[Any, list[str]] = {}
-    for name in names:
-        try:
-            rows = await obs.call((A(jobs.HOST_NAME), A(name)), jobs.LIST, 5.0)
-        except Exception:
-            continue
-        for job_id, _kind, pid in rows:
-            out.setdefault(job_id, []).append(str(pid.node))
-    return out
-
-
 @pytest.mark.slow
 def test_job_cluster_over_tls_with_elixir_and_python_nodes(opts, tmp_path, mix_compiled):
     """Elixir (mix_compat) and Python nodes, all TLS: the registry meshes them, `mix run_job`
@@ -473,7 +461,7 @@ def test_job_cluster_over_tls_with_elixir_and_python_nodes(opts, tmp_path, mix_c
                 for i in ids:
                     assert (await jobs.start(obs, i))[0] == A("ok")
                     assert await jobs.update(obs, i, A("before")) == A("ok")
-                held = await _holders(obs, names)
+                held = await holdings(obs, names)
                 assert {h for i in ids for h in held[i]} == set(names), held
                 # handoff: the Python node stops gracefully; its jobs move with their state
                 py_cli.send_signal(signal.SIGTERM)
@@ -486,7 +474,7 @@ def test_job_cluster_over_tls_with_elixir_and_python_nodes(opts, tmp_path, mix_c
                 await _settled(obs, [e2], 1)
 
                 async def all_on_e2() -> bool:
-                    h = await _holders(obs, [names[2]])
+                    h = await holdings(obs, [names[2]])
                     return all(h.get(i) == [names[2]] for i in ids)
                 await wait_for(all_on_e2, timeout=30, what="every job on the surviving node")
                 for i in ids:

@@ -13,18 +13,7 @@ defmodule JobClusterTest do
   @moduletag timeout: 120_000
 
   setup do
-    env = Application.get_all_env(:available_processes)
-
-    on_exit(fn ->
-      for k <- [:work_ms] do
-        case Keyword.fetch(env, k) do
-          {:ok, v} -> Application.put_env(:available_processes, k, v)
-          :error -> Application.delete_env(:available_processes, k)
-        end
-      end
-    end)
-
-    :ok
+    Pynode.Test.AppEnv.keep([:work_ms])
   end
 
   defp uniq, do: System.unique_integer([:positive])

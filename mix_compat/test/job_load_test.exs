@@ -13,19 +13,7 @@ defmodule JobLoadTest do
   @keys [:max_jobs, :missing_grace, :result_ttl]
 
   setup do
-    env = Application.get_all_env(:available_processes)
-    Application.put_env(:available_processes, :missing_grace, 300)
-
-    on_exit(fn ->
-      for k <- @keys do
-        case Keyword.fetch(env, k) do
-          {:ok, v} -> Application.put_env(:available_processes, k, v)
-          :error -> Application.delete_env(:available_processes, k)
-        end
-      end
-    end)
-
-    :ok
+    Pynode.Test.AppEnv.keep(@keys, missing_grace: 300)
   end
 
   defp uniq(prefix), do: "#{prefix}-#{System.unique_integer([:positive])}"

@@ -11,21 +11,7 @@ defmodule JobRunTest do
   @keys [:missing_grace, :result_ttl, :retry_backoff, :retry_backoff_max, :max_attempts]
 
   setup do
-    env = Application.get_all_env(:available_processes)
-    Application.put_env(:available_processes, :missing_grace, 300)
-    Application.put_env(:available_processes, :retry_backoff, 20)
-    Application.put_env(:available_processes, :retry_backoff_max, 100)
-
-    on_exit(fn ->
-      for k <- @keys do
-        case Keyword.fetch(env, k) do
-          {:ok, v} -> Application.put_env(:available_processes, k, v)
-          :error -> Application.delete_env(:available_processes, k)
-        end
-      end
-    end)
-
-    :ok
+    Pynode.Test.AppEnv.keep(@keys, missing_grace: 300, retry_backoff: 20, retry_backoff_max: 100)
   end
 
   defp uniq(prefix), do: "#{prefix}-#{System.unique_integer([:positive])}"

@@ -10,20 +10,7 @@ defmodule JobTest do
   import Pynode.Test.Cluster, only: [wait_until: 2, wait_until: 3]
 
   setup do
-    env = Application.get_all_env(:available_processes)
-    Application.put_env(:available_processes, :work_ms, 200)
-    Application.put_env(:available_processes, :missing_grace, 300)
-
-    on_exit(fn ->
-      for k <- [:work_ms, :missing_grace, :result_ttl] do
-        case Keyword.fetch(env, k) do
-          {:ok, v} -> Application.put_env(:available_processes, k, v)
-          :error -> Application.delete_env(:available_processes, k)
-        end
-      end
-    end)
-
-    :ok
+    Pynode.Test.AppEnv.keep([:work_ms, :missing_grace, :result_ttl], work_ms: 200, missing_grace: 300)
   end
 
   defp uniq(prefix), do: "#{prefix}-#{System.unique_integer([:positive])}"

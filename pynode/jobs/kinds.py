@@ -118,11 +118,10 @@ class JobRunner(Protocol):
     async def checkpoint(self, gen: int, state: Any) -> None: ...
 
 
-class JobContext:
-    """What a kind instance may use: its ``id``, the ``node``, the host's ``config`` and timers."""
+class _RunnerContext:
+    """The job's ``id``, the ``node`` and the host's ``config``, which both contexts give."""
 
-    def __init__(self, runner: JobRunner) -> None:
-        self._runner = runner
+    _runner: JobRunner
 
     @property
     def id(self) -> Any:
@@ -135,6 +134,13 @@ class JobContext:
     def config(self, key: str) -> Any:
         """A setting of the host (``sys.config``'s ``available_processes`` env, defaults above)."""
         return cfg(self._runner.host.node, key)
+
+
+class JobContext(_RunnerContext):
+    """What a kind instance may use: its ``id``, the ``node``, the host's ``config`` and timers."""
+
+    def __init__(self, runner: JobRunner) -> None:
+        self._runner = runner
 
     def start_timer(self, ms: float, tag: Any) -> None:
         """Call :meth:`JobKind.handle_timer` with ``tag`` after ``ms`` milliseconds."""
@@ -355,7 +361,7 @@ class OtpJob(JobKind):
 
 
 # -- run kinds ----------------------------------------------------------------------------------
-class RunContext:
+class RunContext(_RunnerContext):
     """What :meth:`RunKind.run` is given: the start ``args``, the last acknowledged
     checkpoint ``state`` (``None`` on a fresh start), ``attempt`` (1 on the first run, one
     more after each failed run), :meth:`checkpoint` and :meth:`progress`."""
@@ -367,17 +373,6 @@ class RunContext:
         self.args: Any = kind.state.get(K_ARGS)
         self.state: Any = kind.state.get(K_CHECKPOINT)
         self.attempt: int = int(kind.state.get(K_ATTEMPTS) or 1)
-
-    @property
-    def id(self) -> Any:
-        return self._runner.id
-
-    @property
-    def node(self) -> "Node":
-        return self._runner.host.node
-
-    def config(self, key: str) -> Any:
-        return cfg(self._runner.host.node, key)
 
     async def checkpoint(self, state: Any) -> None:
         """Make ``state`` the job's checkpoint. Returns once it is stored on the job's

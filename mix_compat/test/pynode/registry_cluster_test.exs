@@ -105,6 +105,7 @@ defmodule Pynode.RegistryClusterTest do
              host_jobs: true,
              hosts: [],
              job_kinds: :all,
+             max_jobs: 1000,
              poll_interval: 5_000,
              replica_check: 100,
              replicas: 1,
