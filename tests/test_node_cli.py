@@ -9,6 +9,7 @@ import os
 import pty
 import select
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -16,6 +17,7 @@ import time
 import pytest
 
 from erl_interop.terms import Atom
+from pynode.cli import jobs as cli_jobs, node as cli_node, parser
 from pynode.testing import beam_program, otp_version, test_cookie, unique_name
 
 from node_helpers import beam  # noqa: F401  (fixture)
@@ -242,3 +244,31 @@ def test_cookie_file_readable_by_others_is_refused_as_erl_refuses_it(tmp_path):
         announced(proc, name)
     finally:
         stop_cli(proc)
+
+
+def test_a_name_in_use_is_one_line_and_status_1_as_erl(beam):
+    """erl started with a name another node holds prints one line ("the name ... seems to be
+    in use by another Erlang node") and exits 1; so does the Python node, for every command
+    that starts a node, with no traceback."""
+    name = unique_name("dup") + "@localhost"
+    erl = beam("erlang", name=name)  # the BEAM holds the name
+    assert erl.name == name
+    for cmd in (["--sname", name], ["run_job", "1", "--sname", name, "--connect", name]):
+        r = subprocess.run([sys.executable, "-m", "pynode", *cmd, "--cookie", test_cookie()],
+                           capture_output=True, text=True, cwd=ROOT, timeout=60)
+        assert r.returncode == 1, (cmd, r.stdout, r.stderr)
+        assert "Traceback" not in r.stderr, r.stderr
+        lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+        assert len(lines) == 1 and lines[0].startswith(
+            f"pynode: the name {name} seems to be in use by another Erlang node (epmd at "), r.stderr
+
+
+def test_sname_without_host_names_the_node_alike_in_every_command():
+    """``--sname foo`` is ``foo@<this host's short name>`` for the node and for the job
+    commands alike, as ``erl -sname foo`` (run_job used to say ``foo@localhost``)."""
+    want = "foo@" + socket.gethostname().split(".")[0]
+    p = parser()
+    assert cli_node._node_name(p.parse_args(["node", "--sname", "foo"])) == want
+    for cmd in (["run_job", "1", "--sname", "foo"], ["jobs", "--node", "x@h", "--sname", "foo"]):
+        a = p.parse_args(cmd)
+        assert str(cli_jobs._client_node(a, ["x@h"]).name) == want, cmd

@@ -7,11 +7,14 @@ import asyncio
 import logging
 import os
 import secrets
+import socket
 import stat
 import string
 import sys
 from pathlib import Path
 from typing import Any, Callable, Coroutine
+
+from erl_interop.errors import EpmdError
 
 from ..config import ConfigError
 from ..errors import PynodeError
@@ -61,6 +64,12 @@ def default_cookie() -> str:
     return cookie
 
 
+def short_name(sname: str) -> str:
+    """``--sname NAME[@HOST]`` as ``erl -sname`` takes it: without a host, this machine's
+    short host name (the same in every command)."""
+    return sname if "@" in sname else f"{sname}@{socket.gethostname().split('.')[0]}"
+
+
 def run_main(fn: Callable[[Any], Coroutine[Any, Any, int]], args: Any) -> int:
     """Set up logging at ``args.log_level`` and run ``await fn(args)`` on a fresh loop. A
     cookie file ``erl`` would refuse ends the command with ``erl``'s message and status 1."""
@@ -75,3 +84,6 @@ def run_main(fn: Callable[[Any], Coroutine[Any, Any, int]], args: Any) -> int:
     except ConfigError as e:  # a malformed sys.config kernel key or TLS option: say which, do not start
         print(f"pynode: {e}", file=sys.stderr)
         return 2
+    except EpmdError as e:  # the name is taken, or no EPMD could be reached or started: one line, as erl
+        print(f"pynode: {e}", file=sys.stderr)
+        return 1

@@ -22,7 +22,7 @@ from erl_interop.terms import Atom, Pid
 
 from .. import jobs
 from ..node import Node
-from .common import default_cookie
+from .common import default_cookie, short_name
 
 __all__ = ["add_parsers", "run_job", "show_jobs"]
 
@@ -61,7 +61,7 @@ def _client_node(args: argparse.Namespace, peers: list[str]) -> Node:
     if args.name:
         name = args.name
     elif args.sname:
-        name = args.sname if "@" in args.sname else f"{args.sname}@localhost"
+        name = short_name(args.sname)  # as `python -m pynode --sname` and erl -sname
     else:
         host = peers[0].split("@", 1)[1] if peers and "@" in peers[0] else "localhost"
         name = f"pynode_{args.cmd}_{os.getpid()}@{host}"

@@ -15,13 +15,12 @@ import asyncio
 import importlib
 import os
 import signal
-import socket
 from typing import Any, Sequence
 
 from ..config import KernelSettings, load_config, load_kernel_settings
 from ..node import Node
 from ..otp import net_kernel
-from .common import default_cookie
+from .common import default_cookie, short_name
 
 __all__ = ["add_parser", "run"]
 
@@ -74,7 +73,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 def _node_name(args: argparse.Namespace) -> str:
     if args.sname:
-        return args.sname if "@" in args.sname else f"{args.sname}@{socket.gethostname().split('.')[0]}"
+        return short_name(args.sname)
     if "@" not in args.name:
         raise SystemExit("--name needs NAME@HOST")
     return str(args.name)

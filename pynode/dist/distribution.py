@@ -194,7 +194,8 @@ class Distribution:
             self.registration = await register(alive, self.port, epmd_port=st.epmd_port)
         except EpmdError as e:
             self.server.close()
-            raise EpmdError(f"could not register {alive!r} with epmd: {e} (is another node using this name?)") from e
+            # erl says "Protocol 'inet_tcp': the name N seems to be in use by another Erlang node"
+            raise EpmdError(f"the name {node.name} seems to be in use by another Erlang node ({e})") from e
         node.creation = self.registration.creation
 
     def _on_handshake_error(self, e: HandshakeError) -> None:
