@@ -102,7 +102,9 @@ def test_a_peer_that_stops_reading_makes_the_sender_wait_not_the_memory_grow():
             await wait_for(lambda: p.backpressure is None, what="the process waiting on the link")
             await asyncio.sleep(0.3)  # a bounded look: nothing may happen meanwhile
             assert link.buffered() <= DIST_BUF_BUSY_LIMIT + len(blob) + 1024, link.buffered()
-            assert sent[0] < n and sent[0] - seen < 200 and p.message_queue_len > 0
+            # (how many replies the kernel's socket buffers took before the link filled is
+            # the kernel's business; what matters is that the process stopped short)
+            assert seen > 0 and sent[0] < n and p.message_queue_len > 0
             # the peer reads again: all replies, in order
             got = 0
             async with asyncio.timeout(60):
