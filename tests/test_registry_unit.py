@@ -584,6 +584,7 @@ def test_synced_members_wait_for_the_snapshot_not_the_discover():
             assert b.name in a.registry.members()
             assert a.registry.synced_members() == [a.name]
             assert not await a.registry.wait_synced([b.name], 0.2)
+            assert a.registry.server._sync_waiters == []  # a waiter that timed out leaves nothing behind
             waiting = asyncio.ensure_future(a.registry.wait_synced(lambda: [b.name], 5.0))
             await asyncio.sleep(0)
             assert not waiting.done()

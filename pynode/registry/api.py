@@ -180,6 +180,8 @@ class RegistryAPI:
                 await asyncio.wait_for(fut, left)
             except asyncio.TimeoutError:
                 return False
+            finally:
+                self.server.drop_sync_waiter(fut)
 
     def entries(self) -> list[tuple[Any, Pid, Any]]:
         """Every visible entry of the mirror, ``(Key, Pid, Value)`` (for inspection)."""

@@ -153,6 +153,13 @@ class Registry(GenServer):
         self._sync_waiters.append(fut)
         return fut
 
+    def drop_sync_waiter(self, fut: "asyncio.Future[None]") -> None:
+        """Forget a :meth:`next_sync` future its waiter gave up on (a timeout, a cancel)."""
+        try:
+            self._sync_waiters.remove(fut)
+        except ValueError:
+            pass  # resolved and taken by a snapshot already
+
     def add_waiter(self, kb: bytes, fut: "asyncio.Future[tuple[Pid, Any]]") -> None:
         self._waiters.setdefault(kb, []).append(fut)
 
