@@ -33,8 +33,9 @@ ensure_debs() {  # $@: Debian packages; apt-get installs those missing (one dpkg
   need_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=600 "${missing[@]}" >/dev/null
 }
 
-# erl and elixir for the peers; javac and OtpErlang.jar for the JInterface peers of the tests.
-ensure_beam() { ensure_debs erlang-nox elixir default-jdk-headless erlang-jinterface; }
+# erl and elixir for the peers; javac and OtpErlang.jar for the JInterface peers of the tests;
+# a headless browser and its WebDriver for the operator's page test (tests/test_web.py).
+ensure_beam() { ensure_debs erlang-nox elixir default-jdk-headless erlang-jinterface chromium chromium-driver; }
 
 # -- OTP releases other than the host's --------------------------------------------------------
 # Debian chroots with a newer suite's erlang-nox and elixir (trixie: OTP 27 / Elixir 1.18,

@@ -406,7 +406,7 @@ async def start_server(
                 reader, writer, our_name, cookie, current, flags=flags, policy=policy, setup_timeout=setup_timeout
             )
         except HandshakeError as e:
-            log.info("%s: incoming handshake failed: %s", our_name, e)
+            log.debug("%s: incoming handshake failed: %s", our_name, e)
             if on_error is not None:
                 on_error(e)
             return
@@ -416,7 +416,7 @@ async def start_server(
             await _close(writer)
 
     def failed(e: HandshakeError) -> None:
-        log.info("%s: incoming handshake failed: %s", our_name, e)
+        log.debug("%s: incoming handshake failed: %s", our_name, e)
         if on_error is not None:
             on_error(e)
 
@@ -600,7 +600,7 @@ class Link:
         try:
             self.writer.write(data)
         except (ConnectionError, RuntimeError) as e:
-            log.info("write to %s failed: %s", self.peer, e)
+            log.debug("write to %s failed: %s", self.peer, e)  # a closed connection: as quiet as net_kernel
             self.close()
             return
         self.pending = self._transport_buffered()
@@ -680,7 +680,7 @@ class Link:
         except DistProtocolError as e:
             log.error("protocol error on the link to %s, dropping it: %s", self.peer, e)
         except (ConnectionError, OSError) as e:
-            log.info("link to %s lost: %s", self.peer, e)
+            log.debug("link to %s lost: %s", self.peer, e)  # as quiet as net_kernel (nodedown tells)
         finally:
             ticker.cancel()
             self.close()

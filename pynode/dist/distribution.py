@@ -58,6 +58,10 @@ NODEUP = Atom("nodeup")
 NOTSUP = Atom("notsup")
 
 
+#: incoming handshake failures logged at DEBUG only (see Distribution._on_handshake_error)
+_ROUTINE_HANDSHAKE_FAILURES = frozenset({"nok", "closed", "timeout", "bad_cookie", "not_allowed"})
+
+
 @dataclasses.dataclass(frozen=True)
 class DistSettings:
     """How the node meets the network (the composition root makes it from the node's
@@ -199,8 +203,11 @@ class Distribution:
         node.creation = self.registration.creation
 
     def _on_handshake_error(self, e: HandshakeError) -> None:
-        # 'nok' is us winning a simultaneous connect (net_kernel's rule), not a refusal.
-        level = logging.DEBUG if e.reason == "nok" else logging.WARNING
+        # As quiet as net_kernel: 'nok' is us winning a simultaneous connect, not a refusal; a
+        # peer that closes or times out mid-handshake is routine (a client giving up, a port
+        # probe); another cookie and a name of the other kind have their one ERROR line, as
+        # erl's, already (erl_interop.handshake, accept_pending). Anything else is worth a line.
+        level = logging.DEBUG if e.reason in _ROUTINE_HANDSHAKE_FAILURES else logging.WARNING
         hint = ""
         if self.settings.tls is None and e.step == "recv_name" and e.reason == "oversized":
             # 0x16 0x03: a TLS ClientHello read as a 2-byte length

@@ -435,7 +435,7 @@ class Registry(GenServer):
                 self.synced.pop(node, None)  # it purged our entries too (or is gone)
                 self.heard.pop(node, None)
                 self.claims.pop(node, None)
-                log.info("%s: registry of %s is gone (%s); purging its entries", self.process.node.name, node, reason)
+                log.debug("%s: registry of %s is gone (%s); purging its entries", self.process.node.name, node, reason)
                 self._settle(self.mirror.drop_node(node))
             return
         if type(obj) is Pid and self._local_mons.get(obj) == ref:
