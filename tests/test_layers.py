@@ -11,6 +11,7 @@ one only through a callback or a ``Protocol`` it defines itself.
       <- pynode.registry
       <- pynode.discovery, pynode.jobs
       <- pynode.node       the facade and composition root
+      <- pynode.web        the operator page (imported by the CLI only)
       <- pynode.cli
       <- pynode.testing, pynode.pytest_plugin, pynode (the package's re-exports)
 """
@@ -36,6 +37,7 @@ LAYERS: dict[str, int] = {
     "pynode.discovery": 6,
     "pynode.jobs": 6,
     "pynode.node": 7,
+    "pynode.web": 8,
     "pynode.cli": 8,
     "pynode.__main__": 8,
     "pynode.testing": 9,

@@ -5,6 +5,7 @@ told there is no shell; a cookie file erl would refuse is refused."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import pty
 import select
@@ -17,6 +18,7 @@ import time
 import pytest
 
 from erl_interop.terms import Atom
+from pynode import jobs as jobs_api
 from pynode.cli import jobs as cli_jobs, node as cli_node, parser
 from pynode.testing import beam_program, otp_version, test_cookie, unique_name
 
@@ -272,3 +274,221 @@ def test_sname_without_host_names_the_node_alike_in_every_command():
     for cmd in (["run_job", "1", "--sname", "foo"], ["jobs", "--node", "x@h", "--sname", "foo"]):
         a = p.parse_args(cmd)
         assert str(cli_jobs._client_node(a, ["x@h"]).name) == want, cmd
+
+
+# -- the console script and the client commands (ping, rpc, members, jobs, run_job) ----------
+
+#: the console script ``pip install`` made beside this Python (``[project.scripts]``)
+PYNODE_SCRIPT = os.path.join(os.path.dirname(sys.executable), "pynode")
+CONNECTION_FLAGS = ("--sname", "--name", "--cookie", "--epmd-port", "--config", "--proto-dist", "--ssl-dist-optfile",
+                    "--log-level")
+
+
+def script() -> list[str]:
+    assert os.access(PYNODE_SCRIPT, os.X_OK), f"{PYNODE_SCRIPT} missing: pip install -e . (./dev.sh does)"
+    return [PYNODE_SCRIPT]
+
+
+def module() -> list[str]:
+    return [sys.executable, "-m", "pynode"]
+
+
+def cli(launcher: list[str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    # cwd outside the checkout: what runs is the installed package, as a user runs it
+    return subprocess.run([*launcher, *args], capture_output=True, text=True, timeout=timeout, cwd="/")
+
+
+def start_host(name: str, *extra: str) -> subprocess.Popen:
+    """A Python node (job host unless --no-jobs) of this test's cluster, announced."""
+    proc = subprocess.Popen([*module(), "--sname", name, "--cookie", test_cookie(), *extra], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, cwd=ROOT, text=True)
+    try:
+        announced(proc, name)
+    except BaseException:
+        stop_cli(proc)
+        raise
+    return proc
+
+
+@pytest.mark.parametrize("launcher", [script, module], ids=["console-script", "python-m"])
+def test_help_names_every_command_and_the_same_connection_flags(launcher):
+    r = cli(launcher(), "--help")
+    assert r.returncode == 0, r.stderr
+    prog = "pynode" if launcher is script else "python -m pynode"
+    assert r.stdout.startswith(f"usage: {prog} "), r.stdout
+    for cmd in ("node", "ping", "rpc", "members", "jobs", "run_job"):
+        assert f"    {cmd} " in r.stdout, (cmd, r.stdout)
+        h = cli(launcher(), cmd, "--help")
+        assert h.returncode == 0 and h.stdout.startswith(f"usage: {prog} "), (cmd, h)
+        for flag in CONNECTION_FLAGS:
+            assert flag in h.stdout, (cmd, flag, h.stdout)
+    v = cli(launcher(), "--version")
+    assert v.returncode == 0 and v.stdout.startswith("pynode-erlang ") and "codec:" in v.stdout, v
+
+
+@pytest.mark.parametrize("launcher", [script, module], ids=["console-script", "python-m"])
+def test_ping_prints_pong_or_pang_and_says_why(beam, launcher):
+    """As net_adm:ping: pong (exit 0) / pang (exit 1); a pang says why on stderr: the cookie,
+    a name EPMD does not know, the other naming mode."""
+    erl = beam("erlang")
+    r = cli(launcher(), "ping", erl.name, "--cookie", test_cookie())
+    assert (r.returncode, r.stdout) == (0, "pong\n"), r
+    r = cli(launcher(), "ping", erl.name, "--cookie", "not" + test_cookie())
+    assert (r.returncode, r.stdout) == (1, "pang\n"), r
+    assert f"ping: cannot connect to {erl.name}: the cookie was most likely rejected" in r.stderr, r.stderr
+    nobody = unique_name("nobody") + "@localhost"
+    r = cli(launcher(), "ping", nobody, "--cookie", test_cookie())
+    assert (r.returncode, r.stdout) == (1, "pang\n"), r
+    assert f"{nobody} is not registered in EPMD" in r.stderr, r.stderr
+    r = cli(launcher(), "ping", erl.name, "--cookie", test_cookie(), "--name", unique_name("c") + "@127.0.0.1")
+    assert (r.returncode, r.stdout) == (1, "pang\n"), r
+    assert "the other naming mode: this node uses long names (--name)" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("launcher", [script, module], ids=["console-script", "python-m"])
+def test_rpc_takes_erlang_term_text_and_prints_elixir_syntax(beam, launcher):
+    erl = beam("erlang")
+    c = ("--cookie", test_cookie())
+    r = cli(launcher(), "rpc", erl.name, "erlang", "node", *c)
+    assert (r.returncode, r.stdout) == (0, f":{erl.name}\n"), r
+    r = cli(launcher(), "rpc", erl.name, "lists", "reverse", '[[1, two, <<"three">>, {4, 5.5}, #{k => v}]]', *c)
+    assert (r.returncode, r.stdout) == (0, '[%{:k => :v}, {4, 5.5}, "three", :two, 1]\n'), r
+    r = cli(launcher(), "rpc", erl.name, "erlang", "error", "[boom]", *c)
+    assert r.returncode == 1 and r.stdout.startswith("{:badrpc, {:EXIT, {:boom, "), r
+    r = cli(launcher(), "rpc", erl.name, "erlang", "node", "[1,", *c)
+    assert r.returncode == 2 and r.stderr.startswith("rpc: ARGS is not Erlang term text"), r
+    r = cli(launcher(), "rpc", unique_name("nobody") + "@localhost", "erlang", "node", *c)
+    assert (r.returncode, r.stdout) == (1, "{:badrpc, :nodedown}\n") and "not registered in EPMD" in r.stderr, r
+
+
+def test_members_and_jobs_list_the_cluster(beam):
+    """members: every registry member with its runtime and whether it hosts jobs; a BEAM
+    node with no registry is said to run none. jobs: every job, from a console script."""
+    h1, h2 = unique_name("m1") + "@localhost", unique_name("m2") + "@localhost"
+    p1 = start_host(h1)
+    p2 = start_host(h2, "--no-jobs", "--connect", h1)
+    try:
+        c = ("--cookie", test_cookie())
+        r = cli(script(), "members", "--node", h1, *c)
+        assert r.returncode == 0, r
+        rows = [ln.split() for ln in r.stdout.splitlines()]
+        assert rows[0] == ["NODE", "RUNTIME", "JOB", "HOST"], r.stdout
+        assert sorted(rows[1:3]) == sorted([[h1, "python", "yes"], [h2, "python", "no"]]), r.stdout
+        assert rows[3:] == [["2", "member(s):", "2", "python,", "0", "beam;", "1", "job", "host(s)"]], r.stdout
+        r = cli(module(), "run_job", "2", "--connect", h1, *c)
+        assert r.returncode == 0 and r.stdout.endswith("run_job: 2 ok, 0 failed\n"), r
+        r = cli(script(), "jobs", "--node", h2, *c)
+        assert r.returncode == 0 and r.stdout.splitlines()[-1].startswith(f"0 job(s) on 1 host(s): {h1}"), r
+        erl = beam("erlang")
+        r = cli(script(), "members", "--node", erl.name, "--wait", "1", *c)
+        assert r.returncode == 2 and f"members: {erl.name} runs no pynode registry" in r.stderr, r
+    finally:
+        stop_cli(p2)
+        stop_cli(p1)
+
+
+# -- run_job: a failed run is fast, names the real cause and cleans up its jobs ------------------
+
+def test_run_job_with_a_wrong_cookie_says_the_cookie_was_rejected(beam):
+    """It said only "run_job: cannot connect to n1@localhost"."""
+    erl = beam("erlang")
+    r = cli(script(), "run_job", "1", "--connect", erl.name, "--cookie", "not" + test_cookie())
+    assert r.returncode == 2, r
+    assert f"run_job: cannot connect to {erl.name}: the cookie was most likely rejected" in r.stderr, r.stderr
+
+
+def test_run_job_in_a_cluster_with_no_job_host_fails_at_once():
+    """Only nodes that host no jobs: it took ~6.5 s per run (the client's missing_grace for
+    hosts to show up, for each job) to print {:error, :no_hosts}; now it fails at once,
+    naming the nodes that host none."""
+    h = unique_name("nh") + "@localhost"
+    p = start_host(h, "--no-jobs")
+    try:
+        t0 = time.monotonic()
+        r = cli(script(), "run_job", "3", "--connect", h, "--cookie", test_cookie())
+        took = time.monotonic() - t0
+        assert r.returncode == 2, r
+        assert "{:error, :no_hosts}: no node of the cluster hosts jobs" in r.stderr and h in r.stderr, r.stderr
+        assert took < 3.0, took  # a Python start-up, a connect and a registry sync
+    finally:
+        stop_cli(p)
+
+
+def _run_job_in_process(argv: list[str]) -> int:
+    args = parser().parse_args(["run_job", *argv])
+    return asyncio.run(args.func(args))
+
+
+def test_run_job_whose_host_dies_mid_run_names_nodedown_and_ends_fast(monkeypatch, capsys):
+    """The only host dies (SIGKILL) after the jobs started: each failure said
+    {:error, :no_such_job} after the client's missing_grace (3 s) per job; now the first
+    names nodedown, the others fail at once (no job host is left), and no job is left."""
+    h = unique_name("hd") + "@localhost"
+    p = start_host(h)
+    real_update = jobs_api.update
+    try:
+        async def update(node, job_id, event, **kw):
+            if p.poll() is None:
+                p.kill()  # the host dies between the starts and the updates
+                p.wait()
+            return await real_update(node, job_id, event, **kw)
+
+        monkeypatch.setattr(jobs_api, "update", update)
+        t0 = time.monotonic()
+        rc = _run_job_in_process(["3", "--connect", h, "--cookie", test_cookie()])
+        took = time.monotonic() - t0
+        out = capsys.readouterr().out
+        assert rc == 1, out
+        lines = out.splitlines()
+        assert lines[0].startswith("job 1: FAILED update: ") and f"its host {h} went down: nodedown" in lines[0], out
+        for i in (2, 3):
+            assert lines[i - 1] == (f"job {i}: FAILED update: not tried: no job host is left in the cluster "
+                                    f"({h} went down: nodedown)"), out
+        assert lines[3] == "run_job: 0 ok, 3 failed", out
+        assert lines[4] == ("run_job: cleaning up the 3 job(s) it started and did not finish: 0 finished, "
+                            "3 already gone (job 1, job 2, job 3)"), out
+        assert took < 8.0, took
+    finally:
+        stop_cli(p)
+
+
+def test_run_job_finishes_the_jobs_it_leaves_when_a_host_stops_answering(monkeypatch, capsys):
+    """A host stops answering (SIGSTOP) after the jobs started: its jobs' updates time out
+    (and those of the other host's jobs, which wait for their replica on it). They stayed
+    running; now run_job says timeout with the job's host, and once the host answers again
+    (SIGCONT) it finishes them: no job is left in the cluster."""
+    h1, h2 = unique_name("ha") + "@localhost", unique_name("hb") + "@localhost"
+    p1 = start_host(h1)
+    p2 = start_host(h2, "--connect", h1)
+    real_update, real_finish = jobs_api.update, jobs_api.finish
+    try:
+        async def update(node, job_id, event, **kw):
+            if job_id == 1:
+                os.kill(p2.pid, signal.SIGSTOP)
+            return await real_update(node, job_id, event, **kw)
+
+        async def finish(node, job_id, **kw):
+            os.kill(p2.pid, signal.SIGCONT)  # it answers again by the time the run cleans up
+            return await real_finish(node, job_id, **kw)
+
+        monkeypatch.setattr(jobs_api, "update", update)
+        monkeypatch.setattr(jobs_api, "finish", finish)
+        rc = _run_job_in_process(["4", "--connect", h1, "--connect", h2, "--cookie", test_cookie(), "--timeout", "1"])
+        out = capsys.readouterr().out
+        assert rc == 1, out
+        lines = out.splitlines()
+        failed = [ln for ln in lines if ": FAILED " in ln]
+        assert any(ln.endswith(f"from its host {h2})") for ln in failed), out  # at least the jobs on h2
+        for ln in failed:
+            assert any(ln.endswith(f": FAILED update: {{:error, :timeout}} (no answer within 1 s from its host {h})")
+                       for h in (h1, h2)), out
+        assert lines[-1] == (f"run_job: cleaning up the {len(failed)} job(s) it started and did not finish: "
+                             f"{len(failed)} finished"), out
+        r = cli(script(), "jobs", "--node", h1, "--cookie", test_cookie())
+        assert r.returncode == 0 and r.stdout.splitlines()[-1].startswith("0 job(s) on 2 host(s)"), r
+    finally:
+        if p2.poll() is None:
+            os.kill(p2.pid, signal.SIGCONT)
+        stop_cli(p2)
+        stop_cli(p1)

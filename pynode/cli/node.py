@@ -1,11 +1,11 @@
-"""``python -m pynode [node] --sname ...``: run a Python node in an Erlang/Elixir cluster.
+"""``pynode [node] --sname ...``: run a Python node in an Erlang/Elixir cluster.
 
 Examples::
 
-    python -m pynode --sname n1@localhost --cookie test
-    python -m pynode --name n1@127.0.0.1 --config sys.config
-    python -m pynode run_job 10 --connect n1@localhost    # see pynode.cli.jobs
-    python -m pynode jobs --node n1@localhost
+    pynode --sname n1@localhost --cookie test          # or: python -m pynode ...
+    pynode node --name n1@127.0.0.1 --config sys.config
+    pynode ping n1@localhost                           # see pynode.cli.client
+    pynode run_job 10 --connect n1@localhost           # see pynode.cli.jobs
 """
 
 from __future__ import annotations
@@ -13,49 +13,40 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import logging
 import os
 import signal
-from typing import Any, Sequence
+import sys
+from typing import Any
 
-from ..config import KernelSettings, load_config, load_kernel_settings
+from .. import web
+from ..config import load_config
 from ..node import Node
 from ..otp import net_kernel
-from .common import default_cookie, short_name
+from .common import codec_note, connection_flags, default_cookie, kernel_from_args, node_name
 
 __all__ = ["add_parser", "run"]
 
 
-def add_parser(sub: Any) -> argparse.ArgumentParser:
-    """The ``node`` subcommand (the default: ``python -m pynode --sname ...``)."""
+def add_parser(sub: Any, prog: str = "pynode") -> argparse.ArgumentParser:
+    """The ``node`` subcommand (the default: ``pynode --sname ...``)."""
     p: argparse.ArgumentParser = sub.add_parser(
         "node",
-        prog="python -m pynode",
+        prog=f"{prog} [node]",
+        parents=[connection_flags(name_required=True, log_level="INFO", client=False)],
         help="start a node (the default command)",
         description="Start a Python node that joins an Erlang/Elixir cluster (a hidden node, "
         "like erl -hidden). It answers Node.ping, GenServer.call({:pynode, node}, :info) and "
         ":rpc.call(node, :pynode, :info, []). Stop it with Ctrl-C, SIGTERM, :init.stop() by rpc "
         "or erl_call -q: its jobs move to another node first.",
-        epilog="other commands: 'python -m pynode run_job N' (the seed's job check against "
-        "n1..n3@localhost) and 'python -m pynode jobs --node NODE' (where every job runs); "
-        "each has its own --help.",
+        epilog=f"other commands: '{prog} ping NODE', '{prog} rpc NODE MOD FUN [ARGS]', '{prog} members --node "
+        f"NODE', '{prog} jobs --node NODE' and '{prog} run_job N'; each has its own --help.",
     )
-    who = p.add_mutually_exclusive_group(required=True)
-    who.add_argument("--sname", metavar="NAME[@HOST]", help="short node name, e.g. n1@localhost (as erl -sname)")
-    who.add_argument("--name", metavar="NAME@HOST", help="long node name, e.g. n1@127.0.0.1 (as erl -name)")
-    p.add_argument("--cookie", help="magic cookie (default: ~/.erlang.cookie, created if missing, as erl does)")
-    p.add_argument("--config", metavar="FILE", help="cluster configuration shared with the BEAM side (sys.config)")
-    p.add_argument("--epmd-port", type=int, default=None, help="EPMD port (default: $ERL_EPMD_PORT or 4369); "
-                   "pynode starts its own EPMD if none answers")
     p.add_argument("--listen", default=None, metavar="ADDR", help="address for distribution connections (default: "
                    "127.0.0.1 for a localhost or loopback name, else every interface, as erl)")
     p.add_argument("--port", type=int, default=0, help="distribution port (default: any free port)")
     p.add_argument("--ticktime", type=float, default=None,
                    help="net_ticktime in seconds (default: the kernel's net_ticktime in --config, else 60)")
-    p.add_argument("--proto-dist", choices=["inet_tcp", "inet_tls"], default=None,
-                   help="distribution carrier, as erl -proto_dist: inet_tls runs it over TLS (with "
-                   "--ssl-dist-optfile); default: the kernel's proto_dist in --config, else inet_tcp")
-    p.add_argument("--ssl-dist-optfile", metavar="FILE", default=None,
-                   help="the TLS options [{server, Opts}, {client, Opts}] (the file erl -ssl_dist_optfile reads)")
     p.add_argument("--connect", action="append", default=[], metavar="NODE",
                    help="node to connect to, retried until reached and whenever lost (repeatable; "
                    "added to the config's connect list)")
@@ -63,28 +54,27 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    help="connect to nobody by itself (config key discovery=false); by default the node "
                    "finds every node in its own host's EPMD, the connect list, hosts and dns (docs/DISCOVERY.md)")
     p.add_argument("--no-jobs", action="store_true", help="do not host background jobs (no pynode_jobs process)")
-    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
                    help="import MODULE before the node starts, so its job kinds and exposed functions "
                    "exist on this node (repeatable; the current directory is on the path)")
+    p.add_argument("--http", type=int, default=None, metavar="PORT",
+                   help="serve the operator page (nodes, registry, jobs, live) on PORT (0: any free port); off by default")
+    p.add_argument("--http-host", default=web.DEFAULT_HOST, metavar="ADDR", help="address of --http (default 127.0.0.1)")
     p.set_defaults(func=run)
     return p
 
 
 def _node_name(args: argparse.Namespace) -> str:
-    if args.sname:
-        return short_name(args.sname)
-    if "@" not in args.name:
-        raise SystemExit("--name needs NAME@HOST")
-    return str(args.name)
+    name = node_name(args)
+    assert name is not None  # --sname or --name is required
+    return name
 
 
 async def run(args: argparse.Namespace) -> int:
     for module in getattr(args, "imports", None) or []:
         importlib.import_module(module)  # the user's kinds (@job_kind) and code, as iex -S mix loads an app
     # the kernel section of sys.config, and erl's -proto_dist/-ssl_dist_optfile over it
-    kernel = load_kernel_settings(args.config) if args.config else KernelSettings()
-    kernel = kernel.with_proto_dist(args.proto_dist, args.ssl_dist_optfile)
+    kernel = kernel_from_args(args)
     node = Node(
         _node_name(args),
         args.cookie if args.cookie is not None else default_cookie(),
@@ -105,7 +95,18 @@ async def run(args: argparse.Namespace) -> int:
         node.config["connect"] = list(node.config.get("connect", [])) + list(args.connect)
     if args.no_discovery:
         node.config["discovery"] = False
+    note = codec_note()
+    if note is not None:
+        logging.getLogger("pynode").warning("%s", note)
     await node.start()
+    if args.http is not None:
+        try:
+            page = await web.serve(node, args.http, args.http_host)
+        except OSError as e:
+            print(f"pynode: cannot serve the operator page on {args.http_host}:{args.http}: {e.strerror or e}", file=sys.stderr)
+            await node.stop()
+            return 1
+        print(f"pynode: operator page on {page.url}", flush=True)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, net_kernel.halt, node, 0)

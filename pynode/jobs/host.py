@@ -149,7 +149,7 @@ class JobHost(GenServer):
         return self.process.node
 
     # -- inspection -----------------------------------------------------------------------
-    def list(self) -> list[tuple[Any, Atom, Pid]]:
+    def list(self) -> builtins.list[tuple[Any, Atom, Pid]]:
         """``[(Id, Kind, Pid)]`` of the jobs this host runs (the ``list`` call)."""
         return [(e.job.id, e.job.kind, e.pid) for e in self.jobs.values() if e.job.ready]
 
