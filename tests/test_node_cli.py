@@ -492,3 +492,47 @@ def test_run_job_finishes_the_jobs_it_leaves_when_a_host_stops_answering(monkeyp
             os.kill(p2.pid, signal.SIGCONT)
         stop_cli(p2)
         stop_cli(p1)
+
+
+WORKER_MODULE = '''
+import asyncio
+from pynode import Atom, GenServer
+
+class Greeter(GenServer):
+    async def handle_call(self, request, from_):
+        return (Atom("hello"), request)
+
+async def pynode_start(node):
+    node.expose("worker_mod", "double", lambda x: 2 * x)
+    await Greeter.start(node, name="greeter")
+'''
+
+
+@pytest.mark.parametrize("launcher", [script, module], ids=["console-script", "python-m"])
+def test_import_from_the_current_directory_runs_its_pynode_start(beam, launcher, tmp_path):
+    """`pynode --import workers` in the directory of workers.py, as `iex -S mix` in a project:
+    the module is found (the console script's own sys.path[0] is bin/), and its
+    pynode_start(node) runs before the node says it is up."""
+    mod = unique_name("workers")
+    (tmp_path / f"{mod}.py").write_text(WORKER_MODULE)
+    name = unique_name("imp") + "@localhost"
+    proc = subprocess.Popen([*launcher(), "--sname", name, "--cookie", test_cookie(), "--import", mod],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path, text=True)
+    try:
+        announced(proc, name)
+        erl = beam("erlang")
+        assert erl.eval(f"rpc:call('{name}', worker_mod, double, [21]).") == 42
+        assert erl.eval(f"gen_server:call({{greeter, '{name}'}}, hi).") == (Atom("hello"), Atom("hi"))
+    finally:
+        stop_cli(proc)
+
+
+def test_a_failing_pynode_start_stops_the_node_with_one_line(tmp_path):
+    mod = unique_name("broken")
+    (tmp_path / f"{mod}.py").write_text("def pynode_start(node):\n    raise RuntimeError('no model file')\n")
+    name = unique_name("imp") + "@localhost"
+    r = subprocess.run([*module(), "--sname", name, "--cookie", test_cookie(), "--import", mod],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert r.returncode == 1, r
+    assert f"pynode: {mod}.pynode_start(node) failed: RuntimeError: no model file" in r.stderr, r.stderr
+    assert " up: " not in r.stdout, r.stdout

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import inspect
 import logging
 import os
 import signal
@@ -55,8 +56,9 @@ def add_parser(sub: Any, prog: str = "pynode") -> argparse.ArgumentParser:
                    "finds every node in its own host's EPMD, the connect list, hosts and dns (docs/DISCOVERY.md)")
     p.add_argument("--no-jobs", action="store_true", help="do not host background jobs (no pynode_jobs process)")
     p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
-                   help="import MODULE before the node starts, so its job kinds and exposed functions "
-                   "exist on this node (repeatable; the current directory is on the path)")
+                   help="import MODULE before the node starts, so its job kinds exist on this node; a "
+                   "function pynode_start(node) in it (plain or async) is called once the node is up, to "
+                   "expose functions or start servers (repeatable; the current directory is on the path)")
     p.add_argument("--http", type=int, default=None, metavar="PORT",
                    help="serve the operator page (nodes, registry, jobs, live) on PORT (0: any free port); off by default")
     p.add_argument("--http-host", default=web.DEFAULT_HOST, metavar="ADDR", help="address of --http (default 127.0.0.1)")
@@ -71,8 +73,13 @@ def _node_name(args: argparse.Namespace) -> str:
 
 
 async def run(args: argparse.Namespace) -> int:
-    for module in getattr(args, "imports", None) or []:
-        importlib.import_module(module)  # the user's kinds (@job_kind) and code, as iex -S mix loads an app
+    # the user's kinds (@job_kind) and code, as iex -S mix loads an application; from the
+    # current directory too, as `python -m pynode` has it (the console script's sys.path[0]
+    # is its own bin/ directory)
+    imports = getattr(args, "imports", None) or []
+    if imports and "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    modules = [importlib.import_module(m) for m in imports]
     # the kernel section of sys.config, and erl's -proto_dist/-ssl_dist_optfile over it
     kernel = kernel_from_args(args)
     node = Node(
@@ -99,6 +106,21 @@ async def run(args: argparse.Namespace) -> int:
     if note is not None:
         logging.getLogger("pynode").warning("%s", note)
     await node.start()
+    for module in modules:
+        # a module's pynode_start(node), as an application's start/2: what needs the node
+        # (node.expose, GenServer.start, a registration) before it says it is up
+        start = getattr(module, "pynode_start", None)
+        if start is None:
+            continue
+        try:
+            r = start(node)
+            if inspect.isawaitable(r):
+                await r
+        except Exception as e:
+            logging.getLogger("pynode").error("%s.pynode_start(node) failed", module.__name__, exc_info=True)
+            print(f"pynode: {module.__name__}.pynode_start(node) failed: {type(e).__name__}: {e}", file=sys.stderr)
+            await node.stop()
+            return 1
     if args.http is not None:
         try:
             page = await web.serve(node, args.http, args.http_host)
