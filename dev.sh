@@ -7,6 +7,7 @@
 #                                    other OTP release (trixie: OTP 27, sid: OTP 29, or a chroot)
 #   ./dev.sh otp-root SUITE          build (once; cached) that release's chroot and print its path
 #   ./dev.sh bench                   run the benchmarks in bench/
+#   ./dev.sh docs [DIR]              the Python API reference (pdoc) into DIR (default build/api)
 set -euo pipefail
 cd "$(dirname "$0")"
 SELF="$(pwd -P)/$(basename "$0")"
@@ -115,6 +116,11 @@ ensure_venv() {  # $1: pip extras
   sum=$(cat pyproject.toml | md5sum | cut -d' ' -f1)
   if [ "$(cat "$stamp" 2>/dev/null)" != "$sum" ]; then
     echo "== installing Python dependencies ($1)" >&2
+    # the distribution was called pynode before it became pynode-erlang: two editable
+    # installs of one tree would register the pytest plugin twice
+    if "$VENV/bin/python" -m pip show -q pynode >/dev/null 2>&1; then
+      "$VENV/bin/python" -m pip uninstall -q -y pynode
+    fi
     "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e ".[$1]"
     echo "$sum" > "$stamp"
   fi
@@ -145,12 +151,21 @@ prepare_otp() {  # $@: suites, or chroot paths; fills OTP_ROOTS
   done
   return "$rc"
 }
-mix_test() {  # $1: a chroot, or nothing for the host's Elixir
-  if [ ! -f mix_compat/mix.exs ]; then return 0; fi
-  if [ -z "${1:-}" ]; then (cd mix_compat && MIX_ENV=test mix test); return; fi
-  # pynode.testing runs mix from the chroot, building into mix_compat/_build/otp<N>/
-  local py="$VENV/bin/python"; [[ "$py" == /* ]] || py="$ROOT_DIR/$py"
-  (cd mix_compat && MIX_ENV=test PYNODE_OTP_ROOT="$1" "$py" -m pynode.testing mix test)
+mix_test() {  # $1: a chroot, or nothing for the host's Elixir. The library (elixir/), then the
+  # seed application on top of it (mix_compat/); both run, the status is the first failure's.
+  local py="$VENV/bin/python" dir rc=0 s
+  [[ "$py" == /* ]] || py="$ROOT_DIR/$py"
+  for dir in elixir mix_compat; do
+    [ -f "$dir/mix.exs" ] || continue
+    echo "== ExUnit in $dir/" >&2
+    if [ -z "${1:-}" ]; then
+      (cd "$dir" && MIX_ENV=test mix test) || { s=$?; [ "$rc" -ne 0 ] || rc=$s; }
+    else
+      # pynode.testing runs mix from the chroot, building into $dir/_build/otp<N>/
+      (cd "$dir" && MIX_ENV=test PYNODE_OTP_ROOT="$1" "$py" -m pynode.testing mix test) || { s=$?; [ "$rc" -ne 0 ] || rc=$s; }
+    fi
+  done
+  return "$rc"
 }
 release_phases() {  # the interop tests and mix_compat's ExUnit on each of OTP_ROOTS
   local root label
@@ -158,7 +173,7 @@ release_phases() {  # the interop tests and mix_compat's ExUnit on each of OTP_R
     label=$(otp_label "$root")
     phase "interop tests (-m interop) on $label ($root)" \
       env PYNODE_OTP_ROOT="$root" "$VENV/bin/python" -m pytest -n 2 -m interop "$@"
-    phase "mix_compat ExUnit on $label" mix_test "$root"
+    phase "ExUnit (elixir/, mix_compat/) on $label" mix_test "$root"
   done
 }
 ROOT_DIR=$(pwd -P)
@@ -179,23 +194,26 @@ case "$cmd" in
     # does not build (erl_interop/codec.py, ERL_INTEROP_PURE).
     phase "the suite again on the pure-Python codec (ERL_INTEROP_PURE=1)" \
       env ERL_INTEROP_PURE=1 "$VENV/bin/python" -m pytest -n 2 "$@"
-    phase "mix_compat ExUnit on the host's Elixir" mix_test
+    phase "ExUnit (elixir/, mix_compat/) on the host's Elixir" mix_test
     release_phases "$@"
     summary ;;
   test-otp)  # ./dev.sh test-otp SUITE|CHROOT [pytest options]: one release only
-    [ $# -ge 1 ] || { sed -n '2,9p' "$SELF"; exit 2; }
+    [ $# -ge 1 ] || { sed -n '2,10p' "$SELF"; exit 2; }
     s=$1; shift; NARGS=$#
     t=$SECONDS; ensure_beam; ensure_venv "test,bench"; note "$t" "Debian packages and the venv"
     phase "OTP chroot ($s)" prepare_otp "$s"
     release_phases "$@"
     summary ;;
   otp-root)  # ./dev.sh otp-root SUITE: the chroot's path (built when missing)
-    [ $# -eq 1 ] || { sed -n '2,9p' "$SELF"; exit 2; }
+    [ $# -eq 1 ] || { sed -n '2,10p' "$SELF"; exit 2; }
     if [ "$(id -u)" -eq 0 ]; then build_otp "$1"; else sudo "$SELF" otp-root "$1"; fi ;;
   bench)
     ensure_beam
     ensure_venv "test,bench"
     for b in bench/*_bench.py; do "$VENV/bin/python" "$b" "$@"; done ;;
+  docs)  # warnings are errors (scripts/api_docs.py); tests/test_packaging.py builds it too
+    ensure_venv test
+    "$VENV/bin/python" scripts/api_docs.py "${1:-build/api}" ;;
   *)
-    sed -n '2,9p' "$SELF"; exit 2 ;;
+    sed -n '2,10p' "$SELF"; exit 2 ;;
 esac

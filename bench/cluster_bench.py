@@ -47,7 +47,7 @@ from erl_interop.terms import Atom  # noqa: E402
 from pynode.testing import BeamNode, compile_mix_project, unique_name  # noqa: E402
 
 from netns import ADDR_A, ADDR_B, Hosts  # noqa: E402
-from use_case import EBIN, MIX_PROJECT, Iex, PyServer, stop_all  # noqa: E402
+from use_case import EBIN, MIX_PROJECT, PYNODE_EBIN, Iex, PyServer, stop_all  # noqa: E402
 
 POLL_MS = 5000  # discovery's default poll_interval, for the goal column
 HEAL_POLL_MS = 1000
@@ -110,7 +110,7 @@ def _server(lang: str, name: str, cookie: str, extra: list[str] | None = None) -
 
 
 def _observer(cookie: str) -> BeamNode:
-    return BeamNode.start(unique_name("obs") + "@localhost", cookie, lang="elixir", hidden=True, args=["-pa", str(EBIN)])
+    return BeamNode.start(unique_name("obs") + "@localhost", cookie, lang="elixir", hidden=True, args=["-pa", str(EBIN), str(PYNODE_EBIN)])
 
 
 def formation(mix: str) -> float:
@@ -158,7 +158,7 @@ def heal(mix: str, tmp: Path) -> float:
     """mix: the languages of the server on host A and on host B."""
     cookie = "bench" + unique_name("")
     config = tmp / f"{cookie}.config"
-    config.write_text(f"[{{available_processes, [{{hosts, ['{ADDR_A}', '{ADDR_B}']}}, {{poll_interval, {HEAL_POLL_MS}}}]}},"
+    config.write_text(f"[{{pynode, [{{hosts, ['{ADDR_A}', '{ADDR_B}']}}, {{poll_interval, {HEAL_POLL_MS}}}]}},"
                       " {kernel, [{net_ticktime, 4}]}].\n")
     nodes: list[Any] = []
     with Hosts() as hosts:
@@ -175,7 +175,7 @@ def heal(mix: str, tmp: Path) -> float:
             def driver(name: str, side: str, server_name: str) -> Iex:
                 # hidden: a visible driver connected to both sides would make OTP's global
                 # mesh the visible servers again, and the figure would be the driver's
-                d = Iex(["--name", name, "--cookie", cookie, "--hidden", "--erl", f"-pa {EBIN} -kernel net_ticktime 4"],
+                d = Iex(["--name", name, "--cookie", cookie, "--hidden", "--erl", f"-pa {EBIN} {PYNODE_EBIN} -kernel net_ticktime 4"],
                         prefix=hosts.prefix(side), mix=False)
                 nodes.append(d)
                 assert d.ev(f'Node.connect(:"{server_name}")') is True

@@ -38,7 +38,7 @@ Scenarios:
 2. *graceful stop*: CE starts ``--jobs`` (1,000) ``'Job.Otp'`` jobs, round-robin over the
    three hosts, and waits until every one has its results. Then one host is stopped the way
    an operator would (a Python node: SIGTERM to ``python -m pynode``; an Elixir node:
-   ``:init.stop()``, which stops ``:available_processes`` and runs the host's handoff). The
+   ``:init.stop()``, which stops ``:available_processes`` and then ``:pynode``, and runs the host's handoff). The
    figure is the time from the signal to the first moment CE's registry resolves every job
    id to a pid on a surviving host ("every job runs elsewhere"); also shown: when the
    node's OS process exited.
@@ -98,6 +98,7 @@ from pynode.testing import BeamNode, mix_build_root, unique_name  # noqa: E402
 COOKIE = "jobsbench"
 MIX = os.path.join(_ROOT, "mix_compat")
 EBIN = str(mix_build_root(MIX) / "dev" / "lib" / "available_processes" / "ebin")  # the release's own build
+PYNODE_EBIN = str(mix_build_root(MIX) / "dev" / "lib" / "pynode" / "ebin")  # its dependency's (elixir/)
 OK = Atom("ok")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -342,8 +343,8 @@ class ExHost(Host):
         self.label = label
         self.name = unique_name("jb" + label) + "@localhost"
         self.beam = BeamNode.start(self.name, COOKIE, lang="elixir", mix_project=MIX, timeout=60)
-        self.beam.eval(f"Application.put_env(:available_processes, :work_ms, {work_ms}); "
-                       "Application.put_env(:available_processes, :replicas, 1)")
+        self.beam.eval(f"Application.put_env(:pynode, :work_ms, {work_ms}); "
+                       "Application.put_env(:pynode, :replicas, 1)")
 
     @property
     def pid(self) -> int:
@@ -455,7 +456,7 @@ class Bench:
         self.pool = ThreadPoolExecutor(8)
         self.config_path = os.path.join(tmp, "sys.config")
         with open(self.config_path, "w") as f:
-            f.write(f"[{{available_processes, [{{work_ms, {args.work_ms}}}, {{replicas, 1}}]}}].\n")
+            f.write(f"[{{pynode, [{{work_ms, {args.work_ms}}}, {{replicas, 1}}]}}].\n")
         self.ce: BeamNode | None = None
 
     # -- helpers ------------------------------------------------------------------------------
@@ -474,7 +475,7 @@ class Bench:
             await asyncio.sleep(0.02)
 
     def start_ce(self) -> None:
-        self.ce = BeamNode.start(unique_name("jbCE") + "@localhost", COOKIE, lang="elixir", args=["-pa", EBIN], timeout=60)
+        self.ce = BeamNode.start(unique_name("jbCE") + "@localhost", COOKIE, lang="elixir", args=["-pa", EBIN, PYNODE_EBIN], timeout=60)
         r = self.ce.eval("{:ok, _} = Pynode.Registry.Impl.start_link([]); :ok")
         assert r == OK, r
         r = self.ce.eval(f"Code.compile_string({ex_str(EX_SOURCE)}); :ok", timeout=60)

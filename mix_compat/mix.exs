@@ -1,7 +1,9 @@
 defmodule AvailableProcesses.MixProject do
   use Mix.Project
 
-  # No dependencies at all: the project compiles offline on Debian's Elixir 1.14 / OTP 25
+  # The seed application: its job kinds (Job, Job.Otp, Job.Steps) and `mix run_job`, on top
+  # of the pynode library (../elixir: the registry, the job host, discovery), its only
+  # dependency, a path one: the project compiles offline on Debian's Elixir 1.14 / OTP 25
   # (hex.pm is not reachable from the build machines, so nothing may trigger a hex install).
   def project do
     [
@@ -10,7 +12,7 @@ defmodule AvailableProcesses.MixProject do
       elixir: "~> 1.14",
       elixirc_paths: elixirc_paths(Mix.env()),
       start_permanent: Mix.env() == :prod,
-      deps: []
+      deps: [{:pynode, path: "../elixir"}]
     ]
   end
 
@@ -19,27 +21,14 @@ defmodule AvailableProcesses.MixProject do
       mod: {AvailableProcesses.Application, []},
       # :ssl for TLS distribution (-proto_dist inet_tls): Elixir 1.15+ keeps only the
       # applications listed here (and deps) on the code path under mix
-      extra_applications: [:logger, :ssl],
-      # Defaults (the same as in sys.config); sys.config (`--erl "-config sys.config"` from
-      # this directory) overrides them. The discovery keys are documented in docs/DISCOVERY.md.
-      env: [
-        discovery: true,
-        connect: [],
-        hosts: [],
-        dns: :undefined,
-        poll_interval: 5_000,
-        result_ttl: 600_000,
-        replicas: 1,
-        replica_check: 100,
-        host_jobs: true,
-        job_kinds: :all,
-        max_jobs: 1000
-      ]
+      extra_applications: [:logger, :ssl]
+      # No env of its own: the cluster configuration is the :pynode application's (defaults
+      # in ../elixir/mix.exs; sys.config in this directory overrides them).
     ]
   end
 
-  # test/support holds helper modules that peer nodes started by the tests must be able to
-  # load from the code path, so they are compiled into the test build like lib/.
-  defp elixirc_paths(:test), do: ["lib", "test/support"]
+  # The test helpers of the library (peer nodes, app env, log keeper) are compiled into this
+  # project's test build too: its cluster tests start peers the same way.
+  defp elixirc_paths(:test), do: ["lib", Path.expand("../elixir/test/support", __DIR__)]
   defp elixirc_paths(_), do: ["lib"]
 end

@@ -1,8 +1,9 @@
 """Read ``sys.config``, the cluster configuration both sides share.
 
 The file is Erlang term text: ``[{App, [{Key, Value}, ...]}, ...].`` pynode reads the
-``available_processes`` application's environment (the OTP application of ``mix_compat``)
-and returns it as a ``dict`` with ``str`` keys, e.g. ``{"connect": [...], "result_ttl": ...}``.
+``pynode`` application's environment (the OTP application of the Elixir library in
+``elixir/``, ``Pynode.Application``, which reads the same section; ``mix_compat/sys.config``
+is the repository's cluster configuration) and returns it as a ``dict`` with ``str`` keys, e.g. ``{"connect": [...], "result_ttl": ...}``.
 Nodes to connect to at start may be given as ``{connect, [n1@localhost, ...]}`` there, or as
 kernel's ``sync_nodes_optional``.
 
@@ -33,7 +34,8 @@ from erl_interop.terms import Atom
 __all__ = ["load_config", "parse_terms", "ConfigError", "APP", "KernelSettings", "SocketOptions", "kernel_settings",
            "load_kernel_settings", "socket_options", "erl_text", "AUTO_CONNECT", "PROTO_DIST"]
 
-APP = "available_processes"
+#: the section of sys.config both sides read: the Elixir library's OTP application, ``:pynode``
+APP = "pynode"
 
 
 class ConfigError(ValueError):
@@ -188,7 +190,7 @@ def _read_sys_config(path: str) -> list[Any]:
 
 
 def load_config(path: str) -> dict[str, Any]:
-    """The ``available_processes`` environment from a ``sys.config`` file, as a dict."""
+    """The ``pynode`` environment (:data:`APP`) from a ``sys.config`` file, as a dict."""
     env: dict[str, Any] = {}
     for entry in _read_sys_config(path):
         if not (isinstance(entry, tuple) and len(entry) == 2 and isinstance(entry[1], list)):

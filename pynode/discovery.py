@@ -19,7 +19,7 @@ minutes, logged once per streak.
 
 The rules are the pure functions :func:`host_list`, :func:`candidates` and :meth:`Retry.record`,
 checked against ``docs/vectors/discovery.terms`` by tests/test_discovery_unit.py; the
-Elixir twin (``mix_compat/lib/pynode/discovery.ex``) reads the same vectors.
+Elixir twin (``elixir/lib/pynode/discovery.ex``) reads the same vectors.
 """
 
 from __future__ import annotations

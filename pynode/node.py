@@ -87,7 +87,7 @@ class Node(Runtime):
     :param busy_limit: a link's send buffer, in bytes, above which a process that sends on
         it waits at its next ``receive`` until it drains (default 1 MiB, OTP's
         ``dist_buf_busy_limit``).
-    :param config: settings of the built-in services, the ``available_processes`` keys of
+    :param config: settings of the built-in services, the ``pynode`` keys of
         ``sys.config`` (``pynode.config.load_config``): discovery (docs/DISCOVERY.md), jobs.
     :param tls: run the distribution over TLS, as ``erl -proto_dist inet_tls`` (README, "TLS
         distribution"): the path of an ``ssl_dist_optfile`` (the file the BEAM reads), its
@@ -155,7 +155,7 @@ class Node(Runtime):
         #: this node's job host (:class:`pynode.jobs.JobHost`), None when ``host_jobs`` is false
         self.jobs: JobHost | None = None
         self._stopping = False
-        #: settings read by built-in services (the ``available_processes`` env of sys.config)
+        #: settings read by built-in services (the ``pynode`` env of sys.config)
         self.config: dict[str, Any] = dict(config or {})
         self._stop_hooks: list[Callable[[], Awaitable[Any]]] = []
 

@@ -3,7 +3,7 @@
     python scripts/sync_protocol_docs.py          # rewrite the embedded copies
     python scripts/sync_protocol_docs.py --check  # exit 1 if any copy is stale
 
-The tests (tests/test_registry_unit.py, mix_compat/test/protocol_doc_test.exs) fail when
+The tests (tests/test_registry_unit.py, elixir/test/protocol_doc_test.exs) fail when
 a copy drifts; this script is how a change to a protocol document reaches the code.
 """
 
@@ -17,8 +17,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # (document, file, prefix put before each line of the copy)
 TARGETS = [
     ("docs/REGISTRY_PROTOCOL.md", "pynode/registry/protocol.py", ""),
-    ("docs/REGISTRY_PROTOCOL.md", "mix_compat/lib/pynode/registry_impl.ex", "  #"),
-    ("docs/JOBS_PROTOCOL.md", "mix_compat/lib/pynode/jobs/host.ex", "  #"),
+    ("docs/REGISTRY_PROTOCOL.md", "elixir/lib/pynode/registry_impl.ex", "  #"),
+    ("docs/JOBS_PROTOCOL.md", "elixir/lib/pynode/jobs/host.ex", "  #"),
     ("docs/JOBS_PROTOCOL.md", "pynode/jobs/protocol.py", ""),
 ]
 

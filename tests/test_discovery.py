@@ -132,7 +132,7 @@ def test_dns_strategy_between_two_hosts(tmp_path: Path, mix_compiled: None) -> N
     headless service's DNS would) to both hosts' addresses; nodes ``app@IP`` find each other."""
     cookie = test_cookie()
     config = tmp_path / "sys.config"
-    config.write_text('[{available_processes, [{dns, {"app", "pynode-svc"}}, {poll_interval, 500}]}].\n')
+    config.write_text('[{pynode, [{dns, {"app", "pynode-svc"}}, {poll_interval, 500}]}].\n')
     nodes: list[Any] = []
     with Hosts() as hosts:
         etc = []

@@ -52,6 +52,7 @@ UPDATE = A("update")
 ROOT = Path(__file__).resolve().parents[1]
 MIX_PROJECT = str(ROOT / "mix_compat")
 EBIN = str(use_case.EBIN)  # the build of the release under test (pynode.testing.mix_build_root)
+PYNODE_EBIN = str(use_case.PYNODE_EBIN)  # its dependency's, the library (elixir/)
 OPS_EX = "case :ets.whereis(:rolling) do :undefined -> 0; _ -> case :ets.lookup(:rolling, :ops) do [{_, n}] -> n; _ -> 0 end end"
 HOSTS_EX = "length(Pynode.Registry.lookup_pids({:p, :g, :pynode_job_host}))"
 
@@ -119,7 +120,7 @@ class Mixed(NodeGroup):
         self.names = [unique_name("abcdefgh"[i]) + "@localhost" for i in range(len(spec))]
         self.config = tmp_path / "sys.config"
         connect = ", ".join(f"'{n}'" for n in self.names)
-        self.config.write_text(f"[{{available_processes, [{SETTINGS}, {{connect, [{connect}]}}]}}].\n")
+        self.config.write_text(f"[{{pynode, [{SETTINGS}, {{connect, [{connect}]}}]}}].\n")
         self.nodes: dict[str, Any] = {}
         self.started: list[Any] = []
 
@@ -140,9 +141,10 @@ class Mixed(NodeGroup):
     def client_only_elixir(self) -> BeamNode:
         """An Elixir node with the project's code on its path and no application (no
         registry, no host), like the seed's ``c1``; connected to every cluster node."""
-        n = BeamNode.start(unique_name("z") + "@localhost", test_cookie(), lang="elixir", args=["-pa", EBIN, "-config", str(self.config)])
+        n = BeamNode.start(unique_name("z") + "@localhost", test_cookie(), lang="elixir", args=["-pa", EBIN, PYNODE_EBIN, "-config", str(self.config)])
         self.started.append(n)
         n.eval("Application.load(:available_processes)")
+        n.eval("Application.load(:pynode)")
         return n
 
     def elixir(self) -> list[BeamNode]:

@@ -434,7 +434,7 @@ class PyNodeProc:
 def py_nodes(tmp_path):
     started: list[PyNodeProc] = []
     cfg = tmp_path / "sys.config"
-    cfg.write_text("[{available_processes, [{work_ms, 50}, {result_ttl, 60000}, {replicas, 1}]}].\n")
+    cfg.write_text("[{pynode, [{work_ms, 50}, {result_ttl, 60000}, {replicas, 1}]}].\n")
 
     def make(n: int) -> list[PyNodeProc]:
         out = [PyNodeProc(unique_name(f"n{i}") + "@localhost", config=str(cfg)) for i in range(n)]

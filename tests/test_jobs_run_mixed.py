@@ -108,7 +108,7 @@ class Cluster(NodeGroup):
         self.names = [unique_name(p) + "@localhost" for p in "abc"]
         self.config = tmp_path / "sys.config"
         connect = ", ".join(f"'{n}'" for n in self.names)
-        self.config.write_text(f"[{{available_processes, [{settings}, {{connect, [{connect}]}}]}}].\n")
+        self.config.write_text(f"[{{pynode, [{settings}, {{connect, [{connect}]}}]}}].\n")
         self.started: list[Any] = []
         self.nodes: dict[str, Any] = {}
         self.spec = "epp"

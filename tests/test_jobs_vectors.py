@@ -1,6 +1,6 @@
 """The job rules against the shared vectors (docs/vectors/jobs.terms), and the header of
 pynode/jobs/protocol.py against docs/JOBS_PROTOCOL.md. The Elixir suite reads the same vectors
-(mix_compat/test/pynode/jobs_vectors_test.exs)."""
+(elixir/test/pynode/jobs_vectors_test.exs, mix_compat/test/job_vectors_test.exs)."""
 
 from __future__ import annotations
 

@@ -73,7 +73,7 @@ def test_every_applicable_key_is_read(tmp_path):
         {dist_auto_connect, once},
         {proto_dist, inet_tls}, {ssl_dist_optfile, "/etc/ssl_dist.conf"},
         {logger_level, info}, {sync_nodes_optional, ['a@h']}, {error_logger, silent}""",
-        apps="{available_processes, [{replicas, 1}]}")
+        apps="{pynode, [{replicas, 1}]}")
     k = load_kernel_settings(str(f))
     assert (k.net_ticktime, k.net_setuptime) == (20, 3.0)
     assert k.listen_port_range == (9100, 9105)

@@ -53,7 +53,7 @@ def test_partition_heals_by_itself_and_keeps_every_acknowledged_update(tmp_path:
     cookie = test_cookie()
     config = tmp_path / "sys.config"
     config.write_text(
-        f"[{{available_processes, [{{hosts, ['{ADDR_A}', '{ADDR_B}']}}, {{poll_interval, 1000}}]}},\n"
+        f"[{{pynode, [{{hosts, ['{ADDR_A}', '{ADDR_B}']}}, {{poll_interval, 1000}}]}},\n"
         " {kernel, [{net_ticktime, 4}]}].\n"
     )
     nodes: list[Any] = []

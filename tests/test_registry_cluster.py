@@ -48,7 +48,7 @@ def elixir_nodes(beam_node: Callable[..., BeamNode], mix_compiled: str) -> Calla
 
     def start(*prefixes: str, discovery: bool = True) -> list[BeamNode]:
         # discovery=False: a partition made by hand stays made until the test heals it
-        args = [] if discovery else ["-available_processes", "discovery", "false"]
+        args = [] if discovery else ["-pynode", "discovery", "false"]
 
         def one(prefix: str) -> BeamNode:
             return beam_node("elixir", name=unique_name(prefix) + "@localhost", mix_project=mix_compiled, args=args)
@@ -453,7 +453,7 @@ def test_partition_and_heal_converges(elixir_nodes):
         async with py_nodes("a", "c", discovery=False) as py:
             p1, p2 = py
             for e in (e1, e2):
-                assert await ev(e, "Application.get_env(:available_processes, :discovery)") is False
+                assert await ev(e, "Application.get_env(:pynode, :discovery)") is False
             for nd in py:
                 assert await nd.ping(e1.name) == A("pong")
             await ev(e2, f"Node.connect(:'{e1.name}')")

@@ -418,7 +418,7 @@ def test_job_cluster_over_tls_with_elixir_and_python_nodes(opts, tmp_path, mix_c
     names = [unique_name(p) + "@localhost" for p in ("a", "b", "c")]
     cfg = tmp_path / "sys.config"
     connect = ", ".join(f"'{n}'" for n in names)
-    cfg.write_text(f"[{{available_processes, [{{work_ms, 300}}, {{result_ttl, 60000}}, {{replicas, 1}}, "
+    cfg.write_text(f"[{{pynode, [{{work_ms, 300}}, {{result_ttl, 60000}}, {{replicas, 1}}, "
                    f"{{connect, [{connect}]}}]}}].\n")
     tls = erl_tls_args(opts.good)
     cookie = test_cookie()

@@ -35,6 +35,9 @@ MIX_PROJECT = ROOT / "mix_compat"
 #: the compiled project, for nodes that load its code without starting it (``-pa``): the build
 #: of the run's OTP release (``_build/dev``, or ``_build/otp<N>/dev`` for another one)
 EBIN = mix_build_root(MIX_PROJECT) / "dev" / "lib" / "available_processes" / "ebin"
+#: the build of its dependency, the pynode library (elixir/: registry, job host, discovery),
+#: which mix compiles into the same build directory; ``-pa`` takes both (``-pa EBIN PYNODE_EBIN``)
+PYNODE_EBIN = mix_build_root(MIX_PROJECT) / "dev" / "lib" / "pynode" / "ebin"
 _tags = itertools.count(1)
 
 

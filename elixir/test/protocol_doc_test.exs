@@ -7,8 +7,8 @@ defmodule Pynode.ProtocolDocTest do
   @root Path.expand("../..", __DIR__)
 
   for {doc, impl} <- [
-        {"docs/REGISTRY_PROTOCOL.md", "mix_compat/lib/pynode/registry_impl.ex"},
-        {"docs/JOBS_PROTOCOL.md", "mix_compat/lib/pynode/jobs/host.ex"}
+        {"docs/REGISTRY_PROTOCOL.md", "elixir/lib/pynode/registry_impl.ex"},
+        {"docs/JOBS_PROTOCOL.md", "elixir/lib/pynode/jobs/host.ex"}
       ] do
     test "#{impl} repeats #{doc} verbatim" do
       doc = unquote(doc)

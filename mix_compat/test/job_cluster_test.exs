@@ -20,7 +20,7 @@ defmodule JobClusterTest do
 
   defp put_env(nodes, key, value) do
     for n <- nodes,
-        do: :ok = :erpc.call(n, Application, :put_env, [:available_processes, key, value])
+        do: :ok = :erpc.call(n, Application, :put_env, [:pynode, key, value])
   end
 
   defp host_nodes, do: Registry.lookup_pids(Jobs.host_key()) |> Enum.map(&node/1) |> Enum.sort()
@@ -130,7 +130,19 @@ defmodule JobClusterTest do
       end)
       |> Enum.max(fn -> 1 end)
 
-    assert :erpc.call(a, Process, :whereis, [:pynode_jobs]) == nil
+    # the seed's kinds are withdrawn from a's host, which holds no job now; the :pynode
+    # application (registry, host) keeps running there
+    assert :erpc.call(a, GenServer, :call, [:pynode_jobs, :list]) == []
+
+    wait_until(fn ->
+      for(
+        {pid, kinds} <- Pynode.Registry.lookup_values(Pynode.Jobs.host_key()),
+        node(pid) == a,
+        do: kinds
+      ) ==
+        [[]]
+    end)
+
     # every job moved: it is held by a running host other than `a`
     for id <- on_a, do: assert(where_node(id) in [node(), b])
     # two more full rounds of updates after the stop, then stop the updater

@@ -31,14 +31,14 @@ defmodule JobLoadTest do
 
   test "a full host queues run-kind jobs and admits them in order as slots free" do
     # the host reads max_jobs once, at its start: restart it with a limit of 2
-    Application.put_env(:available_processes, :max_jobs, 2)
-    :ok = Supervisor.terminate_child(AvailableProcesses.Supervisor, Pynode.Jobs.Host)
-    {:ok, _} = Supervisor.restart_child(AvailableProcesses.Supervisor, Pynode.Jobs.Host)
+    Application.put_env(:pynode, :max_jobs, 2)
+    :ok = Supervisor.terminate_child(Pynode.Supervisor, Pynode.Jobs.Host)
+    {:ok, _} = Supervisor.restart_child(Pynode.Supervisor, Pynode.Jobs.Host)
 
     on_exit(fn ->
-      Application.delete_env(:available_processes, :max_jobs)
-      Supervisor.terminate_child(AvailableProcesses.Supervisor, Pynode.Jobs.Host)
-      Supervisor.restart_child(AvailableProcesses.Supervisor, Pynode.Jobs.Host)
+      Application.delete_env(:pynode, :max_jobs)
+      Supervisor.terminate_child(Pynode.Supervisor, Pynode.Jobs.Host)
+      Supervisor.restart_child(Pynode.Supervisor, Pynode.Jobs.Host)
     end)
 
     wait_until(fn -> published() == [{0, 0, 2}] end, 5_000, "idle load published")

@@ -24,7 +24,7 @@ defmodule JobReplicasClusterTest do
   defp private_peer(name, cookie, env \\ [], args \\ []) do
     env_args =
       Enum.flat_map([{:discovery, "false"} | env], fn {k, v} ->
-        [~c"-available_processes", Atom.to_charlist(k), String.to_charlist(v)]
+        [~c"-pynode", Atom.to_charlist(k), String.to_charlist(v)]
       end)
 
     {peer, node} =
@@ -287,8 +287,8 @@ defmodule JobReplicasClusterTest do
   defp kind(_), do: :Job
 
   test "host_jobs false: no host on that node, a client only; job_kinds limits the kinds" do
-    no_host = [~c"-available_processes", ~c"host_jobs", ~c"false"]
-    otp_only = [~c"-available_processes", ~c"job_kinds", ~c"['Job.Otp']"]
+    no_host = [~c"-pynode", ~c"host_jobs", ~c"false"]
+    otp_only = [~c"-pynode", ~c"job_kinds", ~c"['Job.Otp']"]
     {_, c} = start_peer("jnohost", args: no_host)
     {_, k} = start_peer("jotponly", args: otp_only)
     assert :erpc.call(c, Process, :whereis, [:pynode_jobs]) == nil

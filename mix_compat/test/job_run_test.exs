@@ -38,7 +38,7 @@ defmodule JobRunTest do
   end
 
   test "a failing run is retried from its checkpoint, then fails with its error" do
-    Application.put_env(:available_processes, :max_attempts, 3)
+    Application.put_env(:pynode, :max_attempts, 3)
     ok = uniq("retry")
     assert {:ok, _} = Jobs.start(:"Job.Steps", ok, [4, 1, 1])
     wait_until(fn -> status!(ok).status == :done end, 5_000, "done after a retry")
@@ -58,7 +58,7 @@ defmodule JobRunTest do
   end
 
   test "cancel stops the run; the status stays readable until result_ttl, then the job ends" do
-    Application.put_env(:available_processes, :result_ttl, 400)
+    Application.put_env(:pynode, :result_ttl, 400)
     id = uniq("cancel")
     assert {:ok, pid} = Jobs.start(:"Job.Steps", id, [1000, 20])
     wait_until(fn -> status!(id).progress[:done] == 1 end, 5_000, "one step")

@@ -1,6 +1,6 @@
 defmodule JobTest do
-  # One node: this test node runs the :available_processes application (registry and job
-  # host), so the client API reads the registry locally.
+  # One node: this test node runs the :available_processes application (its kinds) and the
+  # :pynode application (registry and job host), so the client API reads the registry locally.
   use ExUnit.Case, async: false
 
   alias Pynode.Jobs
@@ -42,7 +42,7 @@ defmodule JobTest do
   end
 
   test "Job.Otp: nil while working, then the results, kept for result_ttl" do
-    Application.put_env(:available_processes, :result_ttl, 400)
+    Application.put_env(:pynode, :result_ttl, 400)
     id = uniq("otp")
     assert {:ok, pid} = Job.Otp.start(id)
     assert Job.Otp.start(id) == {:error, :job_already_started}
@@ -224,9 +224,9 @@ defmodule JobTest do
   end
 
   test "pynode_job_merge on a Job.Otp: results win, else the smaller work left" do
-    Application.put_env(:available_processes, :work_ms, 60_000)
+    Application.put_env(:pynode, :work_ms, 60_000)
     # the job ends soon after its results (it would outlive the test otherwise)
-    Application.put_env(:available_processes, :result_ttl, 300)
+    Application.put_env(:pynode, :result_ttl, 300)
     id = uniq("otpmerge")
     assert {:ok, pid} = Job.Otp.start(id)
     theirs = %{kind: :"Job.Otp", id: id, recent: [], seq: 2}

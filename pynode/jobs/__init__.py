@@ -2,7 +2,7 @@
 processes, the kinds ``'Job'`` and ``'Job.Otp'``, and the client API.
 
 The protocol is docs/JOBS_PROTOCOL.md, repeated verbatim in the header of
-:mod:`pynode.jobs.protocol`. The modules follow the Elixir files (``mix_compat/lib/``), and
+:mod:`pynode.jobs.protocol`. The modules follow the Elixir files (``elixir/lib/``, the seed's kinds in ``mix_compat/lib/``), and
 each imports only modules listed before it:
 
 - ``format``: :func:`format_term`, a term as Elixir's ``inspect`` prints it.

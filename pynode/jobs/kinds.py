@@ -132,7 +132,7 @@ class _RunnerContext:
         return self._runner.host.node
 
     def config(self, key: str) -> Any:
-        """A setting of the host (``sys.config``'s ``available_processes`` env, defaults above)."""
+        """A setting of the host (``sys.config``'s ``pynode`` env, defaults above)."""
         return cfg(self._runner.host.node, key)
 
 

@@ -9,7 +9,7 @@ Owns: the atoms and message tags, :data:`HOST_NAME`, :data:`HOST_KEY`, :func:`jo
 
 The protocol is docs/JOBS_PROTOCOL.md, repeated verbatim between the markers below
 (tests/test_jobs_vectors.py fails when the two drift apart; scripts/sync_protocol_docs.py
-rewrites the copy); the Elixir twin, ``mix_compat/lib/pynode/jobs/host.ex``, repeats it the
+rewrites the copy); the Elixir twin, ``elixir/lib/pynode/jobs/host.ex``, repeats it the
 same way. Built on the registry (docs/REGISTRY_PROTOCOL.md, :mod:`pynode.registry`).
 
 --- BEGIN docs/JOBS_PROTOCOL.md ---
@@ -17,8 +17,8 @@ same way. Built on the registry (docs/REGISTRY_PROTOCOL.md, :mod:`pynode.registr
 
 Background jobs held only in memory across a cluster of Elixir and Python nodes, that move
 off a node that shuts down and survive the sudden death of a node. Built on the registry
-(`docs/REGISTRY_PROTOCOL.md`). The Elixir side (`mix_compat/lib/job*.ex`,
-`mix_compat/lib/pynode/jobs*.ex`) and the Python side (`pynode/jobs/`, in `protocol.py`)
+(`docs/REGISTRY_PROTOCOL.md`). The Elixir side (`elixir/lib/pynode/jobs*.ex`; the
+seed's kinds in `mix_compat/lib/job*.ex`) and the Python side (`pynode/jobs/`, in `protocol.py`)
 repeat this text in their headers and must stay in lockstep with it; the rules are also
 checked in both languages against the shared vectors `docs/vectors/jobs.terms`.
 
@@ -28,7 +28,7 @@ checked in both languages against the shared vectors `docs/vectors/jobs.terms`.
   **kind** (an atom naming the behaviour, the same in both languages) and a **portable
   state** (a term, the same shape in both languages).
 - **Host**: the process `pynode_jobs`, locally registered on every node that hosts jobs
-  (a BEAM node running the `:available_processes` application; a Python node unless started
+  (a BEAM node running the `:pynode` application; a Python node unless started
   with hosting disabled). It starts, adopts, lists and replicates jobs.
 - **Kinds** defined in both languages:
   - `'Job'` — Elixir `Job`. State: a list, `[Id]` at start; `update(Event)` makes it
@@ -285,7 +285,7 @@ included); jobs of other kinds and ended jobs hold none.
 
 ## Configuration
 
-Keys of the `available_processes` application environment (`sys.config`), the same in both
+Keys of the `pynode` application environment (`sys.config`), the same in both
 languages, with these defaults (vectors: `defaults`):
 
 | key | default | meaning |
@@ -310,7 +310,7 @@ languages, with these defaults (vectors: `defaults`):
 
 ## Graceful shutdown (handoff)
 
-When a host is asked to stop (`Application.stop(:available_processes)`, `:init.stop()`,
+When a host is asked to stop (`Application.stop(:pynode)`, `:init.stop()`,
 SIGTERM/Ctrl-C to `python -m pynode`):
 
 1. It unregisters `{p, g, pynode_job_host}` and answers `{error, stopping}` to `start`.
@@ -322,6 +322,15 @@ SIGTERM/Ctrl-C to `python -m pynode`):
    exits `normal`. Calls that reached the old process and were not answered end with an exit,
    and the client retries them at the new owner. A failed handoff is tried at the next target.
 3. Only then does the host (and the node) stop. With no other host, jobs die with the node.
+
+A host may also stop running some kinds while it keeps running (on the BEAM: the application
+that provides them is stopped, `Application.stop(:available_processes)` for the seed's
+kinds; `Pynode.Jobs.Kinds`). It registers `{p, g, pynode_job_host}` again with the shorter
+list first (the value of a host's property can change at any time; clients and handoffs read
+it when they place a job), answers `{error, unknown_kind}` to `start` and `adopt` of those
+kinds, and hands their jobs off as in step 2; a job that no other host takes ends. Other
+kinds, replicas and the load are not affected. A kind provided later is advertised the same
+way (the list grows).
 
 ## Client
 

@@ -8,7 +8,7 @@ May import: :mod:`erl_interop` only.
 
 The protocol is docs/REGISTRY_PROTOCOL.md, repeated verbatim between the markers below
 (tests/test_registry_unit.py fails when the two drift apart; scripts/sync_protocol_docs.py
-rewrites the copy); the Elixir twin, ``mix_compat/lib/pynode/registry_impl.ex``, repeats it
+rewrites the copy); the Elixir twin, ``elixir/lib/pynode/registry_impl.ex``, repeats it
 the same way.
 
 --- BEGIN docs/REGISTRY_PROTOCOL.md ---
@@ -18,7 +18,7 @@ One registry process runs on every node of the cluster, BEAM or Python, locally 
 as `pynode_registry`. It owns the registrations of its node's local processes and holds a
 full mirror of everyone else's. Reads are answered from the local mirror; writes are made
 by the owning node and broadcast. This text is the contract; the Elixir module
-(`mix_compat/lib/pynode/registry_impl.ex`) and the Python package (`pynode/registry/`, in
+(`elixir/lib/pynode/registry_impl.ex`) and the Python package (`pynode/registry/`, in
 `protocol.py`) repeat it in their headers and must stay in lockstep with it.
 
 ## Keys

@@ -1,11 +1,11 @@
-defmodule AvailableProcesses.Application do
+defmodule Pynode.Application do
   @moduledoc """
-  The `:available_processes` OTP application: the BEAM side of a pynode cluster.
+  The `:pynode` OTP application: the BEAM side of a pynode cluster.
 
   Its supervision tree (`:rest_for_one`, so that everything started after the registry is
   restarted when the registry is):
 
-      AvailableProcesses.Supervisor
+      Pynode.Supervisor
       ├── Pynode.Registry.Impl      (locally registered as :pynode_registry)
       ├── Pynode.Jobs.Host          (locally registered as :pynode_jobs; hands jobs off on stop)
       └── Pynode.Discovery          (locally registered as :pynode_discovery)
@@ -13,9 +13,13 @@ defmodule AvailableProcesses.Application do
   `Pynode.Discovery` (`docs/DISCOVERY.md`) finds the other nodes and keeps connecting to
   them: with no configuration, every node registered in the EPMD of this node's host; also
   the nodes of the `connect` key, the EPMD names of the `hosts` (and `.hosts.erlang`) and the
-  addresses of the `dns` name (see `sys.config` in this directory, the cluster
-  configuration: `iex --sname n1@localhost --erl "-config sys.config" -S mix`). The registry
-  then meshes with every reached node, hidden (Python) nodes included.
+  addresses of the `dns` name (the `pynode` section of a config file, e.g. the repository's
+  `mix_compat/sys.config`: `iex --sname n1@localhost --erl "-config sys.config" -S mix`). The
+  registry then meshes with every reached node, hidden (Python) nodes included.
+
+  The host runs the job kinds that applications provide to it (`Pynode.Jobs.Kinds`, a child
+  of their own supervision trees): an application that depends on `:pynode` and defines kinds
+  starts after it and stops before it.
   """
 
   use Application
@@ -34,7 +38,7 @@ defmodule AvailableProcesses.Application do
       Pynode.Discovery
     ]
 
-    opts = [strategy: :rest_for_one, name: AvailableProcesses.Supervisor]
+    opts = [strategy: :rest_for_one, name: Pynode.Supervisor]
     Supervisor.start_link(children, opts)
   end
 end

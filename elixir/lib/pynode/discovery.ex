@@ -4,13 +4,13 @@ defmodule Pynode.Discovery do
   (`docs/DISCOVERY.md`, shared with the Python twin `pynode/discovery.py`).
 
   One process per node, locally registered as `:pynode_discovery` and started by the
-  `:available_processes` application after the registry. It only *connects*: the registry
+  `:pynode` application (`Pynode.Application`) after the registry. It only *connects*: the registry
   sends `discover` on every `nodeup` and exchanges member lists, so one reached member
   brings in the whole mesh. It never disconnects anyone.
 
   ## Configuration
 
-  Keys of the `:available_processes` application environment (`sys.config`), read again at
+  Keys of the `:pynode` application environment (`sys.config`), read again at
   every poll, so a changed environment takes effect at the next poll:
 
     * `discovery` (default `true`) — `false`: this node connects to nobody by itself (the
@@ -706,7 +706,7 @@ defmodule Pynode.Discovery do
   ## Configuration and environment
 
   defp config(state) do
-    get = fn key -> Application.get_env(:available_processes, key, @defaults[key]) end
+    get = fn key -> Application.get_env(:pynode, key, @defaults[key]) end
 
     {poll_interval, state} =
       case get.(:poll_interval) do

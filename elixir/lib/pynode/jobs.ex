@@ -4,11 +4,17 @@ defmodule Pynode.Jobs do
 
   A job is a process with an **id** (any term), a **kind** (an atom that names the same
   behaviour in both languages: `:Job` for `Job`, `:"Job.Otp"` for `Job.Otp`) and a
-  **portable state**. Every node that runs the `:available_processes` application runs a
-  job host, the GenServer `:pynode_jobs` (`Pynode.Jobs.Host`), next to the registry
+  **portable state**. Every node that runs the `:pynode` application (`Pynode.Application`)
+  runs a job host, the GenServer `:pynode_jobs` (`Pynode.Jobs.Host`), next to the registry
   (`Pynode.Registry`), unless it is configured with `host_jobs: false` (a client only);
   Python nodes run the same host (`pynode/jobs/host.py`). The wire protocol is
   `docs/JOBS_PROTOCOL.md`, repeated at the top of `Pynode.Jobs.Host`.
+
+  The host runs the kinds that the applications of its node provide: each application puts
+  a `Pynode.Jobs.Kinds` child, with its kind modules, in its own supervision tree (the seed's
+  `:available_processes` provides `Job`, `Job.Otp` and `Job.Steps`). When that child stops
+  (its application is stopped), the host stops advertising those kinds and hands their jobs
+  off to other hosts, as in a graceful shutdown.
 
     * **Placement** — a new job goes to the least-loaded host (running + queued run-kind
       jobs, as each host publishes in `{:p, :g, :pynode_job_load}`; round-robin between
@@ -28,20 +34,22 @@ defmodule Pynode.Jobs do
       job each, the registry keeps the copy on the smaller node name, and the other copy
       merges its state into it (`c:Pynode.Jobs.Kind.merge/2`) before it ends: nothing
       acknowledged on either side is lost.
-    * **Graceful shutdown** — `Application.stop(:available_processes)` or `:init.stop()`
-      first withdraws the host from placement, then hands every job, with its state and
+    * **Graceful shutdown** — `Application.stop(:pynode)` or `:init.stop()` first
+      withdraws the host from placement, then hands every job, with its state and
       remaining durations, to another host; callers never see `:no_such_job` meanwhile,
-      because the client retries through the registry with the same operation id.
+      because the client retries through the registry with the same operation id. Stopping
+      an application that provides kinds (`Application.stop(:available_processes)`) does
+      the same for the jobs of its kinds only.
 
   ## Client API
 
-  `Job.start/1`, `Job.update/2`, `Job.finish/1`, `Job.Otp.start/1` and
+  The seed's `Job.start/1`, `Job.update/2`, `Job.finish/1`, `Job.Otp.start/1` and
   `Job.Otp.check_results/1` run on any node. On a node with a running registry they read it
   locally; on a node that only has the code loaded (`elixir --sname c1@localhost -S mix
   run_job 10`) they send `{:client, op, args}` to `:pynode_jobs` on a connected host node.
   The generic functions below do the same for any kind.
 
-  ## Configuration (`:available_processes` application env, e.g. `sys.config`)
+  ## Configuration (`:pynode` application env, e.g. the `pynode` section of `sys.config`)
 
   | key | default | meaning |
   | --- | --- | --- |
@@ -57,7 +65,7 @@ defmodule Pynode.Jobs do
   | `handoff_timeout` | 60000 | the whole handoff of one node at shutdown |
   | `handoff_concurrency` | 16 | job handoffs in flight at once at shutdown |
   | `host_jobs` | `true` | `false`: this node runs no job host (a client only) |
-  | `job_kinds` | `:all` | the kinds this node's host runs: `:all` (every kind module of `kinds/0`) or a list of kind atoms (`:Job`, `:"Job.Otp"`) or kind modules (`Job`, `Job.Otp`, a `Pynode.Jobs.Run` module of yours) |
+  | `job_kinds` | `:all` | the kinds this node's host runs: `:all` (every kind module of `kinds/0`, i.e. provided by a running application) or a list of kind atoms (`:Job`, `:"Job.Otp"`) or kind modules (`Job`, `Job.Otp`, a `Pynode.Jobs.Run` module of yours) |
   | `max_attempts` | 3 | runs of a run kind's `run/1` before the job fails |
   | `retry_backoff` | 1000 | the wait (ms) after the first failed run, doubling after each |
   | `retry_backoff_max` | 30000 | the longest wait between two runs |
@@ -89,39 +97,40 @@ defmodule Pynode.Jobs do
     max_jobs: 1000
   }
 
-  # Every kind module this node knows (what `job_kinds: :all` stands for).
-  @kinds [Job, Job.Otp, Job.Steps]
-
-  @doc "A setting of the `:available_processes` environment, with the defaults above."
+  @doc "A setting of the `:pynode` application environment, with the defaults above."
   @spec config(atom) :: term
   def config(key) when is_map_key(@defaults, key),
-    do: Application.get_env(:available_processes, key, Map.fetch!(@defaults, key))
+    do: Application.get_env(:pynode, key, Map.fetch!(@defaults, key))
 
   @doc false
   # The defaults of the settings above (tests compare them with the shared vectors).
   def defaults, do: @defaults
 
-  @doc "Every kind module this node knows: `job_kinds: :all` means these."
+  @doc """
+  Every kind module this node knows: those provided by the running `Pynode.Jobs.Kinds`
+  processes of its applications, in the order they were provided (`job_kinds: :all` means
+  these).
+  """
   @spec kinds() :: [module]
-  def kinds, do: @kinds
+  def kinds, do: Pynode.Jobs.Kinds.provided()
 
   @doc """
   The kinds this node's host runs, `%{kind_atom => module}`, from the `job_kinds` setting
   (`:all`, or a list of kind atoms and kind modules). Entries that name no kind this node
-  knows are left out (and logged).
+  knows (yet: an application may provide it later) are left out.
   """
   @spec host_kinds() :: %{atom => module}
   def host_kinds, do: host_kinds(config(:job_kinds))
 
   @doc false
-  def host_kinds(:all), do: host_kinds(@kinds)
+  def host_kinds(:all), do: host_kinds(kinds())
 
   def host_kinds(list) when is_list(list) do
     for entry <- list, reduce: %{} do
       acc ->
         case kind_module(entry) do
           nil ->
-            Logger.warning("pynode jobs: job_kinds names no known kind: #{inspect(entry)}")
+            Logger.debug("pynode jobs: job_kinds names no known kind (yet): #{inspect(entry)}")
             acc
 
           mod ->
@@ -143,14 +152,16 @@ defmodule Pynode.Jobs do
   def kind_module(kind) when is_atom(kind) do
     cond do
       kind_module?(kind) -> kind
-      mod = Enum.find(@kinds, &(&1.kind() == kind)) -> mod
+      mod = Enum.find(kinds(), &(&1.kind() == kind)) -> mod
       true -> nil
     end
   end
 
   def kind_module(_), do: nil
 
-  defp kind_module?(mod) do
+  @doc false
+  # A module that implements the kind behaviour (kind/0, handle_op/3), loaded on demand.
+  def kind_module?(mod) do
     match?("Elixir." <> _, Atom.to_string(mod)) and Code.ensure_loaded?(mod) and
       function_exported?(mod, :kind, 0) and function_exported?(mod, :handle_op, 3)
   end

@@ -3,7 +3,7 @@ defmodule Pynode.Registry do
   A cluster-wide registry of unique names and properties, shared by BEAM and Python nodes.
 
   Every node of a pynode cluster, Elixir or Python, runs one registry process (locally
-  registered as `:pynode_registry`, started by the `:available_processes` application). It
+  registered as `:pynode_registry`, started by the `:pynode` application). It
   owns the registrations of its node's processes and keeps a full mirror of every other
   node's, so reads (`where/1`, `lookup_pids/1`, `lookup_values/1`, `send/2`, `members/0`)
   are answered from local ETS tables without a message to anyone, and writes (`reg/2`,

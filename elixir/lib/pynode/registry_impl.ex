@@ -11,7 +11,7 @@ defmodule Pynode.Registry.Impl do
   # as `pynode_registry`. It owns the registrations of its node's local processes and holds a
   # full mirror of everyone else's. Reads are answered from the local mirror; writes are made
   # by the owning node and broadcast. This text is the contract; the Elixir module
-  # (`mix_compat/lib/pynode/registry_impl.ex`) and the Python package (`pynode/registry/`, in
+  # (`elixir/lib/pynode/registry_impl.ex`) and the Python package (`pynode/registry/`, in
   # `protocol.py`) repeat it in their headers and must stay in lockstep with it.
   #
   # ## Keys

@@ -81,8 +81,8 @@ defmodule Pynode.DiscoveryTest do
 
   ## Real nodes
 
-  defp poll_args(ms), do: [~c"-available_processes", ~c"poll_interval", ~c"#{ms}"]
-  defp env_args(key, value), do: [~c"-available_processes", ~c"#{key}", ~c"#{value}"]
+  defp poll_args(ms), do: [~c"-pynode", ~c"poll_interval", ~c"#{ms}"]
+  defp env_args(key, value), do: [~c"-pynode", ~c"#{key}", ~c"#{value}"]
 
   defp status(peer, node), do: call(peer, node, Discovery, :status, [])
   defp members(peer, node), do: call(peer, node, Pynode.Registry, :members, [])
@@ -171,7 +171,7 @@ defmodule Pynode.DiscoveryTest do
     assert plain in connected(peer, obs)
 
     # its registry starts: it becomes a member, and discovery calls that an ok
-    {:ok, _} = :peer.call(plain_peer, Application, :ensure_all_started, [:available_processes])
+    {:ok, _} = :peer.call(plain_peer, Application, :ensure_all_started, [:pynode])
     wait_until(fn -> plain in members(peer, obs) end)
     wait_until(fn -> match?(%{outcome: :ok, k: 0}, status(peer, obs)[plain]) end)
   end
@@ -190,7 +190,7 @@ defmodule Pynode.DiscoveryTest do
     refute lone in Node.list(:connected)
 
     # the environment is read at every poll: switched on, it connects
-    :ok = :peer.call(peer, Application, :put_env, [:available_processes, :discovery, true])
+    :ok = :peer.call(peer, Application, :put_env, [:pynode, :discovery, true])
     wait_until(fn -> node() in connected(peer, lone) end)
     wait_until(fn -> lone in Pynode.Registry.members() end)
   end

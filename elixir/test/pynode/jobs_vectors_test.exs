@@ -2,38 +2,30 @@ defmodule Pynode.JobsVectorsTest do
   # docs/JOBS_PROTOCOL.md: the pure rules of the job protocol against the shared vectors
   # (docs/vectors/jobs.terms, also read by the Python suite, tests/test_jobs_vectors.py).
   # The file is read when the tests run; a tag without vectors fails, and so does a tag
-  # that no test here checks (a vector nobody looks at is a rule nobody tests).
+  # that no test checks (a vector nobody looks at is a rule nobody tests). The vectors of the
+  # seed's kinds (Job, Job.Otp, Job.Steps) are checked with them, in mix_compat/test.
   use ExUnit.Case, async: true
 
   alias Pynode.Jobs
   alias Pynode.Jobs.{Client, Host, JobServer}
 
-  @vectors Path.expand("../../../docs/vectors/jobs.terms", __DIR__)
-  @tags [:defaults, :replica_targets, :adopts, :retryable, :elapse, :merge, :recent_merge] ++
+  import Pynode.Test.Vectors, only: [of: 1]
+  defp vectors(tag), do: of(tag)
+
+  @tags [:defaults, :replica_targets, :adopts, :retryable, :recent_merge] ++
           [:run_initial, :run_backoff, :run_done, :run_error, :run_retry, :run_cancel] ++
-          [:run_status, :run_results, :run_elapse, :run_merge] ++
+          [:run_status, :run_results] ++
           [:place, :run_queue, :run_admit]
+  # checked by mix_compat/test/job_vectors_test.exs, against the seed's kinds
+  @seed_tags [:elapse, :merge, :run_elapse, :run_merge]
+  @seed_test Path.expand("../../../mix_compat/test/job_vectors_test.exs", __DIR__)
 
-  defp all_vectors do
-    {:ok, terms} = :file.consult(String.to_charlist(@vectors))
-    terms
-  end
-
-  defp vectors(tag) do
-    found = for term <- all_vectors(), is_tuple(term), elem(term, 0) == tag, do: term
-    assert found != [], "no #{tag} vectors in #{@vectors}"
-    found
-  end
-
-  defp kind_module!(kind) do
-    mod = Jobs.kind_module(kind)
-    assert mod, "no kind module for #{inspect(kind)}"
-    mod
-  end
-
-  test "every tag of the file is checked here" do
-    tags = all_vectors() |> Enum.map(&elem(&1, 0)) |> Enum.uniq()
-    assert tags -- @tags == [], "vectors nobody checks: #{inspect(tags -- @tags)}"
+  test "every tag of the file is checked here or with the seed's kinds" do
+    tags = Pynode.Test.Vectors.all() |> Enum.map(&elem(&1, 0)) |> Enum.uniq()
+    left = tags -- (@tags ++ @seed_tags)
+    assert left == [], "vectors nobody checks: #{inspect(left)}"
+    seed = File.read!(@seed_test)
+    for tag <- @seed_tags, do: assert(seed =~ "vectors(:#{tag})", "#{@seed_test}: #{tag}")
   end
 
   test "defaults" do
@@ -42,8 +34,8 @@ defmodule Pynode.JobsVectorsTest do
 
     # the application's own env (mix.exs, as compiled into the .app file) holds the same
     # values for the keys it names
-    app_file = Application.app_dir(:available_processes, "ebin/available_processes.app")
-    {:ok, [{:application, :available_processes, spec}]} = :file.consult(app_file)
+    app_file = Application.app_dir(:pynode, "ebin/pynode.app")
+    {:ok, [{:application, :pynode, spec}]} = :file.consult(app_file)
     app_env = Keyword.get(spec, :env, [])
     assert Keyword.has_key?(app_env, :replica_check)
 
@@ -70,36 +62,10 @@ defmodule Pynode.JobsVectorsTest do
     end
   end
 
-  test "elapse" do
-    for {:elapse, kind, state, ms, expected} = v <- vectors(:elapse) do
-      assert Host.elapse(kind_module!(kind), state, ms) == expected, inspect(v)
-    end
-  end
-
-  test "merge" do
-    for {:merge, %{kind: kind} = winner, %{kind: kind} = loser, expected} = v <- vectors(:merge) do
-      mod = kind_module!(kind)
-      assert function_exported?(mod, :merge, 2), "#{inspect(mod)} has no merge/2"
-      assert mod.merge(winner, loser) == expected, inspect(v)
-      assert is_binary(mod.describe_merge(winner, loser, expected))
-    end
-  end
-
   test "recent_merge" do
     for {:recent_merge, winner, loser, recent, seq} = v <- vectors(:recent_merge) do
       assert JobServer.merge_recent(winner, loser) == {recent, seq}, inspect(v)
     end
-  end
-
-  test "job_kinds: :all, kind atoms and kind modules" do
-    all = %{:Job => Job, :"Job.Otp" => Job.Otp, :"Job.Steps" => Job.Steps}
-    assert Jobs.host_kinds(:all) == all
-    assert Jobs.host_kinds(Jobs.kinds()) == all
-    assert Jobs.host_kinds([:Job, :"Job.Otp", Job.Steps]) == all
-    assert Jobs.host_kinds([:"Job.Otp"]) == %{:"Job.Otp" => Job.Otp}
-    assert Jobs.host_kinds([Job]) == %{:Job => Job}
-    assert Jobs.host_kinds([]) == %{}
-    assert Jobs.host_kinds([:Job, :no_such_kind]) == %{:Job => Job}
   end
 
   ## Run kinds (Pynode.Jobs.Run)
@@ -146,16 +112,6 @@ defmodule Pynode.JobsVectorsTest do
   test "run_results" do
     for {:run_results, state, expected} = v <- vectors(:run_results),
         do: assert(Run.results(state) == expected, inspect(v))
-  end
-
-  test "run_elapse" do
-    for {:run_elapse, state, ms, expected} = v <- vectors(:run_elapse),
-        do: assert(Job.Steps.elapse(state, ms) == expected, inspect(v))
-  end
-
-  test "run_merge" do
-    for {:run_merge, winner, loser, expected} = v <- vectors(:run_merge),
-        do: assert(Job.Steps.merge(winner, loser) == expected, inspect(v))
   end
 
   test "place" do

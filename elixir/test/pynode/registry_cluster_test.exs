@@ -1,6 +1,6 @@
 defmodule Pynode.RegistryClusterTest do
   # Several BEAM nodes: this test node (its registry runs from the application) and :peer
-  # nodes running the :available_processes application. Each test starts its own peers
+  # nodes running the :pynode application. Each test starts its own peers
   # with unique names and stops them at the end.
   use ExUnit.Case, async: false
 
@@ -95,8 +95,8 @@ defmodule Pynode.RegistryClusterTest do
   end
 
   test "sys.config (mix_compat/sys.config, linked from the repository root) is a valid config with the documented defaults" do
-    path = Path.expand("../../sys.config", __DIR__)
-    assert {:ok, [[{:available_processes, env}]]} = :file.consult(String.to_charlist(path))
+    path = Path.expand("../../../mix_compat/sys.config", __DIR__)
+    assert {:ok, [[{:pynode, env}]]} = :file.consult(String.to_charlist(path))
 
     assert Enum.sort(env) == [
              connect: [],
@@ -112,8 +112,8 @@ defmodule Pynode.RegistryClusterTest do
              result_ttl: 600_000
            ]
 
-    # the same defaults as mix.exs gives a node started without the file, and every key
-    # mix.exs defaults is documented in the file
+    # the same defaults as the library's mix.exs gives a node started without the file, and
+    # every key mix.exs defaults is documented in the file
     defaults = Mix.Project.get!().application()[:env]
     for {key, value} <- env, do: assert({key, defaults[key]} == {key, value})
     assert Enum.sort(Keyword.keys(defaults)) == Enum.sort(Keyword.keys(env))
@@ -129,7 +129,7 @@ defmodule Pynode.RegistryClusterTest do
     {peer_b, b} =
       start_peer("regb",
         connection: :standard_io,
-        args: [~c"-available_processes", ~c"connect", String.to_charlist("['#{a}']")]
+        args: [~c"-pynode", ~c"connect", String.to_charlist("['#{a}']")]
       )
 
     wait_until(fn -> a in :peer.call(peer_b, Registry, :members, []) end)
@@ -193,7 +193,7 @@ defmodule Pynode.RegistryClusterTest do
     # Like Python nodes: hidden, each connected only to this node at first. Their discovery
     # is off: it would connect them to each other through EPMD, and this test is about the
     # registry connecting the members that another registry reports.
-    hidden = [~c"-hidden", ~c"-available_processes", ~c"discovery", ~c"false"]
+    hidden = [~c"-hidden", ~c"-pynode", ~c"discovery", ~c"false"]
     {_, h1} = start_peer("hida", args: hidden)
     {_, h2} = start_peer("hidb", args: hidden)
     assert h1 in Node.list(:hidden) and h2 in Node.list(:hidden)
@@ -255,7 +255,7 @@ defmodule Pynode.RegistryClusterTest do
     # a and b are not connected to this node nor to each other: each registers the same
     # names alone, then they meet. Their discovery is off, or they would find each other
     # (and this node) through EPMD at once.
-    no_discovery = [~c"-available_processes", ~c"discovery", ~c"false"]
+    no_discovery = [~c"-pynode", ~c"discovery", ~c"false"]
     {peer_a, a} = start_peer("rega", connection: :standard_io, args: no_discovery)
     {peer_b, b} = start_peer("regb", connection: :standard_io, args: no_discovery)
     assert a < b

@@ -7,9 +7,10 @@ defmodule Pynode.Test.Cluster do
   import ExUnit.Assertions
 
   @doc """
-  Starts a peer named `<prefix><unique>@localhost` and the :available_processes application
-  on it. `opts`: `:connection` (`:standard_io` for a peer not connected to this node),
-  `:args` (extra `erl` arguments, e.g. `[~c"-hidden"]`), `:start_app` (default true),
+  Starts a peer named `<prefix><unique>@localhost` and the application of the mix project
+  under test on it (`:pynode` in elixir/, `:available_processes`, which starts `:pynode`
+  first, in mix_compat/). `opts`: `:connection` (`:standard_io` for a peer not connected to
+  this node), `:args` (extra `erl` arguments, e.g. `[~c"-hidden"]`), `:start_app` (default true),
   `:name` (the exact name before `@`, instead of `prefix` and a unique number), `:cookie`
   (default: this node's), `:log_level` (the peer's Logger level, default `:warning`).
   Returns `{peer_pid, node}`; the peer is stopped when the test ends.
@@ -38,11 +39,14 @@ defmodule Pynode.Test.Cluster do
     ExUnit.Callbacks.on_exit(fn -> stop_peer(peer) end)
 
     if Keyword.get(opts, :start_app, true) do
-      assert {:ok, _} = call(peer, node, Application, :ensure_all_started, [:available_processes])
+      assert {:ok, _} = call(peer, node, Application, :ensure_all_started, [app()])
     end
 
     {peer, node}
   end
+
+  @doc "The application of the mix project under test (what `start_peer/2` starts)."
+  def app, do: Mix.Project.config()[:app]
 
   # Peers print their logs on this node's output, which ExUnit does not capture: a passing
   # run stays quiet with warnings and errors only (the discovery of every peer logs each

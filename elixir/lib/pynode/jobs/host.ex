@@ -9,8 +9,8 @@ defmodule Pynode.Jobs.Host do
   #
   # Background jobs held only in memory across a cluster of Elixir and Python nodes, that move
   # off a node that shuts down and survive the sudden death of a node. Built on the registry
-  # (`docs/REGISTRY_PROTOCOL.md`). The Elixir side (`mix_compat/lib/job*.ex`,
-  # `mix_compat/lib/pynode/jobs*.ex`) and the Python side (`pynode/jobs/`, in `protocol.py`)
+  # (`docs/REGISTRY_PROTOCOL.md`). The Elixir side (`elixir/lib/pynode/jobs*.ex`; the
+  # seed's kinds in `mix_compat/lib/job*.ex`) and the Python side (`pynode/jobs/`, in `protocol.py`)
   # repeat this text in their headers and must stay in lockstep with it; the rules are also
   # checked in both languages against the shared vectors `docs/vectors/jobs.terms`.
   #
@@ -20,7 +20,7 @@ defmodule Pynode.Jobs.Host do
   #   **kind** (an atom naming the behaviour, the same in both languages) and a **portable
   #   state** (a term, the same shape in both languages).
   # - **Host**: the process `pynode_jobs`, locally registered on every node that hosts jobs
-  #   (a BEAM node running the `:available_processes` application; a Python node unless started
+  #   (a BEAM node running the `:pynode` application; a Python node unless started
   #   with hosting disabled). It starts, adopts, lists and replicates jobs.
   # - **Kinds** defined in both languages:
   #   - `'Job'` — Elixir `Job`. State: a list, `[Id]` at start; `update(Event)` makes it
@@ -277,7 +277,7 @@ defmodule Pynode.Jobs.Host do
   #
   # ## Configuration
   #
-  # Keys of the `available_processes` application environment (`sys.config`), the same in both
+  # Keys of the `pynode` application environment (`sys.config`), the same in both
   # languages, with these defaults (vectors: `defaults`):
   #
   # | key | default | meaning |
@@ -302,7 +302,7 @@ defmodule Pynode.Jobs.Host do
   #
   # ## Graceful shutdown (handoff)
   #
-  # When a host is asked to stop (`Application.stop(:available_processes)`, `:init.stop()`,
+  # When a host is asked to stop (`Application.stop(:pynode)`, `:init.stop()`,
   # SIGTERM/Ctrl-C to `python -m pynode`):
   #
   # 1. It unregisters `{p, g, pynode_job_host}` and answers `{error, stopping}` to `start`.
@@ -314,6 +314,15 @@ defmodule Pynode.Jobs.Host do
   #    exits `normal`. Calls that reached the old process and were not answered end with an exit,
   #    and the client retries them at the new owner. A failed handoff is tried at the next target.
   # 3. Only then does the host (and the node) stop. With no other host, jobs die with the node.
+  #
+  # A host may also stop running some kinds while it keeps running (on the BEAM: the application
+  # that provides them is stopped, `Application.stop(:available_processes)` for the seed's
+  # kinds; `Pynode.Jobs.Kinds`). It registers `{p, g, pynode_job_host}` again with the shorter
+  # list first (the value of a host's property can change at any time; clients and handoffs read
+  # it when they place a job), answers `{error, unknown_kind}` to `start` and `adopt` of those
+  # kinds, and hands their jobs off as in step 2; a job that no other host takes ends. Other
+  # kinds, replicas and the load are not affected. A kind provided later is advertised the same
+  # way (the list grows).
   #
   # ## Client
   #
@@ -391,6 +400,17 @@ defmodule Pynode.Jobs.Host do
   # `shutdown` when the host exits and retries elsewhere, having changed nothing). Client
   # operations already running are given the rest of the handoff time to finish, then the
   # host returns.
+  #
+  # Kinds (Pynode.Jobs.Kinds): the host runs the kinds its node's applications provide,
+  # filtered by job_kinds. A provider tells it {provide, Pid} when it starts and
+  # {withdraw, Pid} when it stops; the host monitors each one (a provider killed without
+  # withdrawing is withdrawn on its DOWN) and finds them again in :persistent_term when it
+  # restarts. On a change it registers {p, g, pynode_job_host} again with the new list, first;
+  # a withdrawal then hands the jobs of the kinds no longer run off as the shutdown does
+  # (same targets, concurrency and deadline) while the host keeps running: calls are served
+  # meanwhile (start/adopt of a withdrawn kind answer {error, unknown_kind}), and a job that
+  # could not be handed off is stopped (exit shutdown). The provider's withdraw call returns
+  # after that, so its application stops only once its jobs have moved.
 
   use GenServer
   require Logger
@@ -422,7 +442,8 @@ defmodule Pynode.Jobs.Host do
             queue: [],
             moving: %{},
             published: nil,
-            placed: %{}
+            placed: %{},
+            providers: %{}
 
   def name, do: @name
 
@@ -436,6 +457,24 @@ defmodule Pynode.Jobs.Host do
 
   def start_link(opts \\ []), do: GenServer.start_link(__MODULE__, opts, name: @name)
 
+  @doc false
+  # From a Pynode.Jobs.Kinds process that has put its kinds: run them too. Without a host
+  # (host_jobs: false, or it is restarting: its init reads them), there is nothing to tell.
+  def provide(provider) do
+    GenServer.call(@name, {:provide, provider}, Jobs.config(:call_timeout))
+  catch
+    :exit, _ -> :ok
+  end
+
+  @doc false
+  # From a Pynode.Jobs.Kinds process that has erased its kinds: stop running them, hand
+  # their jobs off, and return when that is done (or its time is up).
+  def withdraw(provider) do
+    GenServer.call(@name, {:withdraw, provider}, Jobs.config(:handoff_timeout) + 2_000)
+  catch
+    :exit, _ -> :ok
+  end
+
   ## Server
 
   @impl true
@@ -444,6 +483,7 @@ defmodule Pynode.Jobs.Host do
       :ignore
     else
       Process.flag(:trap_exit, true)
+      providers = Map.new(Pynode.Jobs.Kinds.providers(), fn {p, _} -> {p, Process.monitor(p)} end)
       kinds = Jobs.host_kinds()
       :ok = :net_kernel.monitor_nodes(true, node_type: :all)
 
@@ -454,7 +494,13 @@ defmodule Pynode.Jobs.Host do
           max_jobs =
             if is_integer(Jobs.config(:max_jobs)), do: Jobs.config(:max_jobs), else: :infinity
 
-          s = %__MODULE__{kinds: kinds, members: host_members(), max_jobs: max_jobs}
+          s = %__MODULE__{
+            kinds: kinds,
+            members: host_members(),
+            max_jobs: max_jobs,
+            providers: providers
+          }
+
           {:ok, publish_load(s)}
 
         other ->
@@ -465,6 +511,21 @@ defmodule Pynode.Jobs.Host do
 
   @impl true
   def handle_call(:list, _from, s), do: {:reply, list(s), s}
+
+  def handle_call({:provide, pid}, _from, s) when is_pid(pid) do
+    s =
+      if is_map_key(s.providers, pid),
+        do: s,
+        else: %{s | providers: Map.put(s.providers, pid, Process.monitor(pid))}
+
+    {s, _removed} = refresh_kinds(s)
+    {:reply, :ok, s}
+  end
+
+  def handle_call({:withdraw, pid}, _from, s) when is_pid(pid) do
+    {:reply, :ok, withdraw_provider(s, pid)}
+  end
+
   def handle_call(:replicas, _from, s), do: {:reply, replica_list(s), s}
 
   def handle_call({:start, _kind, _id, _args}, _from, %{stopping: true} = s),
@@ -555,6 +616,11 @@ defmodule Pynode.Jobs.Host do
   def handle_info({:DOWN, _ref, :process, pid, _reason}, s) when is_map_key(s.clients, pid),
     do: {:noreply, %{s | clients: Map.delete(s.clients, pid)}}
 
+  def handle_info({:DOWN, _ref, :process, pid, _reason}, s) when is_map_key(s.providers, pid) do
+    Pynode.Jobs.Kinds.forget(pid)
+    {:noreply, withdraw_provider(s, pid)}
+  end
+
   def handle_info({:DOWN, ref, :process, owner, reason}, s) when is_map_key(s.owner_refs, ref) do
     s = %{
       s
@@ -585,6 +651,67 @@ defmodule Pynode.Jobs.Host do
   end
 
   def handle_info(_msg, s), do: {:noreply, s}
+
+  ## Kinds: provided by the applications (Pynode.Jobs.Kinds), withdrawn when they stop
+
+  # The kinds run now, from the providers and job_kinds; a change is advertised (the host
+  # property's value) before anything else. Returns the kind atoms no longer run.
+  defp refresh_kinds(%{stopping: true} = s), do: {s, []}
+
+  defp refresh_kinds(s) do
+    kinds = Jobs.host_kinds()
+    old = s.kinds |> Map.keys() |> Enum.sort()
+    new = kinds |> Map.keys() |> Enum.sort()
+
+    if old != new do
+      case Registry.reg(Jobs.host_key(), new) do
+        :ok ->
+          :ok
+
+        other ->
+          Logger.warning(
+            "pynode jobs: could not advertise the kinds #{inspect(new)}: #{inspect(other)}"
+          )
+      end
+    end
+
+    removed = for {kind, mod} <- s.kinds, Map.get(kinds, kind) != mod, do: kind
+    {%{s | kinds: kinds}, removed}
+  end
+
+  defp withdraw_provider(s, pid) do
+    s =
+      case Map.pop(s.providers, pid) do
+        {nil, _} ->
+          s
+
+        {ref, providers} ->
+          Process.demonitor(ref, [:flush])
+          %{s | providers: providers}
+      end
+
+    case refresh_kinds(s) do
+      {s, []} ->
+        s
+
+      {s, removed} ->
+        pids = for {pid, {_id, kind, _}} <- s.jobs, kind in removed, do: pid
+
+        if pids != [] do
+          Logger.info(
+            "pynode jobs: kinds #{inspect(removed)} withdrawn; handing #{length(pids)} job(s) off"
+          )
+        end
+
+        deadline = System.monotonic_time(:millisecond) + Jobs.config(:handoff_timeout)
+        limit = max(Jobs.config(:handoff_concurrency), 1)
+        s = hand_off_all(%{s | placed: %{}}, pids, %{}, limit, deadline)
+
+        # what could not move ends here: its kind is gone from this node
+        for pid <- pids, is_map_key(s.jobs, pid), do: Process.exit(pid, :shutdown)
+        s
+    end
+  end
 
   ## Membership: replicas follow the set of hosts
 
@@ -1021,7 +1148,10 @@ defmodule Pynode.Jobs.Host do
       {:DOWN, ref, :process, pid, _reason} when is_map_key(inflight, pid) ->
         case inflight do
           %{^pid => {_, ^ref, _}} ->
-            {%{s | jobs: Map.delete(s.jobs, pid)}, Map.delete(inflight, pid)}
+            s = %{s | jobs: Map.delete(s.jobs, pid)}
+            # a withdrawal (the host keeps running) frees the job's slot
+            s = if s.stopping, do: s, else: leave(s, pid)
+            {s, Map.delete(inflight, pid)}
 
           _ ->
             await_handoff(s, inflight, deadline)
@@ -1036,6 +1166,20 @@ defmodule Pynode.Jobs.Host do
           _ ->
             {s, give_up(inflight, pid)}
         end
+
+      # a withdrawal of kinds while the host keeps running: every call is served as usual
+      {:"$gen_call", from, request} when not s.stopping ->
+        s =
+          case handle_call(request, from, s) do
+            {:reply, reply, s} ->
+              GenServer.reply(from, reply)
+              s
+
+            {:noreply, s} ->
+              s
+          end
+
+        await_handoff(s, inflight, deadline)
 
       {:"$gen_call", from, request}
       when is_tuple(request) and tuple_size(request) > 0 and
@@ -1053,6 +1197,13 @@ defmodule Pynode.Jobs.Host do
 
       {:DOWN, _, :process, cpid, _} when is_map_key(s.clients, cpid) ->
         await_handoff(%{s | clients: Map.delete(s.clients, cpid)}, inflight, deadline)
+
+      # a job's exit while a withdrawal waits (a job the withdrawal does not move)
+      {:EXIT, pid, _reason}
+      when not s.stopping and is_map_key(s.jobs, pid) and
+             not is_map_key(inflight, pid) ->
+        s = leave(%{s | jobs: Map.delete(s.jobs, pid)}, pid)
+        await_handoff(s, inflight, deadline)
     after
       left -> {s, Enum.reduce(Map.keys(inflight), inflight, &give_up(&2, &1))}
     end

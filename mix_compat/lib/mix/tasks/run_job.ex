@@ -7,11 +7,12 @@ defmodule Mix.Tasks.RunJob do
       elixir --sname c1@localhost --cookie test -S mix run_job 10
 
   It compiles the project and loads its code but does **not** start the
-  `:available_processes` application (no registry, no job host on this node), so every
+  `:available_processes` application or the `:pynode` library's application under it (no
+  registry, no job host on this node), so every
   operation goes through a connected host node (`{client, Op, Args}`, see `Pynode.Jobs`).
 
   Steps: connect to the cluster nodes (`--connect NODE`, repeatable; else the `connect`
-  list of the application env, e.g. from `--erl "-config ../sys.config"`; else
+  list of the `:pynode` application env, e.g. from `--erl "-config ../sys.config"`; else
   `n1@localhost`, `n2@localhost`, `n3@localhost`) and wait (up to `--wait` seconds,
   default 30) until at least one answers; then, for the integer ids `1..N`, start a `Job`
   each, update each with the atom `:update`, finish each and check that the result is
@@ -45,13 +46,14 @@ defmodule Mix.Tasks.RunJob do
 
     Mix.Task.run("compile")
     Mix.Task.run("loadpaths")
-    _ = Application.load(:available_processes)
+    # the :pynode env (mix.exs defaults, overridden by sys.config): its `connect` list
+    _ = Application.load(:pynode)
     ensure_distributed()
 
     nodes =
       case Keyword.get_values(opts, :connect) do
         [] ->
-          case Application.get_env(:available_processes, :connect, []) do
+          case Application.get_env(:pynode, :connect, []) do
             [] -> @default_nodes
             configured -> Enum.map(List.wrap(configured), &to_node/1)
           end
