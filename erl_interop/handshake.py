@@ -541,7 +541,8 @@ class Handshake:
         (peer_challenge,) = _U32.unpack_from(packet, 1)
         expected = gen_digest(self._our_challenge, self._cookie)
         if not hmac.compare_digest(packet[5:], expected):
-            log.error("** Connection attempt from node %s rejected. Invalid challenge reply. **", self.peer_name)
+            log.error("** Connection attempt from node %s rejected. Invalid challenge reply. ** (it does not share our cookie)",
+                      self.peer_name)
             self._fail("bad_cookie", f"{self.peer_name} does not share our cookie")
         self._send_challenge_ack(peer_challenge)
         self._complete()

@@ -323,7 +323,7 @@ REFUSALS = [
     ("erl sends no certificate (fail_if_no_peer_cert)", "erl", "nocert", "PEER_DID_NOT_RETURN_A_CERTIFICATE"),
     ("erl's chain is deeper than depth (erl dials)", "erl", "deep", "intermediate CA(s), more than depth 0"),
     ("erl's chain is deeper than depth (Python dials)", "py", "deep", "intermediate CA(s), more than depth 0"),
-    ("a wrong cookie over good TLS (erl dials)", "erl", "cookie", "does not share our cookie"),
+    ("a wrong cookie over good TLS (erl dials)", "erl", "cookie", "Invalid challenge reply. ** (it does not share our cookie)"),
     ("a wrong cookie over good TLS (Python dials)", "py", "cookie", "rejected our cookie"),
 ]
 
