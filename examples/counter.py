@@ -1,13 +1,6 @@
-"""The README's first example: a Python GenServer that iex calls.
-
-    python examples/counter.py py@localhost test
-"""
-
+# examples/counter.py
 import asyncio
-import sys
-
-from pynode import Atom, GenServer, Node
-
+from pynode import Node, GenServer, Atom
 
 class Counter(GenServer):
     async def init(self, start=0):
@@ -25,24 +18,13 @@ class Counter(GenServer):
         if request == Atom("reset"):
             self.count = 0
 
-
-async def main(name: str = "py@localhost", cookie: str = "test") -> None:
-    async with Node(name, cookie=cookie) as node:
+async def main():
+    async with Node("py@localhost", cookie="test") as node:
         await Counter.start(node, 0, name="counter")
-
-        node.expose("math_py", "add", lambda a, b: a + b)
-
-        @node.expose("math_py")
-        async def slow_square(x):
-            await asyncio.sleep(0.1)
-            return x * x
-
-        print(f"ready {node.name}", flush=True)
-        await asyncio.Event().wait()  # serve until Ctrl-C
-
+        await asyncio.Event().wait()          # serve until Ctrl-C
 
 if __name__ == "__main__":
     try:
-        asyncio.run(main(*sys.argv[1:3]))
-    except KeyboardInterrupt:
+        asyncio.run(main())
+    except KeyboardInterrupt:                 # Ctrl-C: the node has stopped (peers saw nodedown)
         pass

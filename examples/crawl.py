@@ -54,10 +54,10 @@ def _title(body: str) -> bytes:
 @job_kind("crawl")
 class Crawl(RunKind):
     async def run(self, ctx: RunContext) -> Any:
-        urls, delay = _plan(ctx.args)
-        pages: list[dict[Atom, Any]] = list(ctx.state or [])
+        urls, delay = _plan(ctx.args)               # ctx.args: the start args
+        pages: list[dict[Atom, Any]] = list(ctx.state or [])  # ctx.state: the last checkpoint
         async with httpx.AsyncClient(timeout=30.0, follow_redirects=True) as http:
-            for url in urls[len(pages):]:           # what the checkpoint holds is not fetched again
+            for url in urls[len(pages):]:           # checkpointed pages are not fetched again
                 if delay:
                     await asyncio.sleep(delay)
                 r = await http.get(url)
@@ -65,4 +65,4 @@ class Crawl(RunKind):
                 pages.append({URL: url.encode(), STATUS: r.status_code, BYTES: len(r.content), TITLE: _title(r.text)})
                 await ctx.checkpoint(pages)         # returns once the pages are on the replica
                 ctx.progress(done=len(pages), total=len(urls))
-        return {PAGES: pages, BYTES: sum(p[BYTES] for p in pages)}
+        return {PAGES: pages, BYTES: sum(p[BYTES] for p in pages)}  # the results, kept for result_ttl
