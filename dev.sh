@@ -182,7 +182,7 @@ cmd="${1:-help}"; shift || true
 NARGS=$#
 case "$cmd" in
   node)
-    ensure_venv test
+    ensure_venv "test,bench"  # the same install as the test command (one stamp)
     exec "$VENV/bin/python" -m pynode "$@" ;;
   test)
     t=$SECONDS; ensure_beam; ensure_venv "test,bench"; note "$t" "Debian packages and the venv"
@@ -212,7 +212,7 @@ case "$cmd" in
     ensure_venv "test,bench"
     for b in bench/*_bench.py; do "$VENV/bin/python" "$b" "$@"; done ;;
   docs)  # warnings are errors (scripts/api_docs.py); tests/test_packaging.py builds it too
-    ensure_venv test
+    ensure_venv "test,bench"  # the same install as the test command (one stamp)
     "$VENV/bin/python" scripts/api_docs.py "${1:-build/api}" ;;
   *)
     sed -n '2,10p' "$SELF"; exit 2 ;;
