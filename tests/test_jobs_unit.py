@@ -276,4 +276,7 @@ def test_format_term_like_elixir_inspect():
     assert format_term(b"\xff") == "<<255>>"
     assert format_term(None) == "nil"
     assert format_term(pid("n1@localhost", 5)) == "#PID<n1@localhost.5.0>"
-    assert format_term({A("a"): 1}) == "%{:a => 1}"
+    assert format_term({A("a"): 1}) == "%{a: 1}"
+    assert format_term({A("b"): 2, A("a b"): 1}) == '%{"a b": 1, b: 2}'  # as iex
+    assert format_term({A("Elixir.X"): 3, A("b"): 2}) == "%{X => 3, :b => 2}"
+    assert format_term({1: A("x")}) == "%{1 => :x}"

@@ -353,7 +353,7 @@ def test_rpc_takes_erlang_term_text_and_prints_elixir_syntax(beam, launcher):
     r = cli(launcher(), "rpc", erl.name, "erlang", "node", *c)
     assert (r.returncode, r.stdout) == (0, f":{erl.name}\n"), r
     r = cli(launcher(), "rpc", erl.name, "lists", "reverse", '[[1, two, <<"three">>, {4, 5.5}, #{k => v}]]', *c)
-    assert (r.returncode, r.stdout) == (0, '[%{:k => :v}, {4, 5.5}, "three", :two, 1]\n'), r
+    assert (r.returncode, r.stdout) == (0, '[%{k: :v}, {4, 5.5}, "three", :two, 1]\n'), r
     r = cli(launcher(), "rpc", erl.name, "erlang", "error", "[boom]", *c)
     assert r.returncode == 1 and r.stdout.startswith("{:badrpc, {:EXIT, {:boom, "), r
     r = cli(launcher(), "rpc", erl.name, "erlang", "node", "[1,", *c)

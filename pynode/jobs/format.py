@@ -45,12 +45,23 @@ def format_term(t: Any) -> str:
     if isinstance(t, list):
         return "[" + ", ".join(format_term(x) for x in t) + "]"
     if isinstance(t, dict):
+        if t and all(type(k) is Atom and not str(k).startswith("Elixir.") for k in t):
+            # as iex prints a map of atom keys: keyword syntax, keys in order
+            items = sorted(t.items(), key=lambda kv: str(kv[0]))
+            return "%{" + ", ".join(f"{_key(k)} {format_term(v)}" for k, v in items) + "}"
         return "%{" + ", ".join(f"{format_term(k)} => {format_term(v)}" for k, v in t.items()) + "}"
     if type(t) is Pid:
         return f"#PID<{t.node}.{t.id}.{t.serial}>"
     if type(t) is Reference:
         return "#Reference<" + ".".join(str(i) for i in t.ids) + ">"
     return repr(t)
+
+
+def _key(k: Atom) -> str:
+    s = str(k)
+    if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_@]*[?!]?", s):
+        return s + ":"
+    return '"' + s.replace('"', '\\"') + '":'
 
 
 def format_short(t: Any, limit: int = 200) -> str:
