@@ -1,4 +1,5 @@
-"""Run the README's fenced code blocks as a user would (tests/test_readme_examples.py).
+"""Run the README's fenced code blocks as a user would (tests/test_readme_examples.py; the
+guide's, docs/GUIDE.md, in tests/test_guide.py: ``Scenario(doc=...)``).
 
 Theory of operation
 -------------------
@@ -22,6 +23,12 @@ starts in prose (a server, a node a snippet talks to) and runs every one of its 
 ``file``
     A ``python`` block whose first line is ``# examples/NAME.py``: byte-identical to that file
     (a trailing newline aside). Running it is up to the scenario (:meth:`Scenario.start_file`).
+``newfile``
+    A ``python`` block whose first line is ``# NAME.py``: a file the reader saves; written,
+    exactly as shown, into the terminals' directory.
+``deps``
+    An ``elixir`` block that is a ``defp deps do ... end``: the reader's edit of ``mix.exs`` (in
+    the terminals' directory), whose own ``defp deps`` it replaces.
 ``excerpt``
     A ``python`` block whose first line is ``# from examples/NAME.py...``: its other lines
     appear, in one piece, in that file (which a scenario runs).
@@ -31,15 +38,19 @@ starts in prose (a server, a node a snippet talks to) and runs every one of its 
     names the README implies); the scenario then calls its functions and checks the results
     with ``after`` code run in the same namespace.
 ``sh``
-    Each line is a command typed into a terminal of its own in the repository root (``cd
-    DIR && ...`` as written). Long-running commands (``iex``, a ``python -m pynode`` node,
+    Each line is a command typed into a terminal of its own in the scenario's directory (the
+    repository root unless the scenario says otherwise; ``cd DIR && ...`` as written; ``A && B``
+    one after the other; a bare ``cd DIR`` line moves every later terminal to DIR, as the
+    guide's ``cd my_app``), with the scenario's environment (:attr:`Scenario.env`).
+    Long-running commands (``iex``, a ``python -m pynode`` node or the ``pynode`` script's,
     ``./dev.sh node``, ``python3 -m http.server``, ``python examples/NAME.py``) start in the
     background, are awaited until they serve (iex: it evaluates; a node: its `` up: `` line; an
     example: the scenario's ``sc.ready[path]``), and are stopped at the end of the scenario by
     their pid, as a user would (Ctrl-C: a Python program must then exit with status 0 and
     print no traceback). ``./dev.sh node`` runs as written when its venv is installed for the
     current pyproject.toml; otherwise (it would pip-install first, which a test must not do
-    in a shared venv) the harness runs what it then execs, ``.venv/bin/python -m pynode``. Any other command runs to completion
+    in a shared venv) the harness runs what it then execs, ``.venv/bin/python -m pynode``; ``./dev.sh docs``
+    likewise (what it runs is checked against dev.sh's text). Any other command runs to completion
     and must exit with status 0; its output is kept for the scenario to check
     (:attr:`Scenario.outputs`). A command that cannot run inside a test (``./dev.sh test``,
     which runs this test) is named in :data:`NOT_RUN` with the check that replaces it.
@@ -50,11 +61,15 @@ starts in prose (a server, a node a snippet talks to) and runs every one of its 
 Mapping. Before anything runs, :meth:`Scenario.map` rewrites a block's text (commands,
 expressions and expected output alike): every node name ``NAME@localhost`` (or
 ``@127.0.0.1``) becomes ``NAME_<scenario token>@localhost`` (the order of the names is kept),
-and the cookie ``test`` (``--cookie test``, ``-c test``, ``cookie="test"``, ``Node("...",
-"test"``) the scenario's own, so that scenarios run side by side (pytest-xdist) without
+and the cookie ``test`` (the guide's ``secret``: ``Scenario(doc_cookie=...)``; ``--cookie test``,
+``-c test``, ``cookie="test"``, ``Node("...", "test"``) the scenario's own, so that scenarios run side by side (pytest-xdist) without
 meeting. ``Scenario(fixed_names=True)`` keeps both as written (for the seed's clients, whose
 node names are built in) and holds :func:`use_case.seed_names_lock` instead. A scenario may map
 more (``extra={"/etc/pynode/": str(tmp) + "/"}``, a free port for ``8000``).
+
+Installing. The documents' ``pip install pynode-erlang`` runs as written with ``PIP_FIND_LINKS``
+pointing at :func:`pynode_wheel` (a wheel of this checkout, built once per content and shared
+by every test process), since the package is not on an index yet.
 
 Adding a block: write it in README.md under a section a scenario covers (the coverage test
 fails for a block no scenario owns, and a scenario fails for a block it did not run). If
@@ -69,16 +84,19 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import fcntl
 import hashlib
 import itertools
 import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -107,13 +125,14 @@ class Block:
     text: str  # without the fences
     line: int  # README line of the opening fence
     section: str  # the nearest ## or ### heading, without the #s
+    source: str = "README.md"  # the markdown file, relative to the repository root
 
     @property
     def lines(self) -> list[str]:
         return self.text.splitlines()
 
     def __str__(self) -> str:
-        return f"README.md:{self.line} ({self.lang}, in {self.section!r})"
+        return f"{self.source}:{self.line} ({self.lang}, in {self.section!r})"
 
 
 def readme_blocks(path: Path = README) -> list[Block]:
@@ -121,6 +140,7 @@ def readme_blocks(path: Path = README) -> list[Block]:
     blocks: list[Block] = []
     section = ""
     lines = path.read_text(encoding="utf-8").splitlines()
+    source = str(path.resolve().relative_to(ROOT)) if path.resolve().is_relative_to(ROOT) else str(path)
     i = 0
     while i < len(lines):
         line = lines[i]
@@ -134,8 +154,8 @@ def readme_blocks(path: Path = README) -> list[Block]:
                 body.append(lines[i])
                 i += 1
             if i == len(lines):
-                raise AssertionError(f"README.md:{start + 1}: unclosed ``` fence")
-            blocks.append(Block(len(blocks), lang, "\n".join(body) + "\n", start + 1, section))
+                raise AssertionError(f"{source}:{start + 1}: unclosed ``` fence")
+            blocks.append(Block(len(blocks), lang, "\n".join(body) + "\n", start + 1, section, source))
         i += 1
     return blocks
 
@@ -150,7 +170,11 @@ def kind(b: Block) -> str:
             return "file"
         if re.match(r"# from examples/[\w/]+\.py", first):
             return "excerpt"
+        if re.fullmatch(r"# [\w-]+\.py", first):
+            return "newfile"
         return "snippet"
+    if b.lang == "elixir" and first.strip() == "defp deps do":
+        return "deps"
     if b.lang == "sh":
         return "sh"
     if b.lang == "erlang" and re.match(r"%% /\S+:", first):
@@ -210,11 +234,11 @@ class IexSession(Iex):
     command: str = ""
 
     @classmethod
-    def from_command(cls, command: str, env: dict[str, str] | None = None) -> "IexSession":
+    def from_command(cls, command: str, env: dict[str, str] | None = None, cwd: Path = ROOT) -> "IexSession":
+        """``cwd``: the directory of the terminal it is typed in (``cd DIR && iex ...``: DIR in it)."""
         argv = shlex.split(command, comments=True)
-        cwd = ROOT
         if argv[:1] == ["cd"] and argv[2:3] == ["&&"]:
-            cwd, argv = (ROOT / argv[1]).resolve(), argv[3:]
+            cwd, argv = (cwd / argv[1]).resolve(), argv[3:]
         assert argv[0] == "iex", command
         args = argv[1:]
         mix = args[-2:] == ["-S", "mix"]
@@ -222,7 +246,8 @@ class IexSession(Iex):
             args = args[:-2]
             if cwd == ROOT:  # the README's "(iex ... -S mix)" is in mix_compat/
                 cwd = MIX_PROJECT
-            compile_mix_project(str(MIX_PROJECT))
+            if cwd == MIX_PROJECT:  # the seed; another project (the guide's) its document's `mix compile` built
+                compile_mix_project(str(MIX_PROJECT))
         s = cls(args, env=env, cwd=cwd, mix=mix)
         s.command = command
         return s
@@ -289,10 +314,12 @@ class Background:
     """A long-running command of an ``sh`` block, started by its own pid."""
 
     def __init__(self, argv: list[str], cwd: Path, name: str, ready: Callable[["Background"], Any],
-                 stop_signal: int = signal.SIGINT, status: int | None = 0, env: dict[str, str] | None = None) -> None:
+                 stop_signal: int = signal.SIGINT, status: int | None = 0, env: dict[str, str | None] | None = None) -> None:
+        """``env``: changes to this process's environment (a ``None`` value removes the variable)."""
         self.name, self.stop_signal, self.status = name, stop_signal, status
+        self.argv = argv
         self.proc = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+                                     stderr=subprocess.STDOUT, env=environ(env))
         self.out = _Output(self.proc)
         try:
             ready(self)
@@ -315,6 +342,54 @@ class Background:
             self.proc.wait(10)
 
 
+def environ(changes: dict[str, str | None] | None = None) -> dict[str, str]:
+    """This process's environment with ``changes`` (a ``None`` value removes the variable)."""
+    env = dict(os.environ)
+    for k, v in (changes or {}).items():
+        if v is None:
+            env.pop(k, None)
+        else:
+            env[k] = v
+    return env
+
+
+def pynode_wheel() -> Path:
+    """A directory holding a wheel of this checkout (for ``PIP_FIND_LINKS``: the documents'
+    ``pip install pynode-erlang`` as written, before the package is on an index). Built once per
+    content of the files git knows (tracked, and new ones not ignored), from a copy of them,
+    under a machine-wide lock (pytest-xdist workers, the README's and the guide's tests share it)."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                            capture_output=True, check=True).stdout.decode().split("\0")
+    files = sorted(rel for rel in listed if rel and (ROOT / rel).is_file() and not (ROOT / rel).is_symlink())
+    h = hashlib.sha256()
+    for rel in files:
+        h.update(rel.encode() + b"\0" + (ROOT / rel).read_bytes() + b"\0")
+    out = Path(tempfile.gettempdir()) / f"pynode-wheel-{h.hexdigest()[:16]}"
+    with open(Path(tempfile.gettempdir()) / "pynode-wheel.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if not (out / "built").is_file():
+                work = Path(tempfile.mkdtemp(prefix="pynode-wheel-build."))
+                try:
+                    for rel in files:
+                        (work / "src" / rel).parent.mkdir(parents=True, exist_ok=True)
+                        shutil.copy2(ROOT / rel, work / "src" / rel)
+                    env = environ({k: None for k in ("PYTHONPATH", "VIRTUAL_ENV", "PIP_REQUIRE_VIRTUALENV", "CC")})
+                    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--disable-pip-version-check",
+                                        "-w", str(work / "dist"), str(work / "src")], env=env, capture_output=True, text=True,
+                                       timeout=300)
+                    assert r.returncode == 0, f"pip wheel of the checkout failed:\n{r.stdout}\n{r.stderr}"
+                    shutil.rmtree(out, ignore_errors=True)
+                    shutil.copytree(work / "dist", out)
+                    (out / "built").write_text("\n".join(p.name for p in (work / "dist").iterdir()) + "\n")
+                finally:
+                    shutil.rmtree(work, ignore_errors=True)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    assert list(out.glob("pynode_erlang-*.whl")), f"no wheel in {out}"
+    return out
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -329,7 +404,7 @@ def _port_open(port: int) -> bool:
 def _venv_current() -> bool:
     """Whether ``./dev.sh node`` would only exec the venv's python (its install stamp is
     current), and not install anything first (which a test must not do, in a shared venv)."""
-    stamp = ROOT / ".venv" / ".installed-test"
+    stamp = ROOT / ".venv" / f".installed-{DEV_SH_EXTRAS}"
     want = hashlib.md5((ROOT / "pyproject.toml").read_bytes()).hexdigest()
     return stamp.is_file() and stamp.read_text().strip() == want
 
@@ -340,6 +415,18 @@ def _ci_runs_dev_sh_test() -> None:
     ci = (ROOT / ".ci" / "run").read_text()
     assert "exec ./dev.sh test\n" in ci, ".ci/run does not run ./dev.sh test"
     assert re.search(r"^\s*test\)", (ROOT / "dev.sh").read_text(), re.M), "dev.sh has no test command"
+
+
+#: the pip extras dev.sh installs (``ensure_venv "test,bench"``, one stamp for node, test and docs)
+DEV_SH_EXTRAS = "test,bench"
+
+
+def _dev_sh_docs(args: list[str]) -> list[str]:
+    """What ``./dev.sh docs [OUT]`` runs after its venv install: checked against dev.sh's text."""
+    m = re.search(r"^\s*docs\)[^\n]*\n\s*ensure_venv \"([^\"]+)\"[^\n]*\n\s*(.*?) ;;$", (ROOT / "dev.sh").read_text(), re.M)
+    assert m and m.group(1) == DEV_SH_EXTRAS, "dev.sh docs: not ensure_venv, then one command"
+    assert m.group(2) == '"$VENV/bin/python" scripts/api_docs.py "${1:-build/api}"', m.group(2)
+    return [".venv/bin/python", "scripts/api_docs.py", *(args[:1] or ["build/api"])]
 
 
 #: commands that a test cannot run, with the check that stands for each
@@ -381,6 +468,14 @@ class Scenario:
     tmp: Path
     fixed_names: bool = False
     extra: dict[str, str] = field(default_factory=dict)
+    #: the markdown file whose blocks these are (README.md, or docs/GUIDE.md)
+    doc: Path = README
+    #: the cookie the document writes, mapped to the scenario's own
+    doc_cookie: str = "test"
+    #: the directory of the scenario's terminals (a bare ``cd DIR`` line changes it)
+    cwd: Path = ROOT
+    #: changes to the environment of every command (a ``None`` value removes the variable)
+    env: dict[str, str | None] = field(default_factory=dict)
     token: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
     blocks: list[Block] = field(init=False)
     done: set[int] = field(default_factory=set)
@@ -395,10 +490,10 @@ class Scenario:
     _started: list[Any] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.blocks = [b for b in readme_blocks() if b.section in self.sections]
+        self.blocks = [b for b in readme_blocks(self.doc) if b.section in self.sections]
         missing = set(self.sections) - {b.section for b in self.blocks}
-        assert not missing, f"no README block in the sections {sorted(missing)}"
-        self.cookie = "test" if self.fixed_names else f"readme_{self.token}"
+        assert not missing, f"no block of {self.doc.name} in the sections {sorted(missing)}"
+        self.cookie = self.doc_cookie if self.fixed_names else f"readme_{self.token}"
 
     # mapping
     def map(self, text: str) -> str:
@@ -407,8 +502,9 @@ class Scenario:
         if self.fixed_names:
             return text
         text = re.sub(r"\b([A-Za-z][\w-]*)@(localhost|127\.0\.0\.1)\b", rf"\1_{self.token}@\2", text)
-        text = re.sub(r"(--cookie\s+|-c\s+)test\b", rf"\g<1>{self.cookie}", text)
-        text = re.sub(r'(cookie=|Node\("[^"]*",\s*)"test"', rf'\g<1>"{self.cookie}"', text)
+        c = re.escape(self.doc_cookie)
+        text = re.sub(rf"(--cookie\s+|-c\s+){c}\b", rf"\g<1>{self.cookie}", text)
+        text = re.sub(rf'(cookie=|Node\("[^"]*",\s*)"{c}"', rf'\g<1>"{self.cookie}"', text)
         return text
 
     def name(self, readme_name: str) -> str:
@@ -476,6 +572,22 @@ class Scenario:
         assert path.read_text() == b.text, f"{b} is not the content of {path.relative_to(ROOT)}"
         return path
 
+    def _run_newfile(self, b: Block) -> Path:
+        """A file the user saves (``# NAME.py`` first): written, exactly as shown, in the
+        terminals' directory."""
+        path = self.cwd / b.lines[0][2:]
+        path.write_text(b.text)
+        return path
+
+    def _run_deps(self, b: Block) -> Path:
+        """The user's edit of ``mix.exs`` (in the terminals' directory): its ``defp deps do ...
+        end`` becomes the block's text."""
+        path = self.cwd / "mix.exs"
+        text, n = re.subn(r"^  defp deps do\n.*?^  end\n", lambda m: b.text, path.read_text(), count=1, flags=re.S | re.M)
+        assert n == 1, f"{b}: no `defp deps do ... end` in {path}"
+        path.write_text(text)
+        return path
+
     def _run_excerpt(self, b: Block) -> None:
         path = ROOT / re.match(r"# from (examples/[\w/]+\.py)", b.lines[0]).group(1)  # type: ignore[union-attr]
         body = "\n".join(b.lines[1:]) + "\n"
@@ -506,7 +618,7 @@ class Scenario:
                 s.show(expr)
                 continue
             pat = expected_pattern(expected)
-            polled = expr.startswith(POLLED)
+            polled = any(p in expr for p in POLLED)
             deadline = time.monotonic() + (60 if polled else 0)
             while True:
                 got = s.show(expr)
@@ -522,50 +634,81 @@ class Scenario:
                 self.command(self.map(line))
 
     # commands
-    def iex(self, command: str) -> IexSession:
-        """The session for an iex command (mapped here), started once per scenario."""
-        command = self.map(command)
+    def iex(self, command: str, mapped: bool = False) -> IexSession:
+        """The session for an iex command (mapped here, unless ``mapped``), started once per scenario."""
+        if not mapped:
+            command = self.map(command)
+        command = shlex.join(shlex.split(command, comments=True))  # as typed: a trailing comment is no part of it
         for n in self.nodes.values():
             if isinstance(n, IexSession) and n.command == command:
                 return n
-        s = self.started(IexSession.from_command(command))
+        env = {k: v for k, v in self.env.items() if v is not None}
+        s = self.started(IexSession.from_command(command, env=env, cwd=self.cwd))
         self.nodes[s.name] = s
         self.session = s
         return s
 
     def command(self, line: str) -> Any:
-        """One (mapped) command line of an ``sh`` block: in the background or to completion."""
+        """One (mapped) command line of an ``sh`` block: in the background or to completion.
+        ``A && B``: A, then B (to completion each, but the last); ``cd DIR && ...``: the rest in
+        DIR; a bare ``cd DIR``: the scenario's terminals are in DIR from then on."""
         bare = line.split("#", 1)[0].strip()
         if bare in NOT_RUN:
             NOT_RUN[bare]()
             return None
         argv = shlex.split(line, comments=True)
-        cwd = ROOT
-        if argv[:1] == ["cd"] and argv[2:3] == ["&&"]:
-            cwd, argv = (ROOT / argv[1]).resolve(), argv[3:]
+        parts: list[list[str]] = [[]]
+        for a in argv:
+            if a == "&&":
+                parts.append([])
+            else:
+                parts[-1].append(a)
+        cwd, r = self.cwd, None
+        for part in parts:
+            assert part, f"{line}: an empty command"
+            if part[0] == "cd":
+                cwd = (cwd / part[1]).resolve()
+                if len(parts) == 1:
+                    self.cwd = cwd
+                continue
+            r = self._command(part, cwd, line)
+        return r
+
+    def _command(self, argv: list[str], cwd: Path, line: str) -> Any:
         if argv[0] == "iex":
-            return self.iex(line)
-        if argv[:2] == ["./dev.sh", "node"] or (argv[0].endswith(("python", "python3")) and argv[1:3] == ["-m", "pynode"]
-                                                and (len(argv) == 3 or argv[3].startswith("-"))):
+            saved, self.cwd = self.cwd, cwd
+            try:
+                return self.iex(shlex.join(argv), mapped=True)
+            finally:
+                self.cwd = saved
+        pynode_script = Path(argv[0]).name == "pynode" and (len(argv) == 1 or argv[1] == "node" or argv[1].startswith("-"))
+        if pynode_script or argv[:2] == ["./dev.sh", "node"] or (
+                argv[0].endswith(("python", "python3")) and argv[1:3] == ["-m", "pynode"]
+                and (len(argv) == 3 or argv[3].startswith("-"))):
             if argv[0] == "./dev.sh" and not _venv_current():
                 # what dev.sh execs once its venv is installed (it would pip-install first: not in a test)
                 argv = [".venv/bin/python", "-m", "pynode", *argv[2:]]
             name = argv[argv.index("--sname" if "--sname" in argv else "--name") + 1]
-            p = self.started(Background(argv, cwd, name, lambda p: p.out.wait_for(lambda s: " up: " in s, 60, f"{name} start")))
+            p = self.started(Background(argv, cwd, name, lambda p: p.out.wait_for(lambda s: " up: " in s, 60, f"{name} start"),
+                                        env=self.env))
+            p.line = line
             self.nodes[name] = p
             return p
+        if argv[:2] == ["./dev.sh", "docs"] and not _venv_current():
+            # what dev.sh runs once its venv is installed (checked to be so)
+            argv = _dev_sh_docs(argv[2:])
         if argv[0].endswith(("python", "python3")) and argv[1:2] and argv[1].startswith("examples/"):
             assert argv[1] in self.ready, f"{line}: the scenario does not say when {argv[1]} serves (sc.ready)"
             return self.start_file(ROOT / argv[1], self.ready[argv[1]], tuple(argv[2:]), python=argv[0], cwd=cwd)
         if argv[0] == "python3" and argv[1:3] == ["-m", "http.server"]:
             port = int(argv[3])
             return self.started(Background(argv, cwd, "http.server", lambda p: wait_until(lambda: _port_open(port), 30, "http.server"),
-                                           status=None))
-        if argv[0] in ("elixir", "mix", "erl") and "-S" in argv and "mix" in argv:
+                                           status=None, env=self.env))
+        if argv[0] in ("elixir", "mix", "erl") and "-S" in argv and "mix" in argv and cwd in (ROOT, MIX_PROJECT):
             compile_mix_project(str(MIX_PROJECT))
         if argv[0] in ("elixir", "mix", "erl", "erl_call", "epmd"):
             argv = [beam_program(argv[0]), *argv[1:]]
-        r = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=180)
+        r = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=300, env=environ(self.env))
         assert r.returncode == 0, f"{line}\nexited with status {r.returncode}:\n{r.stdout}\n{r.stderr}"
         self.outputs[line] = r
         return r

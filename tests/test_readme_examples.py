@@ -9,9 +9,12 @@ that it did not run, so a new block without coverage fails the suite.
 from __future__ import annotations
 
 import base64
+import json
+import re
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -20,7 +23,7 @@ from erl_interop import encode
 from pynode.testing import BeamNode
 
 import literate
-from literate import Scenario, kind, readme_blocks, run_scenario, scenario, scenarios
+from literate import ROOT, Scenario, kind, readme_blocks, run_scenario, scenario, scenarios
 
 # Talks to real BEAM programs (erl, elixir, iex, epmd): run again on each OTP release (./dev.sh test).
 pytestmark = pytest.mark.interop
@@ -184,6 +187,55 @@ def jobs(sc: Scenario) -> None:
 def crawl(sc: Scenario) -> None:
     sc.extra["8000"] = str(literate.free_port())
     sc.run_rest()  # the excerpt; four terminals (http.server, py1, py2, n1: iex); two iex transcripts
+
+
+@scenario("Installing, and the `pynode` command")
+def installing(sc: Scenario) -> None:
+    # "With n1 of the quick start running" (in the clone)
+    sc.command(sc.map("./dev.sh node --sname n1@localhost --cookie test"))
+    n1 = sc.name("n1@localhost")
+    # the install, as a user makes it: a fresh directory and venv; the package from a wheel of
+    # this checkout (not on an index yet: pip's find-links), uvloop from PyPI
+    user = sc.tmp / "user"
+    user.mkdir()
+    sc.cwd = user
+    sc.env.update(PIP_FIND_LINKS=str(literate.pynode_wheel()), PIP_DISABLE_PIP_VERSION_CHECK="1",
+                  PYTHONPATH=None, VIRTUAL_ENV=None, PYTHONHOME=None, PIP_REQUIRE_VIRTUALENV=None)
+    sc.run(sc.find("pip install pynode-erlang"))
+    assert (user / ".venv" / "bin" / "pynode").is_file()
+    b = sc.find(".venv/bin/pynode ping")
+    sc.run(b)
+    ping, rpc, members, jobs_ = (sc.outputs[sc.map(s)].stdout for s in b.lines)
+    assert ping == "pong\n", ping  # "pong (exit 0)"
+    assert rpc.startswith("%{") and f"node: :{n1}," in rpc and "runtime: :python" in rpc, rpc  # pynode:info()
+    assert re.search(rf"^{re.escape(n1)}\s+python\s+yes$", members, re.M), members  # python or beam, job host
+    assert re.search(r"^ID\s+KIND\s+NODE\s+PID$", jobs_, re.M) and re.search(r"^0 job\(s\) on \d+ host\(s\)", jobs_, re.M), jobs_
+
+
+@scenario("Watching the cluster")
+def watching(sc: Scenario) -> None:
+    sc.extra["8080"] = str(literate.free_port())
+    b = sc.block(0)
+    sc.run(b)  # the node with --http, then curl
+    cluster = json.loads(sc.outputs[sc.map(b.lines[1])].stdout)
+    assert {"nodes", "jobs", "totals"} <= set(cluster), sorted(cluster)
+    assert cluster["node"] == sc.name("py1@localhost"), cluster["node"]
+    assert [n["runtime"] for n in cluster["nodes"] if n["self"]] == ["python"], cluster["nodes"]
+
+
+@scenario("API reference")
+def api_reference(sc: Scenario) -> None:
+    home = sc.tmp / "home"
+    home.mkdir()
+    sc.env.update(HOME=str(home), MIX_HOME=str(home / ".mix"), MIX_ARCHIVES=str(home / ".mix" / "archives"),
+                  HEX_HOME=str(home / ".hex"), HEX_OFFLINE="1", MIX_BUILD_PATH=str(sc.tmp / "mix_build"))
+    t0 = time.time()
+    sc.run(sc.block(0))
+    for out in (ROOT / "build" / "api", ROOT / "elixir" / "doc"):  # "into build/api/", "into elixir/doc/"
+        index = out / "index.html"
+        assert index.is_file() and index.stat().st_mtime >= t0 - 1, f"{index}: not written by the block"
+    assert (ROOT / "build" / "api" / "pynode.html").is_file()
+    assert (ROOT / "elixir" / "doc" / "Pynode.Registry.html").is_file()
 
 
 # -- the coverage -----------------------------------------------------------------------------------
