@@ -132,6 +132,12 @@ async def host_start(via: Node, host: Node | str, kind: str, job_id: str, args: 
     return r[1]
 
 
+async def _has_node(port: int, name: Any, up: bool | None) -> bool:
+    """The page lists ``name`` as up (``up=True``), or does not list it (``up=None``)."""
+    n = by_name(await cluster_json(port)).get(str(name))
+    return (n is None) if up is None else (n is not None and n["up"] is up)
+
+
 def new_node(prefix: str, **config: Any) -> Node:
     n = Node(unique_name(prefix) + "@localhost", test_cookie())
     n.config = {**SETTINGS, **config}
@@ -227,6 +233,18 @@ def test_json_shows_nodes_registry_and_jobs_and_a_move(erl_node: BeamNode) -> No
             assert j[jid("w-b")]["attempts"] == 1  # a move is not an attempt
             assert j[jid("o-b")]["status"] == "results ready"
             assert d["totals"]["nodes_down"] >= 1
+
+            # a client passing through (as `pynode rpc` / `members`): listed while it is
+            # connected, gone from the list when it leaves (not one more "down" node)
+            c = new_node("client", host_jobs=False)
+            await c.start()
+            try:
+                assert await c.network.connect(a.name)
+                await await_until(lambda: _has_node(server.port, c.name, up=True), 20, "the client listed")
+            finally:
+                await c.stop()
+            await await_until(lambda: _has_node(server.port, c.name, up=None), 20, "the client gone")
+            assert by_name(await cluster_json(server.port))[b.name]["up"] is False  # b, a host, stays
         finally:
             await a.stop()
             await b.stop()

@@ -257,6 +257,8 @@ class NodeSeen:
     asked_at: float = -math.inf
     #: the node's uptime from its info map, ms, when it is a Python node
     uptime_ms: int | None = None
+    #: it ran a job host at some snapshot (a server, not a passing client)
+    was_host: bool = False
 
 
 @dataclass(slots=True)
@@ -346,6 +348,11 @@ class ClusterView:
             if up:  # a nodedown of a node never up here is a failed dial (another cookie...)
                 self.nodes[name] = NodeSeen(name, up, now)
         elif rec.up != up:
+            if not up and not rec.was_host and rec.runtime != "beam":
+                # a Python node that never hosted jobs (the `pynode rpc` / `members` / `jobs`
+                # clients, a script): it leaves the list when it leaves the cluster
+                del self.nodes[name]
+                return
             rec.up = up
             rec.since = now
         if not up:
@@ -579,6 +586,8 @@ class ClusterView:
         nodes_out = []
         for rec in sorted(self.nodes.values(), key=lambda r: (not r.up, r.name)):
             load = loads.get(rec.name)
+            if rec.name in hosts:
+                rec.was_host = True
             nodes_out.append({
                 "name": rec.name,
                 "self": rec.name == me,
