@@ -28,6 +28,7 @@ from ..core.process import DOWN_TAG, NOCONNECTION, Process, ReceiveTimeout, exce
 from ..registry import key_bytes
 from .client import _client_op
 from .job import ADMIT, _Job
+from .format import format_term
 from .kinds import RunKind, kind_class, kinds
 from .protocol import (
     ADOPT,
@@ -345,7 +346,7 @@ class JobHost(GenServer):
             self._rr += 1
             self._placed[target] = self._placed.get(target, 0) + 1
             self._moving[pid] = now
-            log.info("%s: job %r waits here; moving it to %s, which has room", self.node.name, e.job.id, target)
+            log.info("%s: job %s waits here; moving it to %s, which has room", self.node.name, format_term(e.job.id), target)
             self.process.send(pid, (HANDOFF, target))
 
     # -- jobs -----------------------------------------------------------------------------
@@ -440,15 +441,15 @@ class JobHost(GenServer):
                 continue  # already running elsewhere; keep the replica until told otherwise
             self._forget_replica(kb)
             if rep.kind not in self.kinds or not isinstance(rep.portable, dict):
-                log.error("%s: cannot adopt job %r of unknown kind %s", node.name, rep.id, rep.kind)
+                log.error("%s: cannot adopt job %s of unknown kind %s", node.name, format_term(rep.id), rep.kind)
                 continue
-            log.info("%s: owner %s of job %r is gone; adopting it from the replica (seq %d)", node.name, rep.owner, rep.id, rep.seq)
+            log.info("%s: owner %s of job %s is gone; adopting it from the replica (seq %d)", node.name, rep.owner, format_term(rep.id), rep.seq)
             waited = int((time.monotonic() - rep.stored_at) * 1000)
             portable = dict(rep.portable)
             try:
                 portable[K_STATE] = kind_class(rep.kind).elapse(portable.get(K_STATE), max(waited, 0))
             except Exception:
-                log.exception("job %r: elapse(%d ms) failed; adopting the state as stored", rep.id, waited)
+                log.exception("job %s: elapse(%d ms) failed; adopting the state as stored", format_term(rep.id), waited)
             owner, olds = rep.owner, rep.replicas
             self._spawn_job(rep.kind, rep.id, lambda job, proc: job.run_adopt(proc, portable, None, owner, olds),
                             state=portable.get(K_STATE))
@@ -544,7 +545,7 @@ class JobHost(GenServer):
             e, _ = inflight.pop(ref)
             del by_pid[e.pid]
             proc.demonitor(ref, flush=True)
-            log.warning("%s: job %r could not be handed off; it dies with the node", node.name, e.job.id)
+            log.warning("%s: job %s could not be handed off; it dies with the node", node.name, format_term(e.job.id))
 
         def ours(m: Any) -> bool:
             if type(m) is not tuple:
@@ -565,7 +566,7 @@ class JobHost(GenServer):
                 tried.add(e.pid)
                 order = self._handoff_order(e)
                 if not order:
-                    log.warning("%s: no other host knows %s; job %r dies with the node", node.name, e.job.kind, e.job.id)
+                    log.warning("%s: no other host knows %s; job %s dies with the node", node.name, e.job.kind, format_term(e.job.id))
                     continue
                 mref = proc.monitor(e.pid)
                 inflight[mref] = (e, order[1:])

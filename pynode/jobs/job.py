@@ -169,7 +169,7 @@ class _Job:
         except asyncio.CancelledError:
             raise
         except Exception as e:
-            log.warning("job %r (%s): run failed on attempt %d: %s: %s", self.id, self.kind, ctx.attempt,
+            log.warning("job %s (%s): run failed on attempt %d: %s: %s", format_term(self.id), self.kind, ctx.attempt,
                         type(e).__name__, e, exc_info=True)
             self.proc.deliver((_RUN_END, gen, False, exception_reason(e)))
             return
@@ -249,7 +249,7 @@ class _Job:
         try:
             await _maybe_await(self.impl.init(list(args) if isinstance(args, (list, tuple)) else [args]))
         except Exception as e:
-            log.exception("job %r of kind %s failed to start", self.id, self.kind)
+            log.exception("job %s of kind %s failed to start", format_term(self.id), self.kind)
             await self.host.node.registry.unreg(proc, self.key)
             self._answer(from_, (ERROR, exception_reason(e)))
             return
@@ -275,7 +275,7 @@ class _Job:
         stale_holder = old_owner if old_owner is not None else (from_[0] if from_ is not None else None)
         reg = await self._reg_for_adoption(stale_holder)
         if reg != OK:
-            log.info("%s: adoption of job %r gave up: %r", self.host.node.name, self.id, reg)
+            log.info("%s: adoption of job %s gave up: %r", self.host.node.name, format_term(self.id), reg)
             self._answer(from_, reg)
             return
         try:
@@ -284,7 +284,7 @@ class _Job:
                 state = run_admit(state) if self.admitted else run_queue(state)
             self.impl.restore(state)
         except Exception as e:
-            log.exception("job %r of kind %s: bad portable state", self.id, self.kind)
+            log.exception("job %s of kind %s: bad portable state", format_term(self.id), self.kind)
             await self.host.node.registry.unreg(proc, self.key)
             self._answer(from_, (ERROR, exception_reason(e)))
             return
@@ -300,7 +300,7 @@ class _Job:
                     self.proc.cast((Atom(HOST_NAME), Atom(n)), (DROP_REPLICA, self.id, old_owner))
         self.ready = True
         self.ready_event.set()
-        log.info("%s: adopted job %r (%s), seq %d", self.host.node.name, self.id, self.kind, self.seq)
+        log.info("%s: adopted job %s (%s), seq %d", self.host.node.name, format_term(self.id), self.kind, self.seq)
         self._answer(from_, (OK, proc.pid))
         await self.serve()
 
@@ -353,7 +353,7 @@ class _Job:
                 try:
                     r = await _maybe_await(self.impl.handle_timer(msg[2]))
                 except Exception:
-                    log.exception("job %r: handle_timer(%r) failed", self.id, msg[2])
+                    log.exception("job %s: handle_timer(%r) failed", format_term(self.id), msg[2])
                     continue
                 if isinstance(r, Reply) and r.stop:
                     await self._end()
@@ -372,7 +372,7 @@ class _Job:
                 await self.exit_signal(msg[1], msg[2])
             elif tag == DOWN_TAG and len(msg) == 5 and msg[1] in self._replica_mons:
                 gone = self._replica_mons.pop(msg[1])
-                log.info("job %r: replica host %s is gone (%s); replicating again", self.id, gone, msg[4])
+                log.info("job %s: replica host %s is gone (%s); replicating again", format_term(self.id), gone, msg[4])
                 if gone in self.replica_nodes:
                     self.replica_nodes.remove(gone)
                 await self.replicate()
@@ -398,7 +398,7 @@ class _Job:
             self._answer(from_, (ERROR, e.reason))
             return
         except Exception as e:
-            log.exception("job %r: handle(%r) failed", self.id, req)
+            log.exception("job %s: handle(%r) failed", format_term(self.id), req)
             self._answer(from_, (ERROR, exception_reason(e)))
             return
         if not isinstance(r, Reply):
@@ -455,7 +455,7 @@ class _Job:
                 try:
                     await self.proc.call(pids[t], req, timeout)
                 except CallError as e:
-                    log.info("job %r: replicate to %s failed (%s)", self.id, t, e.reason)
+                    log.info("job %s: replicate to %s failed (%s)", format_term(self.id), t, e.reason)
                     failed.add(t)
                     ok = False
                     break
@@ -507,23 +507,23 @@ class _Job:
             except CallError as e:
                 r = (ERROR, e.reason)
             if r == OK and type(r) is Atom:
-                log.info("%s: job %r merged into its copy %s; this copy ends", node.name, self.id, format_term(target))
+                log.info("%s: job %s merged into its copy %s; this copy ends", node.name, format_term(self.id), format_term(target))
                 self.cancel_timers()
                 for n in self.replica_nodes:
                     self.proc.cast((Atom(HOST_NAME), n), (DROP_REPLICA, self.id, self.proc.pid))
                 self.replica_nodes = []
                 raise Exit(NORMAL)
-            log.info("%s: job %r could not merge into %s (%r); taking the name back", node.name, self.id, format_term(target), r)
+            log.info("%s: job %s could not merge into %s (%r); taking the name back", node.name, format_term(self.id), format_term(target), r)
             reg = await node.registry.reg(self.proc, self.key, self.kind)
             if reg == OK:
-                log.warning("%s: job %r serves again (its other copy %s is gone)", node.name, self.id, format_term(target))
+                log.warning("%s: job %s serves again (its other copy %s is gone)", node.name, format_term(self.id), format_term(target))
                 return
             holder = reg[1][1] if type(reg) is tuple and len(reg) == 2 and type(reg[1]) is tuple and len(reg[1]) == 2 else None
             if type(holder) is Pid:
                 target = holder
             if loop.time() >= deadline:
-                log.error("%s: job %r could neither merge nor take its name back; it ends with state %s",
-                          node.name, self.id, format_term(portable))
+                log.error("%s: job %s could neither merge nor take its name back; it ends with state %s",
+                          node.name, format_term(self.id), format_term(portable))
                 self.cancel_timers()
                 raise Exit(NORMAL)
             await asyncio.sleep(delay)
@@ -540,7 +540,7 @@ class _Job:
         try:
             merged = type(self.impl).merge(mine, theirs)
         except Exception:
-            log.exception("job %r: merge of the copy from %s failed; keeping this copy's state", self.id, sender.node)
+            log.exception("job %s: merge of the copy from %s failed; keeping this copy's state", format_term(self.id), sender.node)
             merged = NotImplemented
         recent, seq = merge_recent(mine, theirs)
         if merged is NotImplemented:
@@ -571,12 +571,12 @@ class _Job:
         except CallError as e:
             r = (ERROR, e.reason)
         if type(r) is tuple and len(r) == 2 and r[0] == OK:
-            log.info("%s: job %r handed off to %s", node.name, self.id, target)
+            log.info("%s: job %s handed off to %s", node.name, format_term(self.id), target)
             return True
-        log.warning("%s: handoff of job %r to %s failed: %r", node.name, self.id, target, r)
+        log.warning("%s: handoff of job %s to %s failed: %r", node.name, format_term(self.id), target, r)
         again = await node.registry.reg(self.proc, self.key, self.kind)
         if again != OK:
-            log.error("%s: job %r could not take its name back (%r); it ends", node.name, self.id, again)
+            log.error("%s: job %s could not take its name back (%r); it ends", node.name, format_term(self.id), again)
             return True
         self.impl.restore(portable[K_STATE])
         driver = self.host.handoff_driver
