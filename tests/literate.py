@@ -105,7 +105,7 @@ from typing import Any, Callable, Iterator
 
 from pynode.testing import beam_program, compile_mix_project, wait_until
 
-from use_case import MIX_PROJECT, ROOT, Iex, _Output, seed_names_lock
+from use_case import MIX_PROJECT, ROOT, Iex, _Output, _Server, seed_names_lock
 
 README = ROOT / "README.md"
 HOST = Path(__file__).resolve().parent / "literate_host.py"
@@ -310,7 +310,7 @@ class PythonHost:
             self.proc.wait(10)
 
 
-class Background:
+class Background(_Server):
     """A long-running command of an ``sh`` block, started by its own pid."""
 
     def __init__(self, argv: list[str], cwd: Path, name: str, ready: Callable[["Background"], Any],
@@ -327,19 +327,8 @@ class Background:
             self.kill()
             raise
 
-    def stop(self, timeout: float = 60.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(self.stop_signal)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise AssertionError(f"{self.name} did not stop in {timeout}s:\n{self.out.tail()}")
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
+    def _ask_to_stop(self) -> None:
+        self.proc.send_signal(self.stop_signal)
 
 
 def environ(changes: dict[str, str | None] | None = None) -> dict[str, str]:
