@@ -100,6 +100,9 @@ class Node(Runtime):
         ``inet_dist_connect_options``/``inet_dist_listen_options``, ``dist_auto_connect``,
         ``proto_dist``, ``ssl_dist_optfile``. The other arguments win over it. A malformed
         value raises :class:`~pynode.config.ConfigError` here; unknown keys are logged once.
+    :param services: ``False`` for a bare node: ``net_kernel``, ``rex`` and the ``pynode``
+        info server only, no registry, discovery or job host (a client that pings or calls,
+        as ``pynode ping`` and ``pynode rpc``; it joins no cluster-wide state).
     """
 
     def __init__(
@@ -120,6 +123,7 @@ class Node(Runtime):
         config: dict[str, Any] | None = None,
         tls: TlsSpec | None = None,
         kernel: KernelSettings | Mapping[str, Any] | None = None,
+        services: bool = True,
     ) -> None:
         super().__init__(name)
         k = kernel if isinstance(kernel, KernelSettings) else kernel_settings(kernel or {}, source="Node(kernel=...)")
@@ -158,6 +162,9 @@ class Node(Runtime):
         #: settings read by built-in services (the ``pynode`` env of sys.config)
         self.config: dict[str, Any] = dict(config or {})
         self._stop_hooks: list[Callable[[], Awaitable[Any]]] = []
+        #: False: a bare node (net_kernel, rex and the info server only: no registry,
+        #: discovery or job host), for a client that only pings or calls, as `pynode ping`
+        self.services = services
 
     def _tls(self, tls: TlsSpec | None, k: KernelSettings) -> DistTls | None:
         """The TLS settings from ``tls`` or the kernel's ``proto_dist``; logs the socket
@@ -208,6 +215,9 @@ class Node(Runtime):
         await net_kernel.NetKernel.start(self, name="net_kernel")
         self.spawn(rex_server, name="rex")
         await net_kernel.PynodeInfo.start(self, self.info, name="pynode")
+        if not self.services:
+            self.expose("pynode", "info", self.info)
+            return self
         server = await Registry.start_for(self)
         self._registry = RegistryAPI(self, server)
         self._discovery = Discovery.start_for(self)

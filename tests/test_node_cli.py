@@ -536,3 +536,18 @@ def test_a_failing_pynode_start_stops_the_node_with_one_line(tmp_path):
     assert r.returncode == 1, r
     assert f"pynode: {mod}.pynode_start(node) failed: RuntimeError: no model file" in r.stderr, r.stderr
     assert " up: " not in r.stdout, r.stdout
+
+
+def test_ping_and_rpc_are_bare_clients_that_join_no_registry():
+    """`pynode ping` and `pynode rpc` start a bare node (no registry, discovery or job host):
+    the cluster they visit does not count them as members, even while they are connected."""
+    h = unique_name("bare") + "@localhost"
+    p = start_host(h)
+    try:
+        r = cli(module(), "rpc", h, "pynode", "info", "[]", "--cookie", test_cookie())
+        assert r.returncode == 0, r
+        assert f"members: [:{h}]" in r.stdout and "connected_nodes: [:pynode_rpc_" in r.stdout, r.stdout
+        r = cli(module(), "ping", h, "--cookie", test_cookie())
+        assert (r.returncode, r.stdout) == (0, "pong\n"), r
+    finally:
+        stop_cli(p)

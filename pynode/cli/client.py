@@ -79,7 +79,7 @@ def parse_args_text(text: str) -> list[Any]:
 
 
 async def ping(args: argparse.Namespace) -> int:
-    node = client_node(args, [args.node])
+    node = client_node(args, [args.node], services=False)
     await node.start()
     try:
         up = await connect(node, args.node, "ping")
@@ -96,7 +96,7 @@ async def rpc(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"rpc: {e}", file=sys.stderr)
         return 2
-    node = client_node(args, [args.node])
+    node = client_node(args, [args.node], services=False)
     await node.start()
     try:
         if not await connect(node, args.node, "rpc"):

@@ -149,11 +149,12 @@ def kernel_from_args(args: argparse.Namespace) -> KernelSettings:
     return kernel.with_proto_dist(args.proto_dist, args.ssl_dist_optfile)
 
 
-def client_node(args: argparse.Namespace, peers: list[str]) -> Node:
+def client_node(args: argparse.Namespace, peers: list[str], *, services: bool = True) -> Node:
     """The node of a client command (``ping``, ``rpc``, ``jobs``, ``members``, ``run_job``):
     hosts no jobs and discovers nobody by itself (the registry connects to the members it
     learns of). Without ``--sname``/``--name`` a unique name on the first peer's host, with
-    that peer's naming mode (a host with a dot is a long name)."""
+    that peer's naming mode (a host with a dot is a long name). ``services=False``: a bare
+    node, no registry (``ping``, ``rpc``: they join no cluster-wide state)."""
     name = node_name(args)
     if name is None:
         host = peers[0].split("@", 1)[1] if peers and "@" in peers[0] else "localhost"
@@ -162,7 +163,8 @@ def client_node(args: argparse.Namespace, peers: list[str]) -> Node:
     else:
         longnames = True if args.name else None
     cookie = args.cookie if args.cookie is not None else default_cookie()
-    node = Node(name, cookie, epmd_port=args.epmd_port, longnames=longnames, kernel=kernel_from_args(args))
+    node = Node(name, cookie, epmd_port=args.epmd_port, longnames=longnames, kernel=kernel_from_args(args),
+                services=services)
     config: dict[Any, Any] = load_config(args.config) if args.config else {}
     node.config = {**config, "host_jobs": False, "discovery": False}
     return node
