@@ -97,6 +97,11 @@ class _Entry:
     ref: Reference
 
 
+def _kinds_key(value: Any) -> Any:
+    """A host's advertised kinds as a hashable value (lists become tuples)."""
+    return tuple(value) if isinstance(value, list) else value
+
+
 class JobHost(GenServer):
     """The ``pynode_jobs`` process. Start with :func:`start_host` (done by ``Node.start``)."""
 
@@ -140,7 +145,7 @@ class JobHost(GenServer):
         if r != OK:
             raise RuntimeError(f"job host could not register {HOST_KEY}: {r!r}")
         #: the host nodes last seen (protocol, "Replicas follow membership")
-        self._hosts_seen: frozenset[Atom] = frozenset()
+        self._hosts_seen: frozenset[tuple[Atom, Any]] = frozenset()
         self._check_timer: asyncio.TimerHandle | None = None
         await self._publish_load()
         self._check_membership()
@@ -247,7 +252,8 @@ class JobHost(GenServer):
 
     def _check_membership(self) -> None:
         """Tell every job when the set of host nodes changed; look again in ``replica_check`` ms."""
-        hosts = frozenset(p.node for p in self.node.registry.lookup_pids(HOST_KEY))
+        # the host nodes with the kinds each lists: a host that withdraws a kind is a change
+        hosts = frozenset((p.node, _kinds_key(v)) for p, v in self.node.registry.lookup_values(HOST_KEY))
         if hosts != self._hosts_seen:
             self._hosts_seen = hosts
             for pid, e in self.jobs.items():

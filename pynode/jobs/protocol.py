@@ -107,16 +107,19 @@ merged `Portable` into its own state and replicated the result, or `{error, Reas
   nodes (`{p, g, pynode_job_host}` holders) whose value lists the job's kind (a host that
   cannot run the kind could not adopt it), skipping the owner, wrapping around (vectors:
   `replica_targets`, given that list).
-- **Replicas follow membership.** Every host looks at the set of host nodes on every
-  `nodeup`/`nodedown` and at least every `replica_check` ms (config, default 100). When the
-  set differs from the one it last saw, it sends each of its jobs
+- **Replicas follow membership.** Every host looks at the set of host nodes, with the kinds
+  each one's `{p, g, pynode_job_host}` value lists, on every `nodeup`/`nodedown` and at least
+  every `replica_check` ms (config, default 100). When the set differs from the one it last
+  saw (a host joined or left, or a host's kinds changed), it sends each of its jobs
   `pynode_job_membership`; a job then recomputes its targets and, when they differ from the
   hosts holding its current state, replicates its current state (the same `Seq`) to the
   new targets and casts `drop_replica` to the hosts that are no longer targets. So a job
   that was alone when it started, was adopted, or has not changed since (a `Job.Otp` with
   results) gets its copies as soon as a host joins, and a graceful leave or a death moves
-  them to the next host. A replica host accepts a `replicate` with the same `Seq` from the
-  same owner (a refresh).
+  them to the next host; so does a host that withdraws a kind (the application providing it
+  stopped): the jobs of that kind replicate elsewhere and their owners tell it to drop its
+  copies, so it is never the named holder of a job it could not adopt. A replica host accepts
+  a `replicate` with the same `Seq` from the same owner (a refresh).
 - On every change (start, update, finish's removal, results produced, adoption) the job
   calls `{replicate, ...}` on each replica host and only then acknowledges. With no other
   host available it acknowledges at once (nothing can be replicated).
