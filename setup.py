@@ -63,6 +63,7 @@ class BuildExtOptional(build_ext):
 
 
 setup(
-    ext_modules=[Extension(SPEEDUPS, sources=["erl_interop/_speedups.c"])],
+    # optional: an editable install (pip install -e .) skips copying what did not build
+    ext_modules=[Extension(SPEEDUPS, sources=["erl_interop/_speedups.c"], optional=True)],
     cmdclass={"build_ext": BuildExtOptional},
 )

@@ -124,6 +124,15 @@ def test_build_install_and_run_outside_the_checkout(tmp_path):
     r = run([py, "-m", "pytest", "-q", "-p", "no:xdist", "check_install.py"], proj, PATH=path,
             PYNODE_CHECKOUT=str(ROOT), EXPECT_ACCELERATED="0")
     assert "3 passed" in r.stdout, r.stdout
+    # and a contributor's editable install of a source tree, without a compiler either
+    src = tmp_path / "editable-src"
+    copy_source(src)
+    r = run([py, "-m", "pip", "install", "-q", "--no-deps", "--disable-pip-version-check",
+             "-e", src], tmp_path, PATH=path, CC="/bin/false")
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    r = run([py, "-c", "import erl_interop.codec as c, erl_interop; print(c.ACCELERATED, erl_interop.__file__)"],
+            tmp_path, PATH=path)
+    assert r.stdout.startswith(f"False {src}"), r
     print(f"build {t_build:.1f} s, venv+install+project {t_install:.1f} s, "
           f"no-compiler {time.monotonic() - t0 - t_build - t_install:.1f} s")
 
