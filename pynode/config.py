@@ -182,8 +182,17 @@ def parse_terms(text: str) -> list[Any]:
 
 
 def _read_sys_config(path: str) -> list[Any]:
-    with open(path, encoding="utf-8") as f:
-        terms = parse_terms(f.read())
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as e:  # as erl: the file named by -config must be readable
+        raise ConfigError(f"cannot read the configuration file {path}: {getattr(e, 'strerror', None) or e}") from None
+    try:
+        terms = parse_terms(text)
+    except ConfigError:
+        raise
+    except ValueError as e:
+        raise ConfigError(f"{path}: not Erlang term text: {e}") from None
     if len(terms) != 1 or not isinstance(terms[0], list):
         raise ConfigError(f"{path}: a sys.config holds one list of {{App, Env}} tuples")
     return terms[0]

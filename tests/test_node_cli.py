@@ -551,3 +551,18 @@ def test_ping_and_rpc_are_bare_clients_that_join_no_registry():
         assert (r.returncode, r.stdout) == (0, "pong\n"), r
     finally:
         stop_cli(p)
+
+
+@pytest.mark.parametrize("argv, line", [
+    (["--sname", "x@localhost", "--config", "/nonexistent/sys.config"],
+     "pynode: cannot read the configuration file /nonexistent/sys.config: No such file or directory"),
+    (["ping", "x@localhost", "--config", "/nonexistent/sys.config"],
+     "pynode: cannot read the configuration file /nonexistent/sys.config: No such file or directory"),
+    (["--sname", "x@localhost", "--import", "no_such_module_here"],
+     "pynode: cannot import no_such_module_here (--import): ModuleNotFoundError"),
+    (["--sname", "x@localhost", "--http", "70000"], "argument --http: 70000 is not a port number (0..65535)"),
+    (["--sname", "x@localhost", "--port", "-1"], "argument --port: -1 is not a port number (0..65535)"),
+], ids=["config-node", "config-client", "import", "http-port", "dist-port"])
+def test_bad_arguments_are_one_line_not_a_traceback(argv, line):
+    r = cli(module(), *argv)
+    assert r.returncode in (1, 2) and line in r.stderr and "Traceback" not in r.stderr, r

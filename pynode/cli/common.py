@@ -26,7 +26,7 @@ from ..core import Process
 from ..errors import PynodeError
 from ..node import Node
 
-__all__ = ["default_cookie", "run_main", "CookieFileError", "LOG_FORMAT", "connection_flags", "short_name",
+__all__ = ["port_number", "default_cookie", "run_main", "CookieFileError", "LOG_FORMAT", "connection_flags", "short_name",
            "node_name", "kernel_from_args", "client_node", "connect", "explain_connect_failure", "in_process",
            "codec_note"]
 
@@ -93,11 +93,25 @@ def run_main(fn: Callable[[Any], Coroutine[Any, Any, int]], args: Any) -> int:
     except ConfigError as e:  # a malformed sys.config kernel key or TLS option: say which, do not start
         print(f"pynode: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # e.g. the cookie file cannot be read or created, a port cannot be bound
+        print(f"pynode: {e.strerror or e}{': ' + str(e.filename) if e.filename else ''}", file=sys.stderr)
+        return 1
     except EpmdError as e:  # the name is taken, or no EPMD could be reached or started: one line, as erl
         print(f"pynode: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # Ctrl-C in a client command (it cleaned up on the way out)
         return 130
+
+
+def port_number(text: str) -> int:
+    """An argparse type: a TCP port, 0..65535 (0: any free port where that means something)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= n <= 65535:
+        raise argparse.ArgumentTypeError(f"{n} is not a port number (0..65535)")
+    return n
 
 
 def connection_flags(*, name_required: bool = False, log_level: str = "WARNING",
@@ -116,7 +130,7 @@ def connection_flags(*, name_required: bool = False, log_level: str = "WARNING",
                      f"erl -sname{default}")
     who.add_argument("--name", metavar="NAME@HOST", help="long node name, e.g. n1@127.0.0.1 (as erl -name)")
     g.add_argument("--cookie", help="magic cookie (default: ~/.erlang.cookie, created if missing, as erl does)")
-    g.add_argument("--epmd-port", type=int, default=None, help="EPMD port (default: $ERL_EPMD_PORT or 4369)"
+    g.add_argument("--epmd-port", type=port_number, default=None, help="EPMD port (default: $ERL_EPMD_PORT or 4369)"
                    + ("" if client else "; pynode starts its own EPMD if none answers"))
     g.add_argument("--config", metavar="FILE",
                    help="sys.config shared with the BEAM side: its kernel section (net_ticktime, TLS, ports...) "

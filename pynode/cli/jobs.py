@@ -86,7 +86,8 @@ class _Run:
         self.node = node
         self.kw: dict[str, Any] = {"via": args.via, "timeout": args.timeout}
         self.limit = args.timeout if args.timeout is not None else None
-        self.host_of: dict[int, Atom] = {}  # where each started job was started
+        # where each started job was started (None: its start was in flight when interrupted)
+        self.host_of: dict[int, Atom | None] = {}
         self.failed: dict[int, str] = {}
         self.done: set[int] = set()  # finished (its state came back, right or wrong)
         self.lost: set[Atom] = set()  # job hosts seen at the start and gone since
@@ -195,10 +196,12 @@ async def _steps(run: _Run, ids: list[int]) -> int:
     for i in ids:
         if run.skip_if_no_hosts(i, "start"):
             continue
+        run.host_of[i] = None  # Ctrl-C during the start: the job may exist; cleanup tries it too
         r = await jobs.start(node, i, **kw)
         if type(r) is tuple and len(r) == 2 and r[0] == jobs.OK and type(r[1]) is Pid:
             run.host_of[i] = r[1].node
         else:
+            del run.host_of[i]
             failed[i] = f"start: {jobs.format_term(r)}{run.why(i, r)}"
         run.note_lost_hosts(before)
     for i in ids:

@@ -24,7 +24,7 @@ from .. import web
 from ..config import load_config
 from ..node import Node
 from ..otp import net_kernel
-from .common import codec_note, connection_flags, default_cookie, kernel_from_args, node_name
+from .common import codec_note, connection_flags, default_cookie, kernel_from_args, node_name, port_number
 
 __all__ = ["add_parser", "run"]
 
@@ -45,7 +45,7 @@ def add_parser(sub: Any, prog: str = "pynode") -> argparse.ArgumentParser:
     )
     p.add_argument("--listen", default=None, metavar="ADDR", help="address for distribution connections (default: "
                    "127.0.0.1 for a localhost or loopback name, else every interface, as erl)")
-    p.add_argument("--port", type=int, default=0, help="distribution port (default: any free port)")
+    p.add_argument("--port", type=port_number, default=0, help="distribution port (default: any free port)")
     p.add_argument("--ticktime", type=float, default=None,
                    help="net_ticktime in seconds (default: the kernel's net_ticktime in --config, else 60)")
     p.add_argument("--connect", action="append", default=[], metavar="NODE",
@@ -59,7 +59,7 @@ def add_parser(sub: Any, prog: str = "pynode") -> argparse.ArgumentParser:
                    help="import MODULE before the node starts, so its job kinds exist on this node; a "
                    "function pynode_start(node) in it (plain or async) is called once the node is up, to "
                    "expose functions or start servers (repeatable; the current directory is on the path)")
-    p.add_argument("--http", type=int, default=None, metavar="PORT",
+    p.add_argument("--http", type=port_number, default=None, metavar="PORT",
                    help="serve the operator page (nodes, registry, jobs, live) on PORT (0: any free port); off by default")
     p.add_argument("--http-host", default=web.DEFAULT_HOST, metavar="ADDR", help="address of --http (default 127.0.0.1)")
     p.set_defaults(func=run)
@@ -79,7 +79,13 @@ async def run(args: argparse.Namespace) -> int:
     imports = getattr(args, "imports", None) or []
     if imports and "" not in sys.path and os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
-    modules = [importlib.import_module(m) for m in imports]
+    modules = []
+    for m in imports:
+        try:
+            modules.append(importlib.import_module(m))
+        except ImportError as e:  # the module's own traceback is the user's to read: one line here
+            print(f"pynode: cannot import {m} (--import): {type(e).__name__}: {e}", file=sys.stderr)
+            return 1
     # the kernel section of sys.config, and erl's -proto_dist/-ssl_dist_optfile over it
     kernel = kernel_from_args(args)
     node = Node(

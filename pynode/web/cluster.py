@@ -414,10 +414,10 @@ class ClusterView:
             if (type(key) is tuple and len(key) == 3 and key[0] == _N and key[1] == _G
                     and type(key[2]) is tuple and len(key[2]) == 2 and key[2][0] == PYNODE_JOB):
                 jid = key[2][1]
-                jobs[key_bytes(jid)] = _Job(jid, str(value), pid, True)
+                jobs[key_bytes(jid)] = _Job(jid, str(value)[:120], pid, True)
         hosts: dict[str, list[str]] = {}
         for pid, kinds in reg.lookup_values(HOST_KEY):
-            hosts[str(pid.node)] = [str(k) for k in kinds] if isinstance(kinds, list) else []
+            hosts[str(pid.node)] = [str(k)[:120] for k in kinds[:64]] if isinstance(kinds, list) else []
         loads: dict[str, Any] = {str(pid.node): v for pid, v in reg.lookup_values(LOAD_KEY)}
 
         # -- calls: hosts' list and replicas, info of nodes not yet known, job states --------
@@ -599,7 +599,8 @@ class ClusterView:
                 "job_host": rec.name in hosts,
                 "kinds": hosts.get(rec.name, []),
                 "load": ({"running": load[0], "queued": load[1], "max_jobs": plain(load[2])}
-                         if type(load) is tuple and len(load) == 3 else None),
+                         if type(load) is tuple and len(load) == 3 and type(load[0]) is int and type(load[1]) is int
+                         else None),
                 "registry_entries": per_node.get(rec.name, 0),
                 "jobs": jobs_per_node.get(rec.name, 0),
                 "replicas_held": held_per_node.get(rec.name, 0),

@@ -207,6 +207,8 @@ def parse_head(data: bytes, limits: HttpLimits = HttpLimits()) -> Request:
         raise HttpError(405, f"{req.method} is not served here", allow="GET")
     if v == "HTTP/1.1" and req.header("host") is None:
         raise HttpError(400, "HTTP/1.1 request without Host")
+    if sum(1 for k, _ in req.headers if k == "host") > 1:  # RFC 9112 §3.2
+        raise HttpError(400, "more than one Host header")
     return req
 
 

@@ -78,6 +78,10 @@ class WebServer:
 
     async def _start(self, host: str, port: int) -> None:
         self._loopback_only = _is_loopback(host)
+        if not self._loopback_only:
+            log.warning("%s: the operator page on %s:%s is open to everyone who can reach that address: it has no "
+                        "authentication and shows every node, job and state of the cluster", self.view.node.name,
+                        host, port)
         self.view.start()
         await self.http.start(host, port)
 

@@ -9,6 +9,9 @@ defmodule Pynode.Jobs.Kinds do
       children = [{Pynode.Jobs.Kinds, [MyApp.Resize, MyApp.Report]}]
       Supervisor.start_link(children, strategy: :one_for_one, name: MyApp.Supervisor)
 
+  Put it last among the children: children stop in reverse order, so the kinds are withdrawn
+  and their jobs handed off first, while what the jobs use (a Repo, a pool) still runs.
+
   While it runs, the host (`:pynode_jobs`) counts these modules among the kinds this node
   knows (`Pynode.Jobs.kinds/0`, what `job_kinds: :all` means; a `job_kinds` list keeps
   filtering them) and advertises their kind atoms in `{:p, :g, :pynode_job_host}`. When it

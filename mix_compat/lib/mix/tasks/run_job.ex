@@ -52,7 +52,7 @@ defmodule Mix.Tasks.RunJob do
   @impl true
   def run(argv) do
     {opts, rest, invalid} =
-      OptionParser.parse(argv, strict: [connect: :keep, wait: :integer, pause: :float])
+      OptionParser.parse(argv, strict: [connect: :keep, wait: :float, pause: :float])
 
     count =
       case {rest, invalid} do
@@ -84,7 +84,7 @@ defmodule Mix.Tasks.RunJob do
           Enum.map(given, &to_node/1)
       end
 
-    deadline = now() + Keyword.get(opts, :wait, 30) * 1_000
+    deadline = now() + round(Keyword.get(opts, :wait, 30) * 1_000)
 
     case wait_for_cluster(nodes, deadline, %{}) do
       :ok ->
@@ -392,8 +392,16 @@ defmodule Mix.Tasks.RunJob do
   # The answer of `op`, run in a task: :hosts_gone when, while it waits, a node goes down
   # and no job host is left (the client would retry until job_timeout for nothing).
   defp attempt(run, op) do
-    task = Task.async(op)
+    task = Task.async(fn -> guarded(op) end)
     await(run, task)
+  end
+
+  # `op`'s answer, or {:crashed, {kind, reason}}: a task that raises would take this Mix task
+  # down through its link, before the failure line and the clean-up
+  defp guarded(op) do
+    op.()
+  catch
+    kind, reason -> {:crashed, {kind, reason}}
   end
 
   defp await(run, %Task{ref: ref} = task) do
@@ -463,7 +471,7 @@ defmodule Mix.Tasks.RunJob do
           do: Enum.split_with(left, &(run.host_of[&1] not in Node.list(:connected))),
           else: {[], left}
 
-      tasks = Enum.map(tried, fn id -> {id, Task.async(fn -> Job.finish(id) end)} end)
+      tasks = Enum.map(tried, fn id -> {id, Task.async(fn -> guarded(fn -> Job.finish(id) end) end)} end)
       answers = Task.yield_many(Enum.map(tasks, &elem(&1, 1)), @cleanup_ms)
 
       outcome =
