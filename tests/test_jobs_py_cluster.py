@@ -17,6 +17,7 @@ from erl_interop.terms import Atom, Pid
 from pynode import jobs
 from pynode.jobs import HOST_KEY, JobKind, Reply, job_key, job_kind
 from pynode.node import Node
+from pynode.otp.gen_server import GenServer
 from pynode.core.process import KILLED
 from pynode.testing import read_until, test_cookie, unique_name
 
@@ -271,6 +272,30 @@ def test_host_stopping_refuses_start_and_leaves_the_host_list():
             await wait_for(lambda: [p.node for p in a.registry.lookup_pids(HOST_KEY)] == [a.name], what="b off the host list")
             for i in range(4):  # placement now skips b
                 assert (await jobs.start(b, i))[1].node == a.name
+
+    run(main)
+
+
+def test_a_host_that_withdrew_the_kind_is_skipped_not_the_answer():
+    """A host whose registry entry still lists the kind (the client's mirror has not heard of
+    the withdrawal yet) answers {error, unknown_kind}: start tries another host (JOBS_PROTOCOL.md,
+    "Client"), as for {error, stopping}."""
+
+    class Withdrawn(GenServer):
+        async def handle_call(self, request, from_):
+            return (ERROR, A("unknown_kind"))
+
+    async def main():
+        async with cluster("a", "b") as (a, b):
+            # b's real host stops advertising; a stand-in on b advertises 'Job' and refuses it
+            await b.jobs.shutdown()
+            fake = await Withdrawn.start(b)
+            assert await b.registry.reg(fake, HOST_KEY, [A("Job")]) == OK
+            await wait_for(lambda: sorted(p.node for p in a.registry.lookup_pids(HOST_KEY)) == sorted([a.name, b.name]),
+                           what="the stand-in in a's host list")
+            for i in range(4):  # round-robin reaches b every other time
+                r = await jobs.start(a, f"wd{i}")
+                assert r[0] == OK and r[1].node == a.name, r
 
     run(main)
 

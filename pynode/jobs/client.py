@@ -150,7 +150,8 @@ async def _local_start(proc: Process, kind: Atom, job_id: Any, args: list[Any], 
                 retried = True
                 refused.add(host_node)  # it may be gone; the registry will tell
             else:
-                if r == (ERROR, STOPPING):
+                if r == (ERROR, STOPPING) or r == (ERROR, UNKNOWN_KIND):
+                    # stopping, or it withdrew the kind since our registry heard: another host
                     refused.add(host_node)
                 elif r == (ERROR, JOB_ALREADY_STARTED) and retried:
                     # our own earlier attempt got through before its answer was lost

@@ -343,7 +343,10 @@ on any node:
 
 - On a node with a running registry, it reads the registry locally: `start` picks a host by
   `place` over the hosts that know the kind (their published loads, a counter of the client
-  node as `N`, "Load"); operations find the job with
+  node as `N`, "Load"); a host answering `{error, stopping}`, or `{error, unknown_kind}` (it
+  withdrew the kind after the client's registry last heard of it), is left out and `start`
+  tries another (`unknown_kind` is the answer only when no host lists the kind for
+  `missing_grace`); operations find the job with
   `where({n, g, {pynode_job, Id}})`.
 - On a node without one (only the code loaded, like the seed's `c1`), it sends
   `{client, Op, Args}` to `pynode_jobs` on a connected node that runs a host (visible and

@@ -114,7 +114,8 @@ defmodule Pynode.Jobs.Client do
               reason = Pynode.Jobs.JobServer.exit_reason(reason)
               if retryable?(reason), do: {:refused, host_node}, else: {:done, {:error, reason}}
           else
-            {:error, :stopping} ->
+            {:error, reason} when reason in [:stopping, :unknown_kind] ->
+              # stopping, or it withdrew the kind since our registry heard: another host
               {:refused, host_node}
 
             {:error, :job_already_started} = r when retried ->
