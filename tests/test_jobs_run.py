@@ -12,7 +12,7 @@ from typing import Any
 
 from erl_interop.terms import Atom
 from pynode import jobs
-from pynode.jobs import RunContext, RunKind, job_kind
+from pynode.jobs import Reply, RunContext, RunKind, job_kind
 
 from node_helpers import run, wait_for
 from test_jobs_py_cluster import cluster, crash, owners
@@ -66,6 +66,23 @@ class Failing(RunKind):
     async def run(self, ctx: RunContext) -> Any:
         EXECUTED.append((_id(ctx.id), ctx.attempt))
         raise ValueError("boom")
+
+
+@job_kind("test_fail_while_busy")
+class FailWhileBusy(RunKind):
+    """Raises 30 ms into each attempt; its ``slow`` request keeps the job busy for 150 ms, so
+    an attempt ends while the job is handling it (the end is handled after)."""
+
+    async def run(self, ctx: RunContext) -> Any:
+        EXECUTED.append((_id(ctx.id), ctx.attempt))
+        await asyncio.sleep(0.03)
+        raise ValueError("boom")
+
+    async def handle(self, request: Any) -> Any:  # type: ignore[override]
+        if request == A("slow"):
+            await asyncio.sleep(0.15)
+            return Reply(A("done"))
+        return super().handle(request)
 
 
 @job_kind("test_flaky")
@@ -165,6 +182,19 @@ def test_failing_run_retries_then_fails_with_its_error() -> None:
             err = (A("failed"), (A("python_error"), b"ValueError", b"boom"))
             assert await jobs.results(a, "f1") == (ERROR, err)
             assert await jobs.results(b, "f1") == (ERROR, err)
+
+    run(main, 30)
+
+
+def test_each_attempt_runs_once_when_a_message_comes_between_its_end_and_the_job() -> None:
+    async def main() -> None:
+        async with cluster("ra", "rb", config=RUNCFG) as (a, b):
+            r = await jobs.start(a, "r1", kind="test_fail_while_busy", args=[])
+            assert r[0] == OK
+            assert await a.call(r[1], (A("pynode_job_op"), A("op1"), A("slow")), 5) == (OK, A("done"))
+            st = await jobs_wait_status(b, "r1", "failed")
+            assert st[A("attempts")] == 3
+            assert _executed("r1") == [1, 2, 3]
 
     run(main, 30)
 

@@ -147,7 +147,11 @@ class _Job:
         impl = self.impl
         if not isinstance(impl, RunKind):
             return
-        live = self._run_task is not None and not self._run_task.done()
+        # A run that ended (returned or raised) is live until its _RUN_END is handled: a
+        # message handled in between must not start the same attempt again (it did: the
+        # failure of the duplicate's twin was then dropped as stale, and a page fetched twice)
+        t = self._run_task
+        live = t is not None and (not t.done() or not t.cancelled())
         if impl.wants_run() and not live:
             self._run_gen += 1
             ctx = RunContext(impl, self, self._run_gen)
