@@ -52,7 +52,9 @@ DEBIAN_MIRROR="${PYNODE_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 OTP_SUITES="${PYNODE_OTP_SUITES-trixie sid}"
 APT_OPTS=(-o Acquire::Check-Valid-Until=false -o DPkg::Lock::Timeout=600)  # sid's Release is past Valid-Until on the mirror
 
-otp_complete() { [ -s "$1/.pynode-otp" ] && [ -x "$1/usr/bin/erl" ] && [ -x "$1/usr/bin/elixir" ]; }
+# (git: mix fetches git dependencies with it, tests/test_elixir_library.py; a chroot built
+# without it is built again)
+otp_complete() { [ -s "$1/.pynode-otp" ] && [ -x "$1/usr/bin/erl" ] && [ -x "$1/usr/bin/elixir" ] && [ -x "$1/usr/bin/git" ]; }
 
 remove_tree() {  # a chroot, with anything still mounted under it unmounted first (never crossed)
   [ -e "$1" ] || return 0
@@ -75,7 +77,7 @@ build_otp() {  # $1: Debian suite; prints the chroot's path. As root.
       mount --bind /dev "$tmp/dev"; mount -t proc proc "$tmp/proc"
       run_in() { chroot "$tmp" env DEBIAN_FRONTEND=noninteractive PATH=/usr/sbin:/usr/bin:/sbin:/bin "$@"; }
       run_in apt-get "$@" update
-      run_in apt-get "$@" install -y --no-install-recommends erlang-nox elixir
+      run_in apt-get "$@" install -y --no-install-recommends erlang-nox elixir git ca-certificates
       run_in apt-get clean
       otp=$(run_in erl -noshell -eval "{ok, V} = file:read_file(filename:join([code:root_dir(), \"releases\", erlang:system_info(otp_release), \"OTP_VERSION\"])), io:put_chars(string:trim(V)), halt().")
       ex=$(run_in elixir -e "IO.write(System.version())")

@@ -164,3 +164,23 @@ def test_mix_pynode_docs_builds_the_api_reference(tmp_path: Path) -> None:
         page = out_dir / f"{mod}.html"
         assert page.is_file() and page.stat().st_size > 500, mod
     assert "reg/2" in (out_dir / "Pynode.Registry.html").read_text() or "reg(key" in (out_dir / "Pynode.Registry.html").read_text()
+
+
+def test_the_library_as_a_git_dependency(tmp_path: Path) -> None:
+    """``{:pynode, git: URL, sparse: "elixir"}``: mix fetches the repository and builds the
+    library from its ``elixir/`` directory (here the URL is this checkout's own git
+    directory, so it is the committed tree that builds, offline)."""
+    env = _isolated_env(tmp_path)
+    _mix(["new", "gitdemo"], tmp_path, env)
+    proj = tmp_path / "gitdemo"
+    mix_exs = proj / "mix.exs"
+    url = f"file://{LIBRARY.parent}"
+    text, n = re.subn(r"defp deps do\n.*?\n  end",
+                      f'defp deps do\n    [{{:pynode, git: "{url}", sparse: "elixir"}}]\n  end', mix_exs.read_text(), flags=re.S)
+    assert n == 1, text
+    mix_exs.write_text(text)
+    _mix(["deps.get"], proj, env)
+    assert (proj / "deps" / "pynode" / "elixir" / "mix.exs").is_file()
+    _mix(["compile"], proj, env)
+    ebin = mix_build_root(proj) / "dev" / "lib" / "pynode" / "ebin"
+    assert (ebin / "Elixir.Pynode.Registry.beam").is_file() and (ebin / "pynode.app").is_file()
