@@ -189,12 +189,12 @@ def test_failing_run_retries_then_fails_with_its_error() -> None:
 def test_each_attempt_runs_once_when_a_message_comes_between_its_end_and_the_job() -> None:
     async def main() -> None:
         async with cluster("ra", "rb", config=RUNCFG) as (a, b):
-            r = await jobs.start(a, "r1", kind="test_fail_while_busy", args=[])
+            r = await jobs.start(a, "busy1", kind="test_fail_while_busy", args=[])
             assert r[0] == OK
             assert await a.call(r[1], (A("pynode_job_op"), A("op1"), A("slow")), 5) == (OK, A("done"))
-            st = await jobs_wait_status(b, "r1", "failed")
+            st = await jobs_wait_status(b, "busy1", "failed")
             assert st[A("attempts")] == 3
-            assert _executed("r1") == [1, 2, 3]
+            assert _executed("busy1") == [1, 2, 3]
 
     run(main, 30)
 
