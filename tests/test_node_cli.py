@@ -19,7 +19,8 @@ import pytest
 
 from erl_interop.terms import Atom
 from pynode import jobs as jobs_api
-from pynode.cli import jobs as cli_jobs, node as cli_node, parser
+from pynode.cli import node as cli_node, parser
+from pynode.cli.common import client_node
 from pynode.testing import beam_program, otp_version, test_cookie, unique_name
 
 from node_helpers import beam  # noqa: F401  (fixture)
@@ -273,7 +274,7 @@ def test_sname_without_host_names_the_node_alike_in_every_command():
     assert cli_node._node_name(p.parse_args(["node", "--sname", "foo"])) == want
     for cmd in (["run_job", "1", "--sname", "foo"], ["jobs", "--node", "x@h", "--sname", "foo"]):
         a = p.parse_args(cmd)
-        assert str(cli_jobs._client_node(a, ["x@h"]).name) == want, cmd
+        assert str(client_node(a, ["x@h"]).name) == want, cmd
 
 
 # -- the console script and the client commands (ping, rpc, members, jobs, run_job) ----------

@@ -71,10 +71,6 @@ def add_parsers(sub: Any, prog: str = "pynode") -> None:
     j.set_defaults(func=show_jobs)
 
 
-def _client_node(args: argparse.Namespace, peers: list[str]) -> Node:
-    return client_node(args, peers)
-
-
 def _hosts(node: Node) -> set[Atom]:
     return {p.node for p in node.registry.lookup_pids(jobs.HOST_KEY)}
 
@@ -162,7 +158,7 @@ async def _wait_for_registry(node: Node, up: list[str], wait: float) -> bool:
 
 
 async def run_job(args: argparse.Namespace) -> int:
-    node = _client_node(args, list(args.connect or []))
+    node = client_node(args, list(args.connect or []))
     peers = [str(p) for p in (args.connect or node.config.get("connect") or DEFAULT_CONNECT)]
     await node.start()
     try:
@@ -227,7 +223,7 @@ async def _steps(run: _Run, ids: list[int]) -> int:
 
 
 async def show_jobs(args: argparse.Namespace) -> int:
-    node = _client_node(args, [args.node])
+    node = client_node(args, [args.node])
     await node.start()
     try:
         if not await connect(node, args.node, "jobs"):

@@ -14,6 +14,9 @@ from erl_interop.terms import Atom, Pid, Reference
 
 __all__ = ["format_term", "format_short"]
 
+#: an atom iex writes bare (`:name`, and `name:` as a key)
+_BARE_ATOM = re.compile(r"[A-Za-z_][A-Za-z0-9_@]*[?!]?")
+
 
 def format_term(t: Any) -> str:
     """A term as Elixir's ``inspect`` prints it (for CLI output and messages)."""
@@ -27,7 +30,7 @@ def format_term(t: Any) -> str:
         s = str(t)
         if s.startswith("Elixir."):
             return s[len("Elixir."):]
-        if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_@]*[?!]?", s):
+        if _BARE_ATOM.fullmatch(s):
             return ":" + s
         return ':"' + s.replace('"', '\\"') + '"'
     if isinstance(t, str):
@@ -59,7 +62,7 @@ def format_term(t: Any) -> str:
 
 def _key(k: Atom) -> str:
     s = str(k)
-    if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_@]*[?!]?", s):
+    if _BARE_ATOM.fullmatch(s):
         return s + ":"
     return '"' + s.replace('"', '\\"') + '":'
 
